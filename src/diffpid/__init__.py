@@ -1,0 +1,21 @@
+"""diffpid: explain text-to-image diffusion models with information theory.
+
+Per-word mutual information and conditional mutual information (Kong et al., ICLR 2024)
+and the partial information decomposition of two words (DiffusionPID, NeurIPS 2024),
+estimated exactly from the denoiser.
+"""
+
+from .channel import LogisticSampler, SobolSampler, UniformSampler, make_sampler
+from .errors import DiffpidError
+from .estimate import Difference, EngineResult, Minimum, estimate
+from .information import Information, conditional_mutual_information, mutual_information
+from .models.base import Generated, Model
+from .models.mixture import GaussianMixture
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DiffpidError", "Difference", "EngineResult", "GaussianMixture", "Generated", "Information",
+    "LogisticSampler", "Minimum", "Model", "SobolSampler", "UniformSampler", "conditional_mutual_information",
+    "estimate", "make_sampler", "mutual_information",
+]

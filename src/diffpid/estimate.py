@@ -1,0 +1,316 @@
+"""The estimator engine: batched common-random-number evaluation and streaming accumulators.
+
+For inputs ``x`` ``(b, *data_shape)``, conditions ``C_0 .. C_{k-1}`` and *terms* (pairs of
+conditions to compare), the engine draws ``(a, w, eps)`` from a sampler, forms
+``x_a`` once per sample, evaluates every condition on that same ``x_a`` in batched
+model calls, and accumulates (SCIENCE.md section 2, I-MMSE):
+
+- orthogonal pointwise information ``1/2 Int E ||e(x_a|C_i) - e(x_a|C_j)||^2 da``,
+- standard pointwise information ``1/2 Int E [||eps - e(x_a|C_j)||^2 - ||eps - e(x_a|C_i)||^2] da``,
+- their pixel maps (summed over channels) and standard errors,
+- the per-noise-level curves of every term and every condition's MMSE,
+- ``-log p(x | C)`` in nats for every condition.
+
+Memory does not grow with the number of samples. Every image of the batch has its own
+sample stream seeded from the generator, so its numbers do not depend on the batch
+composition, the batch size or the chunking.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .channel import Sampler, make_sampler, noisy
+from .errors import ModelOutputError, ParameterError
+from .models.base import Model
+
+CURVE_BINS = 24
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Information of condition ``condition`` over condition ``reference`` (indices)."""
+
+    condition: int
+    reference: int
+
+
+@dataclass(frozen=True)
+class Minimum:
+    """Per noise level and per pixel minimum of two differences' integrands.
+
+    The ``per_snr`` redundancy of DiffusionPID. It has no standard-estimator form.
+    """
+
+    first: Difference
+    second: Difference
+
+
+Term = Difference | Minimum
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A quantity as a function of log-SNR, averaged in bins over the drawn samples.
+
+    Args:
+        logsnr: ``(bins,)`` bin centres.
+        mean: ``(b, bins)`` mean of the integrand in each bin (NaN where no sample fell).
+        count: ``(bins,)`` samples per bin.
+    """
+
+    logsnr: np.ndarray
+    mean: np.ndarray
+    count: np.ndarray
+
+
+@dataclass(frozen=True)
+class TermEstimate:
+    """Engine output for one term, per image of the batch (nats).
+
+    Args:
+        value, stderr: ``(b,)`` orthogonal estimate and its standard error.
+        pixel_map, pixel_stderr: ``(b, *map_shape)`` per-pixel decomposition (sums to ``value``).
+        standard_value, standard_stderr: ``(b,)`` standard estimator (NaN for :class:`Minimum`).
+        standard_map: ``(b, *map_shape)`` per-pixel standard estimator (NaN for :class:`Minimum`).
+        curve: the orthogonal integrand ``E||e_i - e_j||^2`` per noise level.
+    """
+
+    term: Term
+    value: np.ndarray
+    stderr: np.ndarray
+    pixel_map: np.ndarray
+    pixel_stderr: np.ndarray
+    standard_value: np.ndarray
+    standard_stderr: np.ndarray
+    standard_map: np.ndarray
+    curve: Curve
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    """Everything one engine run measured.
+
+    Args:
+        terms: one :class:`TermEstimate` per requested term, in order.
+        mmse: per condition, ``E||eps - e(x_a|C)||^2`` per noise level.
+        nll, nll_stderr: ``(k, b)`` ``-log p(x | C)`` in nats over the sampler's range of log-SNR.
+        samples: number of ``(a, eps)`` draws per image.
+        logsnr_range: the range integrated over.
+    """
+
+    terms: tuple[TermEstimate, ...]
+    mmse: tuple[Curve, ...]
+    nll: np.ndarray
+    nll_stderr: np.ndarray
+    samples: int
+    logsnr_range: tuple[float, float]
+    sampler: str = field(default="")
+
+
+class _Moments:
+    """Streaming sum and sum of squares (float64) of per-sample contributions."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.s = torch.zeros(shape, dtype=torch.float64)
+        self.s2 = torch.zeros(shape, dtype=torch.float64)
+
+    def add(self, g: torch.Tensor) -> None:  # g: (m, *shape), summed over samples here
+        g = g.double()
+        self.s += g.sum(0).cpu()
+        self.s2 += (g * g).sum(0).cpu()
+
+    def result(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        mean = self.s / n
+        if n < 2:
+            return mean.numpy(), np.full(tuple(mean.shape), np.nan)
+        var = (self.s2 / n - mean**2).clamp_min(0) * n / (n - 1)
+        return mean.numpy(), (var / n).sqrt().numpy()
+
+
+class _Binned:
+    """Streaming per-bin means of a per-sample quantity ``(m, b)`` over log-SNR."""
+
+    def __init__(self, edges: torch.Tensor, b: int) -> None:
+        self.edges = edges
+        self.sum = torch.zeros(b, len(edges) - 1, dtype=torch.float64)
+        self.count = torch.zeros(len(edges) - 1, dtype=torch.float64)
+
+    def add(self, a: torch.Tensor, f: torch.Tensor) -> None:  # a: (m,), f: (m, b)
+        idx = (torch.bucketize(a.double().cpu(), self.edges) - 1).clamp(0, len(self.count) - 1)
+        self.sum.index_add_(1, idx, f.double().cpu().T)
+        self.count.index_add_(0, idx, torch.ones(len(idx), dtype=torch.float64))
+
+    def result(self) -> Curve:
+        centers = 0.5 * (self.edges[1:] + self.edges[:-1])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = (self.sum / self.count[None]).numpy()
+        return Curve(centers.numpy(), mean, self.count.numpy())
+
+
+def _map_shape(data_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Pixel maps sum over channels for ``(C, H, W)`` data; other data keep every coordinate."""
+    return tuple(data_shape[1:]) if len(data_shape) == 3 else tuple(data_shape)
+
+
+def _to_map(sq: torch.Tensor, data_shape: tuple[int, ...]) -> torch.Tensor:
+    """``(..., *data_shape)`` squared terms to ``(..., *map_shape)`` by summing channels."""
+    return sq.sum(-3) if len(data_shape) == 3 else sq
+
+
+def predict(model: Model, x_a: torch.Tensor, a: torch.Tensor, conditions: Sequence[Any], batch_size: int) -> torch.Tensor:
+    """All conditions on every noisy input in calls of at most ``batch_size`` rows: ``(n, k, *shape)``."""
+    n, k = len(x_a), len(conditions)
+    if k <= batch_size:
+        per = max(1, batch_size // k)
+        parts = [model.eps(x_a[i : i + per], a[i : i + per], conditions) for i in range(0, n, per)]
+        out = torch.cat(parts, 0)
+    else:
+        rows = []
+        for i in range(n):
+            cols = [model.eps(x_a[i : i + 1], a[i : i + 1], conditions[j : j + batch_size]) for j in range(0, k, batch_size)]
+            rows.append(torch.cat(cols, 1))
+        out = torch.cat(rows, 0)
+    if tuple(out.shape) != (n, k, *model.data_shape):
+        raise ModelOutputError(f"{model.name}.eps returned shape {tuple(out.shape)}, expected {(n, k, *model.data_shape)}")
+    if not torch.isfinite(out).all():
+        raise ModelOutputError(
+            f"{model.name} returned NaN or Inf predictions; try dtype float32 or a narrower log-SNR range (clip)"
+        )
+    return out.float()
+
+
+def _check_terms(terms: Sequence[Term], k: int) -> None:
+    if not terms:
+        raise ParameterError("no terms to estimate; pass at least one Difference(condition, reference)")
+    for t in terms:
+        parts = (t.first, t.second) if isinstance(t, Minimum) else (t,)
+        for d in parts:
+            if not isinstance(d, Difference):
+                raise ParameterError(f"terms must be Difference or Minimum, got {type(d).__name__}")
+            if not (0 <= d.condition < k and 0 <= d.reference < k):
+                raise ParameterError(f"term {d} names a condition outside 0..{k - 1}")
+
+
+def estimate(
+    model: Model,
+    x: torch.Tensor,
+    conditions: Sequence[Any],
+    terms: Sequence[Term],
+    *,
+    samples: int = 128,
+    sampler: Sampler | str | None = None,
+    batch_size: int = 64,
+    generator: torch.Generator | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    on_batch: Any = None,
+) -> EngineResult:
+    """Run the engine: every condition on the same ``(a, eps)`` draws, terms accumulated.
+
+    Args:
+        model: any :class:`~diffpid.models.base.Model`.
+        x: ``(b, *data_shape)`` or ``(*data_shape)`` inputs (latents or pixels).
+        conditions: ``k`` conditions built by ``model.encode_prompt``.
+        terms: :class:`Difference` / :class:`Minimum` over condition indices.
+        samples: ``(a, eps)`` draws per image (denoiser calls per image and condition).
+        sampler: a :class:`~diffpid.channel.Sampler` or its name; default ``"sobol"``.
+        batch_size: most rows (inputs x conditions) per model call.
+        generator: source of randomness; ``seed`` is used when it is omitted.
+        progress: show a progress bar.
+        on_batch: optional callback ``f(x_a, logsnr, weight, eps, predictions)`` per chunk,
+            e.g. to collect attention at the same noise levels at no extra denoiser cost.
+    """
+    x = model.check_x(x)
+    conditions = list(conditions)
+    if not conditions:
+        raise ParameterError("no conditions given; pass at least two (a condition and its reference)")
+    if not isinstance(samples, int) or samples < 1:
+        raise ParameterError(f"samples must be a positive integer, got {samples!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ParameterError(f"batch_size must be a positive integer, got {batch_size!r}")
+    _check_terms(terms, len(conditions))
+    sampler = make_sampler("sobol") if sampler is None else make_sampler(sampler)
+    lo, hi = sampler.range
+    mlo, mhi = model.logsnr_range
+    if lo < mlo - 1e-6 or hi > mhi + 1e-6:
+        raise ParameterError(
+            f"the sampler covers log-SNR [{lo:.2f}, {hi:.2f}] but {model.name} was trained on "
+            f"[{mlo:.2f}, {mhi:.2f}]; choose loc/scale/clip inside that range"
+        )
+    if generator is None:
+        generator = torch.Generator().manual_seed(seed)
+    b, k, shape = len(x), len(conditions), tuple(model.data_shape)
+    mshape = _map_shape(shape)
+    dev = model.device
+    chunk = max(1, batch_size // (b * k))
+    seeds = [int(torch.randint(0, 2**62, (1,), generator=generator)) for _ in range(b)]
+    streams = [sampler.stream(samples, shape, torch.Generator().manual_seed(s), chunk) for s in seeds]
+
+    edges = torch.linspace(lo, hi, CURVE_BINS + 1, dtype=torch.float64)
+    acc_o = [(_Moments((b,)), _Moments((b, *mshape))) for _ in terms]
+    acc_s = [(_Moments((b,)), _Moments((b, *mshape))) for _ in terms]
+    curves = [_Binned(edges, b) for _ in terms]
+    mmse = [_Binned(edges, b) for _ in range(k)]
+    nll = [_Moments((b,)) for _ in range(k)]
+    d = math.prod(shape)
+    xd = x.to(dev, torch.float32)
+
+    bar = tqdm(total=samples, disable=not progress, desc=f"{model.name}: {k} conditions", unit="sample")
+    for draws in zip(*streams):
+        m = len(draws[0].logsnr)
+        a = torch.stack([dr.logsnr for dr in draws], 1).to(dev)  # (m, b)
+        w = torch.stack([dr.weight for dr in draws], 1).to(dev)  # (m, b)
+        eps = torch.stack([dr.eps for dr in draws], 1).to(dev)  # (m, b, *shape)
+        x_a = noisy(xd.expand(m, *xd.shape).reshape(m * b, *shape), a.reshape(-1), eps.reshape(m * b, *shape))
+        pred = predict(model, x_a, a.reshape(-1), conditions, batch_size)  # (m*b, k, *shape)
+        if on_batch is not None:
+            on_batch(x_a, a.reshape(-1), w.reshape(-1), eps.reshape(m * b, *shape), pred)
+        pred = pred.reshape(m, b, k, *shape)
+        err = _to_map((eps[:, :, None] - pred) ** 2, shape)  # (m, b, k, *mshape)
+        err_tot = err.flatten(3).sum(-1)  # (m, b, k)
+        half_w = (0.5 * w).reshape(m, b, *([1] * len(mshape)))
+        sig = torch.sigmoid(a)
+        for c in range(k):
+            mmse[c].add(a[:, 0], err_tot[:, :, c])
+            nll[c].add(0.5 * w * (err_tot[:, :, c] - d * sig))
+        cache: dict[Difference, torch.Tensor] = {}
+
+        def ortho(t: Difference) -> torch.Tensor:
+            if t not in cache:
+                cache[t] = _to_map((pred[:, :, t.condition] - pred[:, :, t.reference]) ** 2, shape)
+            return cache[t]
+
+        for i, t in enumerate(terms):
+            f = torch.minimum(ortho(t.first), ortho(t.second)) if isinstance(t, Minimum) else ortho(t)
+            g = half_w * f  # (m, b, *mshape)
+            acc_o[i][1].add(g)
+            acc_o[i][0].add(g.flatten(2).sum(-1))
+            curves[i].add(a[:, 0], f.flatten(2).sum(-1))
+            if isinstance(t, Difference):
+                s = half_w * (err[:, :, t.reference] - err[:, :, t.condition])
+                acc_s[i][1].add(s)
+                acc_s[i][0].add(s.flatten(2).sum(-1))
+        bar.update(m)
+    bar.close()
+
+    out = []
+    for i, t in enumerate(terms):
+        v, se = acc_o[i][0].result(samples)
+        pm, pse = acc_o[i][1].result(samples)
+        if isinstance(t, Difference):
+            sv, sse = acc_s[i][0].result(samples)
+            sm, _ = acc_s[i][1].result(samples)
+        else:
+            sv = sse = np.full(b, np.nan)
+            sm = np.full((b, *mshape), np.nan)
+        out.append(TermEstimate(t, v, se, pm, pse, sv, sse, sm, curves[i].result()))
+    nv = np.stack([r.result(samples)[0] for r in nll]) + 0.5 * d * math.log(2 * math.pi * math.e)
+    ns = np.stack([r.result(samples)[1] for r in nll])
+    return EngineResult(tuple(out), tuple(c.result() for c in mmse), nv, ns, samples, (lo, hi), type(sampler).__name__)
