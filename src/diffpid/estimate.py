@@ -8,6 +8,8 @@ model calls, and accumulates (SCIENCE.md section 2, I-MMSE):
 - orthogonal pointwise information ``1/2 Int E ||e(x_a|C_i) - e(x_a|C_j)||^2 da``,
 - standard pointwise information ``1/2 Int E [||eps - e(x_a|C_j)||^2 - ||eps - e(x_a|C_i)||^2] da``,
 - their pixel maps (summed over channels) and standard errors,
+- fixed linear combinations of terms, with standard errors from the per-sample
+  contributions of the combination (the terms are correlated under common random numbers),
 - the per-noise-level curves of every term and every condition's MMSE,
 - ``-log p(x | C)`` in nats for every condition, as ``-log N(x; 0, I)`` plus the integral of
   the MMSE gap to the exact denoiser of ``N(0, I)`` (a control variate with the same
@@ -54,7 +56,22 @@ class Minimum:
     second: Difference
 
 
-Term = Difference | Minimum
+@dataclass(frozen=True)
+class Combination:
+    """A fixed linear combination ``sum_i coefficients[i] * terms[i]``, accumulated sample by sample.
+
+    Under common random numbers the terms are correlated, so the standard error of a
+    sum of terms is not the root-sum-square of theirs; this term's standard error (and
+    pixel standard-error map) comes from the per-sample contributions of the combination
+    itself. Parts are :class:`Difference` or :class:`Minimum`. The standard estimator
+    is defined when every part is a :class:`Difference`.
+    """
+
+    terms: tuple[Difference | Minimum, ...]
+    coefficients: tuple[float, ...]
+
+
+Term = Difference | Minimum | Combination
 
 
 @dataclass(frozen=True)
@@ -79,9 +96,10 @@ class TermEstimate:
     Args:
         value, stderr: ``(b,)`` orthogonal estimate and its standard error.
         pixel_map, pixel_stderr: ``(b, *map_shape)`` per-pixel decomposition (sums to ``value``).
-        standard_value, standard_stderr: ``(b,)`` standard estimator (NaN for :class:`Minimum`).
-        standard_map: ``(b, *map_shape)`` per-pixel standard estimator (NaN for :class:`Minimum`).
-        curve: the orthogonal integrand ``E||e_i - e_j||^2`` per noise level.
+        standard_value, standard_stderr: ``(b,)`` standard estimator (NaN for terms with a :class:`Minimum`).
+        standard_map: ``(b, *map_shape)`` per-pixel standard estimator (NaN for terms with a :class:`Minimum`).
+        curve: the orthogonal integrand ``E||e_i - e_j||^2`` per noise level (combined for a
+            :class:`Combination`).
     """
 
     term: Term
@@ -188,14 +206,30 @@ def predict(model: Model, x_a: torch.Tensor, a: torch.Tensor, conditions: Sequen
     return out.float()
 
 
+def _has_standard(t: Term) -> bool:
+    """Whether the standard estimator is defined: a Difference or a Combination of Differences."""
+    if isinstance(t, Combination):
+        return all(isinstance(p, Difference) for p in t.terms)
+    return isinstance(t, Difference)
+
+
 def _check_terms(terms: Sequence[Term], k: int) -> None:
     if not terms:
         raise ParameterError("no terms to estimate; pass at least one Difference(condition, reference)")
     for t in terms:
+        if isinstance(t, Combination):
+            if not t.terms or len(t.terms) != len(t.coefficients):
+                raise ParameterError("a Combination needs one coefficient per term and at least one term")
+            if not all(isinstance(p, (Difference, Minimum)) for p in t.terms):
+                raise ParameterError("the parts of a Combination must be Difference or Minimum terms")
+            if not all(math.isfinite(float(c)) for c in t.coefficients):
+                raise ParameterError(f"Combination coefficients must be finite numbers, got {t.coefficients}")
+            _check_terms(t.terms, k)
+            continue
         parts = (t.first, t.second) if isinstance(t, Minimum) else (t,)
         for d in parts:
             if not isinstance(d, Difference):
-                raise ParameterError(f"terms must be Difference or Minimum, got {type(d).__name__}")
+                raise ParameterError(f"terms must be Difference, Minimum or Combination, got {type(d).__name__}")
             if not (0 <= d.condition < k and 0 <= d.reference < k):
                 raise ParameterError(f"term {d} names a condition outside 0..{k - 1}")
 
@@ -220,7 +254,7 @@ def estimate(
         model: any :class:`~diffpid.models.base.Model`.
         x: ``(b, *data_shape)`` or ``(*data_shape)`` inputs (latents or pixels).
         conditions: ``k`` conditions built by ``model.encode_prompt``.
-        terms: :class:`Difference` / :class:`Minimum` over condition indices.
+        terms: :class:`Difference` / :class:`Minimum` / :class:`Combination` over condition indices.
         samples: ``(a, eps)`` draws per image (denoiser calls per image and condition).
         sampler: a :class:`~diffpid.channel.Sampler` or its name; default ``"sobol"``.
         batch_size: most rows (inputs x conditions) per model call.
@@ -291,14 +325,24 @@ def estimate(
                 cache[t] = _to_map((pred[:, :, t.condition] - pred[:, :, t.reference]) ** 2, shape)
             return cache[t]
 
+        def integrand(t: Term) -> torch.Tensor:  # orthogonal integrand (m, b, *mshape)
+            if isinstance(t, Combination):
+                return sum(float(c) * integrand(p) for c, p in zip(t.coefficients, t.terms))
+            return torch.minimum(ortho(t.first), ortho(t.second)) if isinstance(t, Minimum) else ortho(t)
+
+        def standard(t: Term) -> torch.Tensor:  # standard integrand (m, b, *mshape)
+            if isinstance(t, Combination):
+                return sum(float(c) * standard(p) for c, p in zip(t.coefficients, t.terms))
+            return err[:, :, t.reference] - err[:, :, t.condition]
+
         for i, t in enumerate(terms):
-            f = torch.minimum(ortho(t.first), ortho(t.second)) if isinstance(t, Minimum) else ortho(t)
+            f = integrand(t)
             g = half_w * f  # (m, b, *mshape)
             acc_o[i][1].add(g)
             acc_o[i][0].add(g.flatten(2).sum(-1))
             curves[i].add(a[:, 0], f.flatten(2).sum(-1))
-            if isinstance(t, Difference):
-                s = half_w * (err[:, :, t.reference] - err[:, :, t.condition])
+            if _has_standard(t):
+                s = half_w * standard(t)
                 acc_s[i][1].add(s)
                 acc_s[i][0].add(s.flatten(2).sum(-1))
         bar.update(m)
@@ -308,7 +352,7 @@ def estimate(
     for i, t in enumerate(terms):
         v, se = acc_o[i][0].result(samples)
         pm, pse = acc_o[i][1].result(samples)
-        if isinstance(t, Difference):
+        if _has_standard(t):
             sv, sse = acc_s[i][0].result(samples)
             sm, _ = acc_s[i][1].result(samples)
         else:
