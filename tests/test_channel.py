@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from diffpid.channel import (
+    AdaptiveSampler,
     LogisticSampler,
     SobolSampler,
     UniformSampler,
@@ -47,7 +48,10 @@ def test_logistic_density_times_weight_is_one():
     assert torch.trapezoid(q, a).item() == pytest.approx(1.0, abs=1e-3)
 
 
-@pytest.mark.parametrize("sampler", [LogisticSampler(), SobolSampler(), UniformSampler(), LogisticSampler(0.5, 1.5, 2.0)])
+_FITTED = AdaptiveSampler().fit(torch.linspace(0, 3, 16) ** 2)
+
+
+@pytest.mark.parametrize("sampler", [LogisticSampler(), SobolSampler(), UniformSampler(), LogisticSampler(0.5, 1.5, 2.0), _FITTED])
 def test_weights_integrate_a_constant(sampler):
     g = torch.Generator().manual_seed(1)
     draws = list(sampler.stream(1 << 14, (1,), g, chunk=4096))
@@ -97,3 +101,18 @@ def test_bad_parameters():
         make_sampler("gaussian")
     with pytest.raises(ParameterError, match="at least 1"):
         next(LogisticSampler().stream(0, (1,), torch.Generator(), 4))
+
+
+def test_adaptive_fit_follows_the_root_second_moment_with_a_logistic_floor():
+    s = AdaptiveSampler(bins=4, floor=0.5, loc=0.0, scale=1.0, clip=2.0)
+    fitted = s.fit(torch.tensor([0.0, 0.0, 4.0, 0.0]))
+    probs = torch.tensor(fitted.probs)
+    assert probs.sum().item() == pytest.approx(1.0)
+    # smoothing spreads the moment to neighbours: [0, 1, 2, 1] -> sqrt -> normalised
+    opt = torch.tensor([0.0, 1.0, math.sqrt(2), 1.0])
+    opt = opt / opt.sum()
+    e = torch.linspace(-2, 2, 5, dtype=torch.float64)
+    c = torch.sigmoid(e)
+    base = (c[1:] - c[:-1]) / (c[-1] - c[0])
+    assert torch.allclose(probs, 0.5 * opt + 0.5 * base, atol=1e-9)
+    assert s.pilot_size(1000) == 250 and s.pilot_size(10) == 10

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .channel import Sampler, make_sampler, noisy
+from .channel import AdaptiveSampler, Sampler, make_sampler, noisy
 from .errors import ModelOutputError, ParameterError
 from .models.base import Model
 
@@ -81,7 +81,7 @@ class Curve:
     Args:
         logsnr: ``(bins,)`` bin centres.
         mean: ``(b, bins)`` mean of the integrand in each bin (NaN where no sample fell).
-        count: ``(bins,)`` samples per bin.
+        count: ``(b, bins)`` samples per bin.
     """
 
     logsnr: np.ndarray
@@ -155,22 +155,26 @@ class _Moments:
 
 
 class _Binned:
-    """Streaming per-bin means of a per-sample quantity ``(m, b)`` over log-SNR."""
+    """Streaming per-bin means of a per-sample quantity ``(m, b)`` over log-SNR, per image."""
 
     def __init__(self, edges: torch.Tensor, b: int) -> None:
         self.edges = edges
         self.sum = torch.zeros(b, len(edges) - 1, dtype=torch.float64)
-        self.count = torch.zeros(len(edges) - 1, dtype=torch.float64)
+        self.count = torch.zeros(b, len(edges) - 1, dtype=torch.float64)
 
-    def add(self, a: torch.Tensor, f: torch.Tensor) -> None:  # a: (m,), f: (m, b)
-        idx = (torch.bucketize(a.double().cpu(), self.edges) - 1).clamp(0, len(self.count) - 1)
-        self.sum.index_add_(1, idx, f.double().cpu().T)
-        self.count.index_add_(0, idx, torch.ones(len(idx), dtype=torch.float64))
+    def add(self, a: torch.Tensor, f: torch.Tensor) -> None:  # a: (m, b), f: (m, b)
+        idx = (torch.bucketize(a.double().cpu(), self.edges) - 1).clamp(0, self.sum.shape[1] - 1).T
+        self.sum.scatter_add_(1, idx, f.double().cpu().T)
+        self.count.scatter_add_(1, idx, torch.ones(idx.shape, dtype=torch.float64))
+
+    def means(self) -> torch.Tensor:
+        """``(b, bins)`` per-bin means, 0 where a bin is empty."""
+        return self.sum / self.count.clamp_min(1)
 
     def result(self) -> Curve:
         centers = 0.5 * (self.edges[1:] + self.edges[:-1])
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = (self.sum / self.count[None]).numpy()
+            mean = (self.sum / self.count).numpy()
         return Curve(centers.numpy(), mean, self.count.numpy())
 
 
@@ -256,7 +260,7 @@ def estimate(
         conditions: ``k`` conditions built by ``model.encode_prompt``.
         terms: :class:`Difference` / :class:`Minimum` / :class:`Combination` over condition indices.
         samples: ``(a, eps)`` draws per image (denoiser calls per image and condition).
-        sampler: a :class:`~diffpid.channel.Sampler` or its name; default ``"sobol"``.
+        sampler: a :class:`~diffpid.channel.Sampler` or its name; default ``"adaptive"``.
         batch_size: most rows (inputs x conditions) per model call.
         generator: source of randomness; ``seed`` is used when it is omitted.
         progress: show a progress bar.
@@ -272,7 +276,7 @@ def estimate(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ParameterError(f"batch_size must be a positive integer, got {batch_size!r}")
     _check_terms(terms, len(conditions))
-    sampler = make_sampler("sobol") if sampler is None else make_sampler(sampler)
+    sampler = make_sampler() if sampler is None else make_sampler(sampler)
     lo, hi = sampler.range
     mlo, mhi = model.logsnr_range
     if lo < mlo - 1e-6 or hi > mhi + 1e-6:
@@ -286,8 +290,7 @@ def estimate(
     mshape = _map_shape(shape)
     dev = model.device
     chunk = max(1, batch_size // (b * k))
-    seeds = [int(torch.randint(0, 2**62, (1,), generator=generator)) for _ in range(b)]
-    streams = [sampler.stream(samples, shape, torch.Generator().manual_seed(s), chunk) for s in seeds]
+    gens = [torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator))) for _ in range(b)]
 
     edges = torch.linspace(lo, hi, CURVE_BINS + 1, dtype=torch.float64)
     acc_o = [(_Moments((b,)), _Moments((b, *mshape))) for _ in terms]
@@ -298,8 +301,14 @@ def estimate(
     d = math.prod(shape)
     xd = x.to(dev, torch.float32)
 
-    bar = tqdm(total=samples, disable=not progress, desc=f"{model.name}: {k} conditions", unit="sample")
-    for draws in zip(*streams):
+    adaptive = isinstance(sampler, AdaptiveSampler)
+    # the pilot stage records the integrands' second moments per log-SNR bin (Difference terms only:
+    # combinations can be near zero, and their parts are Differences anyway)
+    piloted = [i for i, t in enumerate(terms) if isinstance(t, Difference)] or list(range(len(terms)))
+    pilots = {i: _Binned(sampler.edges(), b) for i in piloted} if adaptive else {}
+    n_first = sampler.pilot_size(samples) if adaptive else samples
+
+    def consume(draws) -> None:
         m = len(draws[0].logsnr)
         a = torch.stack([dr.logsnr for dr in draws], 1).to(dev)  # (m, b)
         w = torch.stack([dr.weight for dr in draws], 1).to(dev)  # (m, b)
@@ -316,7 +325,7 @@ def estimate(
         ref = ((eps - torch.sigmoid(-a).sqrt().reshape(m, b, *([1] * len(shape))) * x_a.reshape(m, b, *shape)) ** 2)
         ref = ref.flatten(2).sum(-1)  # (m, b)
         for c in range(k):
-            mmse[c].add(a[:, 0], err_tot[:, :, c])
+            mmse[c].add(a, err_tot[:, :, c])
             nll[c].add(0.5 * w * (err_tot[:, :, c] - ref))
         cache: dict[Difference, torch.Tensor] = {}
 
@@ -340,12 +349,26 @@ def estimate(
             g = half_w * f  # (m, b, *mshape)
             acc_o[i][1].add(g)
             acc_o[i][0].add(g.flatten(2).sum(-1))
-            curves[i].add(a[:, 0], f.flatten(2).sum(-1))
+            curves[i].add(a, f.flatten(2).sum(-1))
+            if i in pilots:
+                pilots[i].add(a, f.flatten(2).sum(-1) ** 2)
             if _has_standard(t):
                 s = half_w * standard(t)
                 acc_s[i][1].add(s)
                 acc_s[i][0].add(s.flatten(2).sum(-1))
-        bar.update(m)
+
+    bar = tqdm(total=samples, disable=not progress, desc=f"{model.name}: {k} conditions", unit="sample")
+    for draws in zip(*[sampler.stream(n_first, shape, gi, chunk) for gi in gens]):
+        consume(draws)
+        bar.update(len(draws[0].logsnr))
+    if samples > n_first:
+        # (b, bins) second moment of every term's integrand, each relative to its pilot value squared
+        moment = sum(p.means() / (acc_o[i][0].s / n_first).pow(2).clamp_min(1e-30)[:, None] for i, p in pilots.items())
+        pilots.clear()
+        mains = [sampler.fit(moment[i]).stream(samples - n_first, shape, gi, chunk) for i, gi in enumerate(gens)]
+        for draws in zip(*mains):
+            consume(draws)
+            bar.update(len(draws[0].logsnr))
     bar.close()
 
     out = []

@@ -59,7 +59,7 @@ def information_from(run: EngineResult, index: int, single: bool) -> Information
     """Package term ``index`` of an engine run as :class:`Information`."""
     t = run.terms[index]
     pick = (lambda v: v[0].item() if v.ndim == 1 else v[0]) if single else (lambda v: v)
-    curve = Curve(t.curve.logsnr, t.curve.mean[0] if single else t.curve.mean, t.curve.count)
+    curve = Curve(t.curve.logsnr, t.curve.mean[0] if single else t.curve.mean, t.curve.count[0] if single else t.curve.count)
     return Information(
         pick(t.value), pick(t.stderr), pick(t.pixel_map), pick(t.pixel_stderr),
         pick(t.standard_value), pick(t.standard_stderr), pick(t.standard_map), curve, run.samples,
@@ -91,7 +91,7 @@ def mutual_information(
         condition: a prompt (string), label mapping, or a condition built by the model.
         reference: the condition to compare with; the empty prompt when omitted.
         samples: ``(a, eps)`` draws per image.
-        sampler: log-SNR sampler or its name (``sobol`` default, ``published``, ``uniform``).
+        sampler: log-SNR sampler or its name (``adaptive`` default, ``sobol``, ``published``, ``uniform``).
         batch_size: most rows per denoiser call.
         seed, generator: randomness; the same seed gives the same numbers.
         progress: show a progress bar.
