@@ -106,10 +106,10 @@ def test_bad_parameters():
 def test_adaptive_fit_follows_the_root_second_moment_with_a_logistic_floor():
     s = AdaptiveSampler(bins=4, floor=0.5, loc=0.0, scale=1.0, clip=2.0)
     fitted = s.fit(torch.tensor([0.0, 0.0, 4.0, 0.0]))
-    probs = torch.tensor(fitted.probs)
+    probs = torch.tensor(fitted.probs, dtype=torch.float64)
     assert probs.sum().item() == pytest.approx(1.0)
     # smoothing spreads the moment to neighbours: [0, 1, 2, 1] -> sqrt -> normalised
-    opt = torch.tensor([0.0, 1.0, math.sqrt(2), 1.0])
+    opt = torch.tensor([0.0, 1.0, math.sqrt(2), 1.0], dtype=torch.float64)
     opt = opt / opt.sum()
     e = torch.linspace(-2, 2, 5, dtype=torch.float64)
     c = torch.sigmoid(e)
