@@ -10,6 +10,8 @@ from .errors import DiffpidError
 from .estimate import Difference, EngineResult, Minimum, estimate
 from .information import Information, conditional_mutual_information, mutual_information
 from .models.base import Generated, Model
+from .models.diffusers import DiffusersModel, TextCondition
+from .models.loading import from_pipeline, load_model
 from .models.mixture import GaussianMixture
 
 __version__ = "0.1.0"
@@ -18,4 +20,5 @@ __all__ = [
     "DiffpidError", "Difference", "EngineResult", "GaussianMixture", "Generated", "Information",
     "LogisticSampler", "Minimum", "Model", "SobolSampler", "UniformSampler", "conditional_mutual_information",
     "estimate", "make_sampler", "mutual_information",
+    "DiffusersModel", "TextCondition", "from_pipeline", "load_model",
 ]

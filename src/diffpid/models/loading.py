@@ -1,0 +1,180 @@
+"""Loading diffusers models: pipeline folders or hub ids, component folders, live pipelines.
+
+- :func:`load_model`: a Stable Diffusion 1.x / 2.x or SDXL pipeline (local folder or hub
+  id), or a component folder without a VAE (pixel-space models such as the embedded one:
+  ``model_index.json`` + ``unet/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``).
+- :func:`from_pipeline`: wrap a pipeline the caller already holds, as it is (dtype,
+  device, CPU offload hooks); nothing is reloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ModelLoadError
+from .diffusers import DiffusersModel
+
+PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
+"""Pipeline classes loaded as pipelines; other folders load component by component."""
+
+COMPONENTS = ("unet", "scheduler", "text_encoder", "tokenizer")
+
+
+def from_pipeline(pipe: Any, name: str | None = None) -> DiffusersModel:
+    """Wrap a diffusers pipeline object as a :class:`DiffusersModel` without reloading it.
+
+    Keeps the pipeline's dtype, device and offloading: denoiser calls run on its
+    execution device (``pipe._execution_device``, which follows
+    ``enable_model_cpu_offload`` hooks).
+
+    Args:
+        pipe: a ``StableDiffusionPipeline``, ``StableDiffusionXLPipeline`` or any pipeline
+            with ``unet``, ``scheduler``, ``text_encoder`` and ``tokenizer`` (and optionally
+            ``text_encoder_2`` / ``tokenizer_2`` and ``vae``).
+        name: display name; default the pipeline's folder or hub id, else its class.
+    """
+    missing = [c for c in COMPONENTS if getattr(pipe, c, None) is None]
+    if missing:
+        raise ModelLoadError(
+            f"the pipeline {type(pipe).__name__} lacks {', '.join(missing)}; diffpid supports UNet text-to-image "
+            f"pipelines ({', '.join(PIPELINES)})"
+        )
+    encoders, tokenizers = [pipe.text_encoder], [pipe.tokenizer]
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        encoders.append(pipe.text_encoder_2)
+        tokenizers.append(pipe.tokenizer_2)
+    if name is None:
+        name = pipe.config.get("_name_or_path") or type(pipe).__name__
+    return DiffusersModel(pipe.unet, pipe.scheduler, encoders, tokenizers, vae=getattr(pipe, "vae", None),
+                          pipeline=pipe, name=os.path.basename(str(name).rstrip("/")) or str(name))
+
+
+def _dtype_key(library: str) -> str:
+    """The name of the dtype argument of ``from_pretrained`` (``dtype`` in recent releases)."""
+    if library == "transformers":
+        import transformers
+        from packaging.version import Version
+
+        return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+    try:
+        from diffusers.utils.deprecation_utils import _TORCH_DTYPE_DEPRECATION_MESSAGE  # noqa: F401
+    except ImportError:
+        return "torch_dtype"
+    return "dtype"
+
+
+def _default_device(device: Any) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _model_index(path_or_id: str, local: bool) -> dict:
+    try:
+        if local:
+            return json.loads((Path(path_or_id) / "model_index.json").read_text())
+        from diffusers import DiffusionPipeline
+
+        return dict(DiffusionPipeline.load_config(path_or_id))
+    except Exception as err:  # noqa: BLE001 - any failure here means "cannot find this model"
+        where = "the folder has no readable model_index.json" if local else f"{type(err).__name__}: {err}"
+        raise ModelLoadError(
+            f"cannot load the model {path_or_id!r} ({where}); check the path or the hub id "
+            "(hub ids need network access and no HF_HUB_OFFLINE)"
+        ) from err
+
+
+def load_model(path_or_id: str | os.PathLike, torch_dtype: torch.dtype | None = None,
+               device: torch.device | str | None = None) -> DiffusersModel:
+    """Load a diffusers text-to-image model from a local folder or a hub id.
+
+    Args:
+        path_or_id: folder with ``model_index.json``, or a hub id such as
+            ``"stabilityai/stable-diffusion-2-1-base"`` (needs network).
+        torch_dtype: weights' dtype; default float32 (pass ``torch.float16`` or
+            ``torch.bfloat16`` for speed).
+        device: where to run; default CUDA when available, else CPU.
+
+    Raises:
+        ModelLoadError: the folder or id cannot be found, or its pipeline class is not supported.
+    """
+    path_or_id = str(path_or_id)
+    local = os.path.isdir(path_or_id)
+    looks_like_path = path_or_id.startswith(("/", ".", "~")) or path_or_id.count("/") > 1 or "\\" in path_or_id
+    if not local and (looks_like_path or os.path.exists(path_or_id)):
+        raise ModelLoadError(f"{path_or_id!r} is not a model folder; check the path or the hub id")
+    index = _model_index(path_or_id, local)
+    cls = index.get("_class_name", "")
+    dtype = torch_dtype or torch.float32
+    dev = _default_device(device)
+    has = {k for k, v in index.items() if isinstance(v, (list, tuple)) and len(v) == 2 and v[0] is not None}
+    unet_ok = "unet" in has and index["unet"][1] == "UNet2DConditionModel"
+    if cls in PIPELINES and "vae" in has:
+        return _load_pipeline(path_or_id, cls, dtype, dev, local)
+    if unet_ok and all(c in has for c in COMPONENTS):
+        return _load_components(path_or_id, index, dtype, dev, local)
+    raise ModelLoadError(
+        f"{path_or_id!r} is a {cls or 'folder'} that diffpid cannot run; supported: {', '.join(PIPELINES)} "
+        "and folders with unet (UNet2DConditionModel), scheduler, text_encoder and tokenizer"
+    )
+
+
+def _load_pipeline(path_or_id: str, cls: str, dtype, dev, local: bool) -> DiffusersModel:
+    import diffusers
+
+    kwargs: dict[str, Any] = {_dtype_key("diffusers"): dtype, "local_files_only": local}
+    if cls == "StableDiffusionPipeline":
+        kwargs.update(safety_checker=None, requires_safety_checker=False, feature_extractor=None)
+    try:
+        pipe = getattr(diffusers, cls).from_pretrained(path_or_id, **kwargs)
+    except Exception as err:  # noqa: BLE001
+        raise ModelLoadError(f"cannot load the pipeline {path_or_id!r} ({type(err).__name__}: {err}); "
+                             "check the path or the hub id") from err
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(dev)
+    return from_pipeline(pipe, name=path_or_id)
+
+
+def _load_components(path_or_id: str, index: dict, dtype, dev, local: bool) -> DiffusersModel:
+    """Load unet, scheduler, tokenizer(s), text encoder(s) and an optional vae one by one."""
+    import diffusers
+    import transformers
+    from transformers import AutoTokenizer
+
+    def sub(name: str, cls_name: str, library):
+        kw: dict[str, Any] = dict(subfolder=name, local_files_only=local)
+        try:
+            if library is AutoTokenizer:
+                return AutoTokenizer.from_pretrained(path_or_id, **kw)
+            cls = getattr(library, cls_name)
+            if hasattr(cls, "from_config") and name == "scheduler":
+                return cls.from_pretrained(path_or_id, **kw)
+            kw[_dtype_key("transformers" if library is transformers else "diffusers")] = dtype
+            return cls.from_pretrained(path_or_id, **kw).to(dev).eval()
+        except Exception as err:  # noqa: BLE001
+            raise ModelLoadError(f"cannot load {name}/ of {path_or_id!r} ({type(err).__name__}: {err}); "
+                                 "check that the folder is complete") from err
+
+    def library_of(entry) -> Any:
+        return {"diffusers": diffusers, "transformers": transformers}.get(entry[0], diffusers)
+
+    unet = sub("unet", "UNet2DConditionModel", diffusers)
+    scheduler = sub("scheduler", index["scheduler"][1], library_of(index["scheduler"]))
+    encoders, tokenizers = [], []
+    for suffix in ("", "_2"):
+        if f"text_encoder{suffix}" not in index:
+            continue
+        entry = index[f"text_encoder{suffix}"]
+        name = entry[1] if entry[1] in ("CLIPTextModel", "CLIPTextModelWithProjection") else "CLIPTextModel"
+        encoders.append(sub(f"text_encoder{suffix}", name, library_of(entry)))
+        tokenizers.append(sub(f"tokenizer{suffix}", "", AutoTokenizer))
+    vae = None
+    if isinstance(index.get("vae"), (list, tuple)) and index["vae"][0] is not None:
+        vae = sub("vae", index["vae"][1], library_of(index["vae"]))
+    return DiffusersModel(unet, scheduler, encoders, tokenizers, vae=vae, device=dev,
+                          name=os.path.basename(path_or_id.rstrip("/")) or path_or_id)
