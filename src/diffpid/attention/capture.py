@@ -1,0 +1,397 @@
+"""Capture of cross-attention maps from a diffusers UNet, aggregated on the fly (DAAM).
+
+:class:`AttentionCapture` is a context manager around any use of a
+``UNet2DConditionModel`` (a pipeline call, DDIM inversion, the estimator engine). On
+entry it wraps the processor of every cross-attention layer with a
+:class:`~diffpid.attention.processor.RecordingProcessor` (through ``unet.attn_processors``
+/ ``unet.set_attn_processor``) and registers a forward pre-hook and hook on the UNet; on
+exit, also after an error, it puts the original processors back and removes the hooks.
+
+Which batch rows belong to which prompt is never guessed (DAAM keeps the second half
+of the batch and so silently mixes up heads without classifier-free guidance). Each
+UNet call's rows are labelled, in this order of precedence, by:
+
+1. labels queued with :meth:`AttentionCapture.expect` (diffpid's own callers, which know
+   the model's ``eps`` layout: ``n`` inputs times ``k`` conditions, input-major);
+2. ``layout``: the batch as equal contiguous blocks, e.g. ``["", prompt]`` for a
+   diffusers pipeline with guidance (``None`` marks a block to ignore);
+3. ``embeddings``: each row goes to the prompt whose text embedding it carries;
+4. a single prompt and no other information: every row must carry the same embedding,
+   otherwise an error says to pass ``layout`` or ``embeddings``.
+
+Per UNet call (one step) and labelled row, each layer's ``(heads, T, h, w)`` maps are
+upsampled to the accumulation grid (the UNet input's size) with bicubic interpolation
+and clamped at 0; the step's map is their mean over layers and heads. The running sum
+over steps is kept per prompt and image; per-step, per-layer and per-head maps only on
+request. Memory does not grow with the number of steps unless ``per_step`` is set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConditionError, ParameterError, ShapeError
+from .processor import attention_probabilities, recording_processor
+from .maps import AttentionMaps, build_maps
+
+__all__ = ["AttentionCapture", "Row", "cross_attention_layers"]
+
+
+@dataclass(frozen=True)
+class Row:
+    """The label of one UNet batch row: its prompt and, when known, its noise level."""
+
+    prompt: str
+    level: float | None = None
+
+
+def cross_attention_layers(unet: Any) -> list[str]:
+    """Names of the UNet's cross-attention ``Attention`` modules, in ``attn_processors`` order."""
+    names = []
+    for key in unet.attn_processors:
+        name = key[: -len(".processor")]
+        mod = unet.get_submodule(name)
+        if getattr(mod, "is_cross_attention", False) and getattr(mod, "added_kv_proj_dim", None) is None:
+            names.append(name)
+    return names
+
+
+@dataclass
+class _Acc:
+    """Running sums for one (prompt, image): ``(T, H, W)`` maps."""
+
+    total: torch.Tensor | None = None
+    steps: int = 0
+    step_maps: list = field(default_factory=list)
+    levels: list = field(default_factory=list)
+    layer_sum: list | None = None  # per layer (T, H, W)
+    head_sum: list | None = None  # per layer (heads, T, H, W)
+
+
+class _Call:
+    """State of one UNet forward call: labelled rows and their partial sums."""
+
+    def __init__(self, rows: list[Row | None], size: tuple[int, int], grid: tuple[int, int]) -> None:
+        self.rows = rows
+        self.size = size
+        self.index = [i for i, r in enumerate(rows) if r is not None]
+        self.grid = grid
+        self.sum: torch.Tensor | None = None  # (R, T, H, W)
+        self.count = 0
+        self.layers: dict[int, torch.Tensor] = {}  # layer -> (R, T, H, W) mean over heads
+        self.heads: dict[int, torch.Tensor] = {}  # layer -> (R, heads, T, H, W)
+
+
+def _grid(n: int, size: tuple[int, int]) -> tuple[int, int]:
+    """The ``(h, w)`` of a layer with ``n`` queries in a UNet whose input is ``size`` (stride-2 levels)."""
+    h, w = size
+    for _ in range(12):
+        if h * w == n:
+            return h, w
+        h, w = -(-h // 2), -(-w // 2)
+    raise ShapeError(f"cannot place {n} attention queries on a grid derived from the input size {size}")
+
+
+def _arg(args: tuple, kwargs: dict, pos: int, name: str) -> Any:
+    return kwargs[name] if name in kwargs else (args[pos] if len(args) > pos else None)
+
+
+class AttentionCapture:
+    """Record per-token cross-attention maps of chosen prompts while a UNet runs.
+
+    Use it as a context manager around a pipeline call or any UNet use; afterwards
+    :meth:`maps` gives per-word maps. Example::
+
+        with AttentionCapture(pipe.unet, "a cat on a mat", tokenizer=pipe.tokenizer,
+                              layout=["", "a cat on a mat"]) as cap:
+            pipe("a cat on a mat", negative_prompt="")
+        m = cap.maps(["cat", "mat"], size=(512, 512))
+
+    Args:
+        unet: a diffusers ``UNet2DConditionModel`` (SD 1.x/2.x, SDXL, the embedded model).
+        prompt: the prompt, or prompts, whose attention is kept.
+        tokenizer: what locates words in a prompt: a model with ``tokenize(prompt)`` or a
+            Hugging Face tokenizer. Needed by :meth:`maps` for words given as strings.
+        layout: the UNet batch as equal contiguous blocks of prompts (``None``: ignore).
+        embeddings: one ``(T, d)`` text embedding per prompt; rows are matched to them.
+        resolution: ``(H, W)`` grid the maps are accumulated on; default the UNet input size.
+        per_step: also keep every step's map (memory grows with steps).
+        per_layer: also keep a map per layer (summed over steps).
+        per_head: also keep a map per layer and head.
+        layers: names (or name prefixes) of the cross-attention layers to use; default all.
+    """
+
+    def __init__(
+        self,
+        unet: Any,
+        prompt: str | Sequence[str],
+        *,
+        tokenizer: Any = None,
+        layout: Sequence[str | None] | None = None,
+        embeddings: Sequence[torch.Tensor] | None = None,
+        resolution: tuple[int, int] | None = None,
+        per_step: bool = False,
+        per_layer: bool = False,
+        per_head: bool = False,
+        layers: Sequence[str] | None = None,
+    ) -> None:
+        if not hasattr(unet, "attn_processors") or not hasattr(unet, "set_attn_processor"):
+            raise ParameterError("unet must be a diffusers UNet2DConditionModel (it has no attention processors)")
+        self.prompts = (prompt,) if isinstance(prompt, str) else tuple(prompt)
+        if not self.prompts or not all(isinstance(p, str) for p in self.prompts):
+            raise ParameterError("prompt must be a string or a list of strings")
+        if len(set(self.prompts)) != len(self.prompts):
+            raise ParameterError("the same prompt is listed twice; give each prompt once")
+        if layout is not None:
+            layout = list(layout)
+            unknown = [p for p in layout if p is not None and p not in self.prompts]
+            if not layout or unknown:
+                raise ParameterError(f"layout names prompts that are not captured: {unknown}; list them in prompt")
+        if embeddings is not None:
+            embeddings = [e.detach().reshape(e.shape[-2], e.shape[-1]) for e in embeddings]
+            if len(embeddings) != len(self.prompts):
+                raise ParameterError(f"give one embedding per prompt ({len(self.prompts)}), got {len(embeddings)}")
+        if layout is None and embeddings is None and len(self.prompts) > 1:
+            raise ParameterError("with several prompts pass layout= or embeddings= to tell the batch rows apart")
+        self.unet = unet
+        self.tokenizer = tokenizer
+        self.layout = layout
+        self.embeddings = embeddings
+        self.resolution = tuple(resolution) if resolution is not None else None
+        self.per_step, self.per_layer, self.per_head = per_step, per_layer, per_head
+        names = cross_attention_layers(unet)
+        if layers is not None:
+            names = [n for n in names if any(n == p or n.startswith(p + ".") for p in layers)]
+        if not names:
+            raise ParameterError("no cross-attention layers to capture; check unet and the layers argument")
+        self.layers = tuple(names)
+        self.images = 1  # inputs per engine batch, set by engine_callback
+        self._acc: dict[tuple[str, int], _Acc] = {}
+        self._queue: list[Row | None] = []
+        self._pending: dict[str, list] = {}
+        self._call: _Call | None = None
+        self._draws = False
+        self._saved: dict[str, Any] | None = None
+        self._handles: list = []
+
+    # context management -------------------------------------------------------------
+    def __enter__(self) -> "AttentionCapture":
+        if self._saved is not None:
+            raise ParameterError("this AttentionCapture is already active; use a new one to nest captures")
+        saved = dict(self.unet.attn_processors)
+        procs = dict(saved)
+        for i, name in enumerate(self.layers):
+            procs[name + ".processor"] = recording_processor(saved[name + ".processor"], self._on_layer, i)
+        self._saved = saved
+        try:
+            self.unet.set_attn_processor(procs)
+            self._handles = [
+                self.unet.register_forward_pre_hook(self._on_call, with_kwargs=True),
+                self.unet.register_forward_hook(self._on_return),
+            ]
+        except BaseException:
+            self._restore()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        if self._saved is not None:
+            self.unet.set_attn_processor(dict(self._saved))
+        self._saved = None
+        self._call = None
+        self._queue.clear()
+
+    # row labels ------------------------------------------------------------------------
+    def expect(self, rows: Sequence[Row | None]) -> None:
+        """Queue labels for the next UNet batch rows, in order (consumed call by call)."""
+        self._queue.extend(rows)
+
+    def _label(self, ehs: torch.Tensor, timestep: Any) -> list[Row | None]:
+        b = ehs.shape[0]
+        if self._queue:
+            if len(self._queue) < b:
+                raise ShapeError(f"{len(self._queue)} row labels queued for a UNet batch of {b} rows")
+            rows, self._queue = self._queue[:b], self._queue[b:]
+            return rows
+        t = torch.as_tensor(timestep).detach().float().cpu().reshape(-1)
+        levels = [float(t[i if len(t) == b else 0]) for i in range(b)]
+        if self.layout is not None:
+            if b % len(self.layout):
+                raise ShapeError(f"the UNet batch of {b} rows does not split into the {len(self.layout)} blocks of layout")
+            per = b // len(self.layout)
+            return [None if self.layout[i // per] is None else Row(self.layout[i // per], levels[i]) for i in range(b)]
+        if self.embeddings is not None:
+            out: list[Row | None] = []
+            for i in range(b):
+                e = ehs[i].float()
+                best = None
+                for p, ref in zip(self.prompts, self.embeddings):
+                    ref = ref.to(e.device, torch.float32)
+                    if ref.shape == e.shape and (e - ref).abs().max() <= 1e-3 * ref.abs().max() + 1e-5:
+                        best = p
+                        break
+                out.append(None if best is None else Row(best, levels[i]))
+            return out
+        if b > 1 and not all(torch.equal(ehs[0], ehs[i]) for i in range(1, b)):
+            raise ConditionError(
+                f"the UNet batch holds rows of different prompts (classifier-free guidance?); pass "
+                f"layout=[negative_prompt, prompt] or embeddings= so that {self.prompts[0]!r} can be found"
+            )
+        return [Row(self.prompts[0], levels[i]) for i in range(b)]
+
+    # hooks -------------------------------------------------------------------------------
+    def _on_call(self, module: Any, args: tuple, kwargs: dict) -> None:
+        sample = _arg(args, kwargs, 0, "sample")
+        ehs = _arg(args, kwargs, 2, "encoder_hidden_states")
+        rows = self._label(ehs, _arg(args, kwargs, 1, "timestep"))
+        size = tuple(sample.shape[-2:])
+        self._call = _Call(rows, size, self.resolution or size)
+
+    def _on_layer(self, index: int, attn: Any, hs: torch.Tensor, ehs: torch.Tensor, mask: Any, temb: Any) -> None:
+        call = self._call
+        if call is None or not call.index:
+            return
+        idx = call.index
+        sel = torch.tensor(idx, device=hs.device)
+        if mask is not None and mask.shape[0] == hs.shape[0]:
+            mask = mask.index_select(0, sel)
+        if temb is not None and temb.shape[0] == hs.shape[0]:
+            temb = temb.index_select(0, sel)
+        probs = attention_probabilities(attn, hs.index_select(0, sel), ehs.index_select(0, sel), mask, temb)
+        r, heads, n, t = probs.shape
+        h, w = _grid(n, call.size)
+        with torch.no_grad():
+            p = probs.float().permute(0, 1, 3, 2).reshape(r * heads, t, h, w)
+            if (h, w) != tuple(call.grid):
+                p = F.interpolate(p, size=call.grid, mode="bicubic", align_corners=False).clamp_min_(0)
+            p = p.view(r, heads, t, *call.grid)
+            s = p.sum(1)
+            call.sum = s if call.sum is None else call.sum + s
+            call.count += heads
+            if self.per_layer:
+                call.layers[index] = s / heads
+            if self.per_head:
+                call.heads[index] = p
+
+    def _on_return(self, module: Any, args: tuple, output: Any) -> None:
+        call, self._call = self._call, None
+        if call is None or call.sum is None:
+            return
+        step = call.sum / call.count  # (R, T, H, W) mean over layers and heads
+        seen: dict[str, int] = {}
+        for j, i in enumerate(call.index):
+            row = call.rows[i]
+            layers = [call.layers[l][j] for l in range(len(self.layers))] if self.per_layer else None
+            heads = [call.heads[l][j] for l in range(len(self.layers))] if self.per_head else None
+            if self._draws:
+                self._pending.setdefault(row.prompt, []).append((step[j], layers, heads))
+            else:
+                image = seen.get(row.prompt, 0)
+                seen[row.prompt] = image + 1
+                self._commit(row.prompt, image, row.level, step[j], layers, heads)
+
+    def _commit(self, prompt: str, image: int, level: float | None, step: torch.Tensor,
+                layers: list | None, heads: list | None) -> None:
+        acc = self._acc.setdefault((prompt, image), _Acc())
+        acc.total = step.clone() if acc.total is None else acc.total + step
+        acc.steps += 1
+        acc.levels.append(float("nan") if level is None else float(level))
+        if self.per_step:
+            acc.step_maps.append(step.cpu())
+        if layers is not None:
+            acc.layer_sum = [m.clone() for m in layers] if acc.layer_sum is None else [
+                a + m for a, m in zip(acc.layer_sum, layers)]
+        if heads is not None:
+            acc.head_sum = [m.clone() for m in heads] if acc.head_sum is None else [
+                a + m for a, m in zip(acc.head_sum, heads)]
+
+    # the engine's noise levels ------------------------------------------------------------
+    def engine_callback(self, images: int = 1):
+        """An ``on_batch`` callback for :func:`diffpid.estimate.estimate` over ``images`` inputs.
+
+        While it is in use, each captured prompt's rows count the engine's noisy inputs
+        in order (every input is evaluated once under every condition); after each
+        batch the callback assigns them to their image (input ``i`` is image
+        ``i % images``) and noise level (its log-SNR) and adds them to the sums.
+        """
+        if not isinstance(images, int) or images < 1:
+            raise ParameterError(f"images must be a positive integer, got {images!r}")
+        self._draws = True
+        self.images = images
+
+        def on_batch(x_a: torch.Tensor, logsnr: torch.Tensor, weight: Any, eps: Any, predictions: Any) -> None:
+            a = logsnr.detach().float().cpu()
+            for prompt in list(self._pending):
+                got = self._pending.pop(prompt)
+                if len(got) != len(x_a):
+                    raise ShapeError(
+                        f"saw {len(got)} UNet rows of {prompt!r} for {len(x_a)} noisy inputs; each condition "
+                        "must appear once per input (is the same prompt given twice as a condition?)"
+                    )
+                for i, (step, layers, heads) in enumerate(got):
+                    self._commit(prompt, i % images, float(a[i]), step, layers, heads)
+
+        return on_batch
+
+    # results -------------------------------------------------------------------------------
+    def steps(self, prompt: str | None = None, image: int = 0) -> int:
+        """How many steps (UNet calls, or engine draws) were averaged for ``prompt`` and ``image``."""
+        acc = self._acc.get((self._prompt(prompt), image))
+        return 0 if acc is None else acc.steps
+
+    def _prompt(self, prompt: str | None) -> str:
+        if prompt is None:
+            return self.prompts[-1] if len(self.prompts) == 1 else self._need_prompt()
+        if prompt not in self.prompts:
+            raise ParameterError(f"{prompt!r} was not captured; captured prompts: {list(self.prompts)}")
+        return prompt
+
+    def _need_prompt(self) -> str:
+        raise ParameterError(f"several prompts were captured; name one of {list(self.prompts)}")
+
+    def _get(self, prompt: str | None, image: int) -> tuple[str, _Acc]:
+        prompt = self._prompt(prompt)
+        acc = self._acc.get((prompt, image))
+        if acc is None or acc.steps == 0:
+            raise ConditionError(
+                f"no attention was captured for {prompt!r} (image {image}); did the UNet run inside the "
+                "capture with that prompt, and do layout / embeddings name it?"
+            )
+        return prompt, acc
+
+    def token_maps(self, prompt: str | None = None, image: int = 0) -> torch.Tensor:
+        """``(T, H, W)`` mean map of every token (over layers, heads and steps) on the accumulation grid."""
+        _, acc = self._get(prompt, image)
+        return (acc.total / acc.steps).cpu()
+
+    def maps(self, words: Sequence[Any], prompt: str | None = None, *, image: int = 0,
+             size: tuple[int, int] | None = None) -> AttentionMaps:
+        """Per-word maps: the mean over a word's tokens of :meth:`token_maps`, resized to ``size``.
+
+        Args:
+            words: words or phrases of the prompt (located with ``tokenizer``), or token
+                index sequences such as ``(2, 3)``.
+            prompt: which captured prompt (default: the only one).
+            image: which image of the batch (rows of the same prompt in one UNet call, or
+                the engine's inputs).
+            size: ``(h, w)`` output size (bicubic, clamped at 0); default the accumulation grid.
+        """
+        prompt, acc = self._get(prompt, image)
+        return build_maps(
+            prompt, words, self.tokenizer, acc.total / acc.steps, acc.steps, acc.levels,
+            step_maps=acc.step_maps if self.per_step else None,
+            layers=self.layers,
+            layer_maps=None if acc.layer_sum is None else [m / acc.steps for m in acc.layer_sum],
+            head_maps=None if acc.head_sum is None else [m / acc.steps for m in acc.head_sum],
+            size=size,
+        )
