@@ -116,7 +116,9 @@ class AttentionCapture:
         prompt: the prompt, or prompts, whose attention is kept.
         tokenizer: what locates words in a prompt: a model with ``tokenize(prompt)`` or a
             Hugging Face tokenizer. Needed by :meth:`maps` for words given as strings.
-        layout: the UNet batch as equal contiguous blocks of prompts (``None``: ignore).
+        layout: the UNet batch as equal contiguous blocks of prompts; blocks of prompts
+            that are not captured (or ``None``) are skipped. ``["", prompt]`` for a pipeline
+            with guidance and an empty negative prompt.
         embeddings: one ``(T, d)`` text embedding per prompt; rows are matched to them.
         resolution: ``(H, W)`` grid the maps are accumulated on; default the UNet input size.
         per_step: also keep every step's map (memory grows with steps).
@@ -147,10 +149,9 @@ class AttentionCapture:
         if len(set(self.prompts)) != len(self.prompts):
             raise ParameterError("the same prompt is listed twice; give each prompt once")
         if layout is not None:
-            layout = list(layout)
-            unknown = [p for p in layout if p is not None and p not in self.prompts]
-            if not layout or unknown:
-                raise ParameterError(f"layout names prompts that are not captured: {unknown}; list them in prompt")
+            layout = [p if p in self.prompts else None for p in layout]  # other prompts' blocks are skipped
+            if not any(layout):
+                raise ParameterError(f"layout names none of the captured prompts {list(self.prompts)}")
         if embeddings is not None:
             embeddings = [e.detach().reshape(e.shape[-2], e.shape[-1]) for e in embeddings]
             if len(embeddings) != len(self.prompts):

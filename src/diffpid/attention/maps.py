@@ -34,6 +34,8 @@ class AttentionMaps:
         layers: names of the cross-attention layers used.
         layer_maps: ``(n_layers, n_words, h, w)`` per layer, mean over heads and steps (``per_layer``).
         head_maps: per layer a ``(heads, n_words, h, w)`` array, mean over steps (``per_head``).
+        generated: the :class:`~diffpid.models.base.Generated` sample, for maps collected
+            while generating.
     """
 
     prompt: str
@@ -46,6 +48,7 @@ class AttentionMaps:
     layers: tuple[str, ...] = ()
     layer_maps: np.ndarray | None = None
     head_maps: tuple[np.ndarray, ...] | None = None
+    generated: Any = None
 
     def __getitem__(self, word: str) -> np.ndarray:
         """The ``(h, w)`` map of ``word``."""
