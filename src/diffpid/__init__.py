@@ -7,12 +7,14 @@ estimated exactly from the denoiser.
 
 from .channel import LogisticSampler, SobolSampler, UniformSampler, make_sampler
 from .errors import DiffpidError
-from .estimate import Difference, EngineResult, Minimum, estimate
+from .estimate import Combination, Difference, EngineResult, Minimum, estimate
 from .information import Information, conditional_mutual_information, mutual_information
 from .models.base import Generated, Model
 from .models.diffusers import DiffusersModel, TextCondition
 from .models.loading import from_pipeline, load_model
 from .models.mixture import GaussianMixture
+from .pid import PID, Atom, pid
+from .pid_dataset import DatasetPID, average_pid, dataset_pid
 
 __version__ = "0.1.0"
 
@@ -21,4 +23,5 @@ __all__ = [
     "LogisticSampler", "Minimum", "Model", "SobolSampler", "UniformSampler", "conditional_mutual_information",
     "estimate", "make_sampler", "mutual_information",
     "DiffusersModel", "TextCondition", "from_pipeline", "load_model",
+    "Atom", "Combination", "DatasetPID", "PID", "average_pid", "dataset_pid", "pid",
 ]
