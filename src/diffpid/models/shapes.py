@@ -1,0 +1,219 @@
+"""The embedded shapes model: a small pixel-space text-to-image diffusion model.
+
+Parts are the field's own: a word-level ``PreTrainedTokenizerFast`` over the shapes
+world's vocabulary (padded to a fixed length, as Stable Diffusion does), a small
+``CLIPTextModel`` whose last hidden state is the condition, a ``UNet2DConditionModel``
+with cross-attention at 16x16 and 8x8, and a cosine ``DDPMScheduler`` (epsilon
+prediction, log-SNR from -19.8 to 10.1). Images are ``(3, 32, 32)`` in [-1, 1].
+
+The folder layout is diffusers' (``model_index.json``, ``unet/``, ``text_encoder/``,
+``tokenizer/``, ``scheduler/``; no ``vae``), so :func:`diffpid.models.diffusers.load_model`
+reads it like any pixel-space pipeline folder. The trained weights ship in
+``diffpid/assets/shapes``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..errors import ModelLoadError
+from ..worlds.shapes import VOCABULARY, check_caption
+
+SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>")
+
+
+@dataclass(frozen=True)
+class ShapesConfig:
+    """Architecture of the shapes model.
+
+    Args:
+        channels: UNet channels per resolution (32, 16, 8 pixels).
+        layers_per_block: ResNet layers per UNet block.
+        text_hidden: width of the text transformer (and the cross-attention dimension).
+        text_layers: text transformer layers.
+        text_heads: text transformer heads.
+        attention_head_dim: UNet attention head width.
+        max_length: tokens per prompt including BOS and EOS (prompts are padded to it).
+        norm_groups: group-norm groups in the UNet.
+    """
+
+    channels: tuple[int, ...] = (32, 64, 64)
+    layers_per_block: int = 1
+    text_hidden: int = 64
+    text_layers: int = 2
+    text_heads: int = 4
+    attention_head_dim: int = 16
+    max_length: int = 16
+    norm_groups: int = 8
+
+
+@dataclass(frozen=True)
+class ShapesComponents:
+    """The four parts of the model (no VAE: it works on pixels)."""
+
+    unet: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler: Any
+
+
+def build_tokenizer(max_length: int = 16) -> Any:
+    """Word-level tokenizer over :data:`VOCABULARY` with ``<pad>`` 0, ``<unk>`` 1, ``<bos>`` 2, ``<eos>`` 3."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+    for w in VOCABULARY:
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A <eos>",
+                                                       special_tokens=[("<bos>", 2), ("<eos>", 3)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+                                   unk_token="<unk>", model_max_length=max_length)
+
+
+def build_scheduler() -> Any:
+    """Cosine-schedule DDPM scheduler, 1000 steps, epsilon prediction."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
+                         clip_sample=False)
+
+
+def build_components(config: ShapesConfig = ShapesConfig(), seed: int = 0) -> ShapesComponents:
+    """Fresh, randomly initialised components (``torch.manual_seed(seed)`` before building).
+
+    Args:
+        config: the architecture.
+        seed: initialisation seed.
+    """
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = build_tokenizer(config.max_length)
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=config.text_hidden, intermediate_size=2 * config.text_hidden,
+        num_hidden_layers=config.text_layers, num_attention_heads=config.text_heads,
+        max_position_embeddings=config.max_length, bos_token_id=2, eos_token_id=3, pad_token_id=0))
+    n = len(config.channels)
+    unet = UNet2DConditionModel(
+        sample_size=32, in_channels=3, out_channels=3, block_out_channels=tuple(config.channels),
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
+        layers_per_block=config.layers_per_block, cross_attention_dim=config.text_hidden,
+        attention_head_dim=config.attention_head_dim, norm_num_groups=config.norm_groups)
+    return ShapesComponents(unet, text_encoder, tokenizer, build_scheduler())
+
+
+def save_components(components: ShapesComponents, path: str | Path, extra: dict | None = None) -> Path:
+    """Save in the diffusers folder layout (safetensors weights).
+
+    Args:
+        components: the model.
+        path: folder to write (created; files in it are replaced).
+        extra: JSON-serialisable facts recorded in ``training.json`` (steps, loss, ...).
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    components.unet.save_pretrained(path / "unet", safe_serialization=True)
+    components.text_encoder.save_pretrained(path / "text_encoder", safe_serialization=True)
+    components.tokenizer.save_pretrained(path / "tokenizer")
+    components.scheduler.save_pretrained(path / "scheduler")
+    import diffusers
+
+    index = {"_class_name": "ShapesModel", "_diffusers_version": diffusers.__version__,
+             "unet": ["diffusers", "UNet2DConditionModel"], "text_encoder": ["transformers", "CLIPTextModel"],
+             "tokenizer": ["transformers", "PreTrainedTokenizerFast"], "scheduler": ["diffusers", "DDPMScheduler"]}
+    (path / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    if extra is not None:
+        (path / "training.json").write_text(json.dumps(extra, indent=2) + "\n")
+    return path
+
+
+def load_components(path: str | Path | None = None) -> ShapesComponents:
+    """Load a saved shapes model folder (default: the shipped weights), in eval mode.
+
+    Raises:
+        ModelLoadError: the folder or one of its parts is missing.
+    """
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    path = Path(path) if path is not None else default_model_path()
+    missing = [p for p in ("model_index.json", "unet", "text_encoder", "tokenizer", "scheduler") if not (path / p).exists()]
+    if missing:
+        raise ModelLoadError(f"{path} is not a shapes model folder (missing {', '.join(missing)}); "
+                             "train one with `diffpid train-shapes` or omit the path to use the shipped model")
+    unet = UNet2DConditionModel.from_pretrained(path / "unet").eval()
+    text_encoder = CLIPTextModel.from_pretrained(path / "text_encoder").eval()
+    tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
+    scheduler = DDPMScheduler.from_pretrained(path / "scheduler")
+    return ShapesComponents(unet, text_encoder, tokenizer, scheduler)
+
+
+def default_model_path() -> Path:
+    """Folder of the shipped shapes model (``diffpid/assets/shapes``)."""
+    return Path(__file__).resolve().parent.parent / "assets" / "shapes"
+
+
+def tokenize(tokenizer: Any, captions: Sequence[str]) -> torch.Tensor:
+    """Token ids ``(n, max_length)`` padded to the tokenizer's fixed length.
+
+    Raises:
+        ConditionError: a caption has words outside the vocabulary.
+    """
+    for c in captions:
+        check_caption(c)
+    out = tokenizer(list(captions), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt")
+    return out.input_ids
+
+
+def encode_captions(components: ShapesComponents, captions: Sequence[str]) -> torch.Tensor:
+    """The condition: the text encoder's last hidden state ``(n, max_length, text_hidden)``."""
+    ids = tokenize(components.tokenizer, captions)
+    return components.text_encoder(ids).last_hidden_state
+
+
+def config_of(components: ShapesComponents) -> dict:
+    """Plain description of the architecture (for logs and ``training.json``)."""
+    u = components.unet.config
+    t = components.text_encoder.config
+    return {"channels": list(u.block_out_channels), "layers_per_block": u.layers_per_block,
+            "text_hidden": t.hidden_size, "text_layers": t.num_hidden_layers,
+            "unet_parameters": sum(p.numel() for p in components.unet.parameters()),
+            "text_parameters": sum(p.numel() for p in components.text_encoder.parameters())}
+
+
+def config_from_dict(d: dict) -> ShapesConfig:
+    """Inverse of ``asdict(ShapesConfig)`` (lists back to tuples)."""
+    d = dict(d)
+    d["channels"] = tuple(d["channels"])
+    return ShapesConfig(**d)
+
+
+def config_to_dict(c: ShapesConfig) -> dict:
+    return asdict(c)
+
+
+def load_shapes_model(path: str | Path | None = None, **kwargs: Any) -> Any:
+    """The shapes model as a :class:`~diffpid.models.base.Model` (default: the shipped weights).
+
+    Args:
+        path: a shapes model folder; ``None`` for :func:`default_model_path`.
+        **kwargs: passed to :func:`diffpid.models.diffusers.load_model`.
+    """
+    from .diffusers import load_model  # the generic loader reads this folder layout
+
+    path = Path(path) if path is not None else default_model_path()
+    if not (path / "model_index.json").exists():
+        raise ModelLoadError(f"no shapes model at {path}; train one with `diffpid train-shapes` and pass its folder")
+    return load_model(str(path), **kwargs)

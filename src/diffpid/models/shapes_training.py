@@ -1,0 +1,253 @@
+"""Training of the shapes model on freshly rendered shapes-world batches.
+
+Standard recipe for a small pixel diffusion model: epsilon-prediction MSE, AdamW with
+linear warmup then a constant rate, gradient clipping, an EMA of the weights (the EMA is
+what gets exported), classifier-free dropout through the world's empty captions, and
+noise levels drawn as log-SNR from a truncated logistic (loc 1, scale 2: the range
+where the information estimators integrate) mixed with a uniform share over the whole
+schedule, mapped to the nearest DDPM timestep.
+
+Checkpoints hold model, EMA, optimizer, step, settings and the generator state (all
+randomness of training flows through one ``torch.Generator``), so a resumed run continues
+exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from ..errors import ParameterError
+from ..worlds.shapes_render import sample_batch
+from .shapes import ShapesComponents, ShapesConfig, build_components, config_from_dict, save_components, tokenize
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Optimisation settings (stored in the checkpoint; a resumed run keeps them).
+
+    Args:
+        batch_size: scenes per step.
+        lr: peak learning rate of AdamW.
+        warmup: steps of linear warmup.
+        weight_decay: AdamW weight decay.
+        ema_decay: EMA decay (with the usual ``(1 + step) / (10 + step)`` ramp).
+        grad_clip: max gradient norm.
+        logsnr_loc, logsnr_scale: logistic proposal for the log-SNR of the noise.
+        logsnr_low, logsnr_high: truncation of the log-SNR.
+        uniform_share: share of timesteps drawn uniformly over all 1000.
+        seed: seed of initialisation and of the training generator.
+        checkpoint_every: steps between checkpoints.
+    """
+
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup: int = 250
+    weight_decay: float = 0.01
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    logsnr_loc: float = 1.0
+    logsnr_scale: float = 2.0
+    logsnr_low: float = -7.0
+    logsnr_high: float = 9.0
+    uniform_share: float = 0.2
+    seed: int = 0
+    checkpoint_every: int = 200
+
+
+def logsnr_table(components: ShapesComponents) -> torch.Tensor:
+    """``(1000,)`` log-SNR of every DDPM timestep, ``logit(alphas_cumprod)``."""
+    ac = components.scheduler.alphas_cumprod.double()
+    return torch.log(ac / (1 - ac)).float()
+
+
+def sample_timesteps(n: int, table: torch.Tensor, settings: TrainSettings, generator: torch.Generator) -> torch.Tensor:
+    """``(n,)`` training timesteps: nearest to a truncated-logistic log-SNR, or uniform."""
+    lo = 1 / (1 + math.exp(-(settings.logsnr_low - settings.logsnr_loc) / settings.logsnr_scale))
+    hi = 1 / (1 + math.exp(-(settings.logsnr_high - settings.logsnr_loc) / settings.logsnr_scale))
+    u = lo + (hi - lo) * torch.rand(n, generator=generator)
+    a = settings.logsnr_loc + settings.logsnr_scale * torch.log(u / (1 - u))
+    t = (table[None, :] - a[:, None]).abs().argmin(1)
+    uniform = torch.randint(0, len(table), (n,), generator=generator)
+    pick = torch.rand(n, generator=generator) < settings.uniform_share
+    return torch.where(pick, uniform, t)
+
+
+def diffusion_loss(components: ShapesComponents, images: torch.Tensor, captions: tuple[str, ...],
+                   settings: TrainSettings, generator: torch.Generator, table: torch.Tensor) -> torch.Tensor:
+    """Epsilon-prediction MSE on one batch.
+
+    Args:
+        images: ``(n, 3, 32, 32)`` clean images in [-1, 1].
+        captions: ``n`` captions.
+    """
+    n = images.shape[0]
+    t = sample_timesteps(n, table, settings, generator)
+    eps = torch.randn(images.shape, generator=generator)
+    ac = components.scheduler.alphas_cumprod[t].float().view(n, 1, 1, 1)
+    x_t = ac.sqrt() * images + (1 - ac).sqrt() * eps
+    cond = components.text_encoder(tokenize(components.tokenizer, captions)).last_hidden_state
+    pred = components.unet(x_t, t, encoder_hidden_states=cond).sample
+    return torch.mean((pred - eps) ** 2)
+
+
+class Trainer:
+    """State of a training run: model, EMA, optimizer, step and the generator.
+
+    Args:
+        config: architecture (ignored when resuming: the checkpoint's is used).
+        settings: optimisation settings.
+    """
+
+    def __init__(self, config: ShapesConfig = ShapesConfig(), settings: TrainSettings = TrainSettings()):
+        self.config = config
+        self.settings = settings
+        self.components = build_components(config, seed=settings.seed)
+        self.components.unet.train()
+        self.components.text_encoder.train()
+        self.params = list(self.components.unet.parameters()) + list(self.components.text_encoder.parameters())
+        self.ema = [p.detach().clone() for p in self.params]
+        self.optimizer = torch.optim.AdamW(self.params, lr=settings.lr, weight_decay=settings.weight_decay)
+        self.generator = torch.Generator().manual_seed(settings.seed)
+        self.step = 0
+        self.table = logsnr_table(self.components)
+        self.recent: list[float] = []
+
+    def learning_rate(self) -> float:
+        return self.settings.lr * min(1.0, (self.step + 1) / max(1, self.settings.warmup))
+
+    def train_step(self) -> float:
+        """One optimisation step on a fresh batch; returns the loss."""
+        batch = sample_batch(self.settings.batch_size, self.generator)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate()
+        loss = diffusion_loss(self.components, batch.images, batch.captions, self.settings, self.generator, self.table)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {self.step}; resume from the last checkpoint with a lower --lr")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, self.settings.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        decay = min(self.settings.ema_decay, (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            torch._foreach_lerp_(self.ema, [p.detach() for p in self.params], 1 - decay)
+        value = float(loss.item())
+        self.recent = (self.recent + [value])[-200:]
+        return value
+
+    def state_dict(self) -> dict:
+        return {
+            "config": asdict(self.config), "settings": asdict(self.settings), "step": self.step,
+            "unet": self.components.unet.state_dict(), "text_encoder": self.components.text_encoder.state_dict(),
+            "ema": [e.clone() for e in self.ema], "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(), "recent": list(self.recent),
+        }
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``checkpoint.pt`` atomically (temporary file, then ``os.replace``)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / (CHECKPOINT + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, folder / CHECKPOINT)
+        return folder / CHECKPOINT
+
+    @classmethod
+    def load(cls, path: str | Path, settings_override: dict | None = None) -> "Trainer":
+        """Rebuild a trainer from a checkpoint file or a folder holding ``checkpoint.pt``."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / CHECKPOINT
+        if not path.exists():
+            raise ParameterError(f"no checkpoint at {path}; start without --resume or pass the --out of an earlier run")
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        settings = replace(TrainSettings(**state["settings"]), **(settings_override or {}))
+        trainer = cls(config_from_dict(state["config"]), settings)
+        trainer.components.unet.load_state_dict(state["unet"])
+        trainer.components.text_encoder.load_state_dict(state["text_encoder"])
+        with torch.no_grad():
+            for e, s in zip(trainer.ema, state["ema"]):
+                e.copy_(s)
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.generator.set_state(state["generator"])
+        trainer.step = int(state["step"])
+        trainer.recent = list(state["recent"])
+        return trainer
+
+    def ema_components(self) -> ShapesComponents:
+        """A copy of the model carrying the EMA weights (eval mode)."""
+        fresh = build_components(self.config, seed=self.settings.seed)
+        fresh_params = list(fresh.unet.parameters()) + list(fresh.text_encoder.parameters())
+        with torch.no_grad():
+            for p, e in zip(fresh_params, self.ema):
+                p.copy_(e)
+        fresh.unet.eval()
+        fresh.text_encoder.eval()
+        return fresh
+
+    def export(self, folder: str | Path) -> Path:
+        """Save the EMA model in the diffusers folder layout with a ``training.json`` record."""
+        mean = sum(self.recent) / len(self.recent) if self.recent else float("nan")
+        extra = {"steps": self.step, "recent_loss": mean, "settings": asdict(self.settings), "config": asdict(self.config)}
+        return save_components(self.ema_components(), folder, extra)
+
+
+def train(out: str | Path, steps: int, resume: bool = False, config: ShapesConfig = ShapesConfig(),
+          settings: TrainSettings = TrainSettings(), lr: float | None = None, export: str | Path | None = None,
+          progress: bool = True) -> Trainer:
+    """Train (or continue) until ``steps`` total steps, checkpointing into ``out``.
+
+    Args:
+        out: folder for ``checkpoint.pt`` and ``train.log``.
+        steps: total number of steps to reach (a resumed run counts from its checkpoint).
+        resume: continue from ``out/checkpoint.pt`` (its architecture and settings win).
+        config, settings: for a fresh run.
+        lr: override the learning rate (fresh or resumed).
+        export: folder to write the EMA model to when training stops.
+        progress: show a tqdm bar.
+    """
+    from tqdm import tqdm
+
+    out = Path(out)
+    override = {"lr": lr} if lr is not None else {}
+    if resume:
+        trainer = Trainer.load(out, override)
+    else:
+        if (out / CHECKPOINT).exists():
+            raise ParameterError(f"{out / CHECKPOINT} exists; pass --resume to continue it or choose another --out")
+        trainer = Trainer(config, replace(settings, **override))
+    out.mkdir(parents=True, exist_ok=True)
+    log = open(out / "train.log", "a")
+    bar = tqdm(total=steps, initial=trainer.step, disable=not progress, mininterval=5, dynamic_ncols=True)
+    start, first = time.time(), trainer.step
+    try:
+        while trainer.step < steps:
+            loss = trainer.train_step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            s = trainer.step
+            if s % 20 == 0:
+                per = (time.time() - start) / max(1, s - first)
+                mean = sum(trainer.recent[-20:]) / len(trainer.recent[-20:])
+                log.write(json.dumps({"step": s, "loss": round(mean, 5), "lr": trainer.learning_rate(),
+                                      "sec_per_step": round(per, 3), "time": time.strftime("%H:%M:%S")}) + "\n")
+                log.flush()
+            if s % trainer.settings.checkpoint_every == 0 or s == steps:
+                trainer.save(out)
+    finally:
+        bar.close()
+        log.close()
+    if trainer.step > first:
+        trainer.save(out)
+    if export is not None:
+        trainer.export(export)
+    return trainer

@@ -1,0 +1,1 @@
+"""Synthetic worlds with known ground truth: scenes, captions, per-word masks, planted phenomena."""
