@@ -44,6 +44,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_shapes(args: argparse.Namespace) -> int:
+    """Train (or resume training) the embedded shapes model; optionally export its EMA weights."""
+    import torch
+
+    from .models.shapes_training import TrainSettings, train
+
+    torch.set_num_threads(args.threads)
+    settings = TrainSettings(batch_size=args.batch_size, seed=args.seed, checkpoint_every=args.checkpoint_every)
+    trainer = train(args.out, args.steps, resume=args.resume, settings=settings, lr=args.lr, export=args.export)
+    recent = trainer.recent[-100:]
+    mean = sum(recent) / len(recent) if recent else float("nan")
+    print(f"step {trainer.step}, mean loss of the last {len(recent)} steps {mean:.4f}; checkpoint in {args.out}"
+          + (f"; EMA model exported to {args.export}" if args.export else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="diffpid", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -53,6 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--images", type=int, default=4)
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser("train-shapes", help="train or resume the embedded shapes model (checkpoints in --out)")
+    t.add_argument("--out", default="train-shapes", help="folder for checkpoint.pt and train.log")
+    t.add_argument("--steps", type=int, default=4000, help="total steps to reach (a resumed run counts from its checkpoint)")
+    t.add_argument("--batch-size", type=int, default=32, help="scenes per step (a resumed run keeps its own)")
+    t.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    t.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt exactly where it stopped")
+    t.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3, or the checkpoint's)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--checkpoint-every", type=int, default=200)
+    t.add_argument("--export", default=None, help="folder to write the EMA model to at the end (diffusers layout)")
+    t.set_defaults(func=cmd_train_shapes)
 
     # further subcommands (train-shapes, explain, bench, run, runs) register here
     return p
