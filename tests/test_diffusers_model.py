@@ -207,6 +207,7 @@ def test_engine_end_to_end(sd):
 def test_token_span_through_the_model(sd, pixel):
     prompt = "a red caterpillar on a cat"
     assert token_span(prompt, "caterpillar", sd) == tuple(range(3, 13))
+    assert token_span(prompt, "caterpillar", sd.tokenizers[0]) == tuple(range(3, 13))  # a tokenizer works too
     assert token_span(prompt, "cat", sd) == (15,)
     assert token_span(prompt, "a", sd, occurrence=1) == (14,)
     assert token_span("A Red cat", "red", pixel) == (2,)

@@ -214,13 +214,30 @@ def replace_word(prompt: str, word: Word, new: str) -> str:
     return tidy("".join(out))
 
 
+def tokens_of(prompt: str, tokenizer) -> tuple[Token, ...]:
+    """The tokens of ``prompt`` under a Hugging Face (fast) tokenizer, with character offsets.
+
+    Special tokens (BOS, EOS, padding) are flagged; an unknown-word token is not special.
+    """
+    enc = tokenizer(prompt, return_offsets_mapping=True, truncation=False)
+    ids = list(enc["input_ids"])
+    special = set(tokenizer.all_special_ids)
+    unk = tokenizer.unk_token_id
+    if unk not in {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}:
+        special.discard(unk)  # an unknown word is a word, not a special token
+    names = tokenizer.convert_ids_to_tokens(ids)
+    return tuple(Token(i, n, int(s), int(e), t in special or s == e)
+                 for i, (t, n, (s, e)) in enumerate(zip(ids, names, enc["offset_mapping"])))
+
+
 def token_span(prompt: str, word: Word, tokens, occurrence: int | None = None) -> tuple[int, ...]:
     """Token indices of ``word`` in the encoded ``prompt``.
 
     Args:
         prompt: the prompt.
         word: a word or phrase, or a :class:`WordSpan`.
-        tokens: the prompt's :class:`Token` rows, or a model with ``tokenize(prompt)``.
+        tokens: the prompt's :class:`Token` rows, a Hugging Face fast tokenizer, or a model
+            with ``tokenize(prompt)`` (such as :class:`~diffpid.models.diffusers.DiffusersModel`).
         occurrence: which occurrence of a repeated word (default the first).
 
     Returns:
@@ -231,7 +248,9 @@ def token_span(prompt: str, word: Word, tokens, occurrence: int | None = None) -
         ConditionError: the word is not in the prompt, or was cut off by truncation.
     """
     span = find_word(prompt, word, occurrence)
-    if hasattr(tokens, "tokenize"):
+    if hasattr(tokens, "convert_ids_to_tokens"):
+        tokens = tokens_of(prompt, tokens)
+    elif hasattr(tokens, "tokenize"):
         tokens = tokens.tokenize(prompt)
     idx = tuple(t.index for t in tokens if not t.special and t.start < span.end and t.end > span.start)
     if not idx:

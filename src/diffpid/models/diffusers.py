@@ -10,8 +10,8 @@ Batch layout of :meth:`DiffusersModel.eps` (attention capture relies on it): for
 inputs and ``k`` conditions the UNet sees one batch of ``n * k`` rows in input-major
 order, row ``i * k + j`` = input ``i`` under condition ``j``.
 
-Loading: :func:`diffpid.models.loading.load_model` and
-:func:`diffpid.models.loading.from_pipeline`.
+Loading: :func:`load_model` and :func:`from_pipeline` (defined in
+:mod:`diffpid.models.loading`, importable from here too).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 
 from ..channel import logsnr_from_alphas_cumprod
 from ..errors import ConditionError, ModelLoadError, ParameterError
-from ..prompts import Token
+from ..prompts import Token, tokens_of
 from .base import Generated, Model
 from .images import image_tensor, to_uint8
 
@@ -115,14 +115,7 @@ class DiffusersModel(Model):
 
     def tokenize(self, prompt: str) -> tuple[Token, ...]:
         """The prompt's tokens (first tokenizer) with character offsets; BOS has index 0."""
-        tok = self.tokenizers[0]
-        enc = tok(prompt, return_offsets_mapping=True, truncation=False)
-        special = set(tok.all_special_ids)
-        if tok.unk_token_id not in {tok.bos_token_id, tok.eos_token_id, tok.pad_token_id}:
-            special.discard(tok.unk_token_id)  # an unknown word is a word, not a special token
-        names = tok.convert_ids_to_tokens(enc["input_ids"])
-        return tuple(Token(i, n, int(s), int(e), t in special or s == e)
-                     for i, (t, n, (s, e)) in enumerate(zip(enc["input_ids"], names, enc["offset_mapping"])))
+        return tokens_of(prompt, self.tokenizers[0])
 
     def _check_prompt(self, prompt: str) -> tuple[int, ...]:
         if not isinstance(prompt, str):
@@ -313,3 +306,6 @@ class DiffusersModel(Model):
             pred = out[1] + guidance * (out[0] - out[1])
             x = sched.step(pred[None].cpu(), t, x).prev_sample
         return x
+
+
+from .loading import from_pipeline, load_model  # noqa: E402 - loading imports this module lazily

@@ -17,7 +17,6 @@ from typing import Any
 import torch
 
 from ..errors import ModelLoadError
-from .diffusers import DiffusersModel
 
 PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
 """Pipeline classes loaded as pipelines; other folders load component by component."""
@@ -25,8 +24,8 @@ PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
 COMPONENTS = ("unet", "scheduler", "text_encoder", "tokenizer")
 
 
-def from_pipeline(pipe: Any, name: str | None = None) -> DiffusersModel:
-    """Wrap a diffusers pipeline object as a :class:`DiffusersModel` without reloading it.
+def from_pipeline(pipe: Any, name: str | None = None):
+    """Wrap a diffusers pipeline object as a :class:`~diffpid.models.diffusers.DiffusersModel`, reloading nothing.
 
     Keeps the pipeline's dtype, device and offloading: denoiser calls run on its
     execution device (``pipe._execution_device``, which follows
@@ -38,6 +37,8 @@ def from_pipeline(pipe: Any, name: str | None = None) -> DiffusersModel:
             ``text_encoder_2`` / ``tokenizer_2`` and ``vae``).
         name: display name; default the pipeline's folder or hub id, else its class.
     """
+    from .diffusers import DiffusersModel
+
     missing = [c for c in COMPONENTS if getattr(pipe, c, None) is None]
     if missing:
         raise ModelLoadError(
@@ -90,8 +91,9 @@ def _model_index(path_or_id: str, local: bool) -> dict:
 
 
 def load_model(path_or_id: str | os.PathLike, torch_dtype: torch.dtype | None = None,
-               device: torch.device | str | None = None) -> DiffusersModel:
-    """Load a diffusers text-to-image model from a local folder or a hub id.
+               device: torch.device | str | None = None):
+    """Load a diffusers text-to-image model from a local folder or a hub id as a
+    :class:`~diffpid.models.diffusers.DiffusersModel`.
 
     Args:
         path_or_id: folder with ``model_index.json``, or a hub id such as
@@ -124,7 +126,7 @@ def load_model(path_or_id: str | os.PathLike, torch_dtype: torch.dtype | None = 
     )
 
 
-def _load_pipeline(path_or_id: str, cls: str, dtype, dev, local: bool) -> DiffusersModel:
+def _load_pipeline(path_or_id: str, cls: str, dtype, dev, local: bool):
     import diffusers
 
     kwargs: dict[str, Any] = {_dtype_key("diffusers"): dtype, "local_files_only": local}
@@ -140,11 +142,13 @@ def _load_pipeline(path_or_id: str, cls: str, dtype, dev, local: bool) -> Diffus
     return from_pipeline(pipe, name=path_or_id)
 
 
-def _load_components(path_or_id: str, index: dict, dtype, dev, local: bool) -> DiffusersModel:
+def _load_components(path_or_id: str, index: dict, dtype, dev, local: bool):
     """Load unet, scheduler, tokenizer(s), text encoder(s) and an optional vae one by one."""
     import diffusers
     import transformers
     from transformers import AutoTokenizer
+
+    from .diffusers import DiffusersModel
 
     def sub(name: str, cls_name: str, library):
         kw: dict[str, Any] = dict(subfolder=name, local_files_only=local)
