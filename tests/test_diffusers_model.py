@@ -291,3 +291,20 @@ def test_load_errors(sd_path, tmp_path):
     shutil.rmtree(broken / "unet")
     with pytest.raises(ModelLoadError):
         diffpid.load_model(broken)
+
+
+def test_dtype_and_other_families(sdxl, sd_v_path, pixel_path):
+    low = diffpid.load_model(pixel_path, torch_dtype=torch.bfloat16)
+    assert low.dtype == torch.bfloat16 and low.text_encoders[0].dtype == torch.bfloat16
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    full = diffpid.load_model(pixel_path)
+    c_low, c_full = low.encode_prompt("a red cat"), full.encode_prompt("a red cat")
+    e_low = low.eps(x, torch.tensor([1.0]), [c_low])
+    e_full = full.eps(x, torch.tensor([1.0]), [c_full])
+    assert e_low.dtype == torch.float32
+    assert (e_low - e_full).norm() / e_full.norm() < 0.05  # bf16 rounding only
+    g = sdxl.generate("a cat", seed=0, steps=2, guidance_scale=2.0)
+    assert g.x.shape == (1, 4, 16, 16) and g.image.shape == (32, 32, 3)
+    v = diffpid.load_model(sd_v_path)
+    mi = diffpid.conditional_mutual_information(v, v.encode_image(g.image)[0], "a red cat", word="red", samples=8)
+    assert np.isfinite(mi.value) and mi.value > 0 and np.isfinite(mi.standard_value)

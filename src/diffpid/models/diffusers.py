@@ -28,6 +28,8 @@ from ..prompts import Token, tokens_of
 from .base import Generated, Model
 from .images import image_tensor, to_uint8
 
+__all__ = ["DiffusersModel", "TextCondition", "from_pipeline", "load_model"]
+
 CACHE_SIZE = 256
 
 
