@@ -16,7 +16,7 @@ import torch
 
 import diffpid
 from diffpid.errors import ConditionError, ParameterError
-from diffpid.estimate import Combination, Difference, estimate
+from diffpid.estimate import Combination, Difference, Minimum, estimate
 from diffpid.models.mixture import GaussianMixture
 from diffpid.pid import REDUNDANCY_MODES
 from diffpid.pid_dataset import average_pid, dataset_pid
@@ -176,6 +176,15 @@ def test_standard_errors_are_those_of_the_linear_combinations():
     pf = r.mi_1.pixel_map <= r.mi_2.pixel_map
     np.testing.assert_allclose(r.synergy.pixel_stderr, np.where(pf, run.terms[0].pixel_stderr, run.terms[1].pixel_stderr),
                                rtol=1e-5, atol=1e-9)
+    # per_snr: S = m12 - m1 - m2 + min is one linear combination, per image and per pixel
+    rs = diffpid.pid(model, x, {"y1": 1}, {"y2": 1}, redundancy="per_snr", samples=64, batch_size=FAST, seed=9)
+    syn = Combination((d12, d1, d2, Minimum(d1, d2)), (1.0, -1.0, -1.0, 1.0))
+    u1 = Combination((d1, Minimum(d1, d2)), (1.0, -1.0))
+    run = estimate(model, x, conds, [d1, d2, d12, syn, u1], samples=64, batch_size=FAST, seed=9)
+    np.testing.assert_allclose(rs.synergy.value, run.terms[3].value, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(rs.synergy.stderr, run.terms[3].stderr, rtol=1e-5)
+    np.testing.assert_allclose(rs.synergy.pixel_stderr, run.terms[3].pixel_stderr, rtol=1e-4, atol=1e-8)
+    np.testing.assert_allclose(rs.unique_1.pixel_stderr, run.terms[4].pixel_stderr, rtol=1e-4, atol=1e-8)
 
 
 @pytest.mark.parametrize("mode", REDUNDANCY_MODES)

@@ -43,7 +43,7 @@ m(y1y2) - max(m1, m2)`` that of the difference, and both unique atoms that of ``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
