@@ -1,0 +1,159 @@
+"""``results.json``: every number of an explanation as JSON-ready data.
+
+The JSON Schema is ``results_schema.json`` beside this module (:func:`results_schema`).
+All information values are in nats; every value has its standard error beside it;
+non-finite numbers (e.g. empty curve bins) are ``null``. Top level::
+
+    schema          "diffpid.results/1"
+    prompt, model   the prompt and the model id or folder
+    seed            generation seed, null when the image was given
+    units           "nats"
+    image_shape     [H, W, 3] of the analysed image; map_shape [h, w] of the maps
+    words           the words explained, in prompt order
+    slugs           word -> file-name-safe name used in maps/ and maps.npz
+    mi, cmi         word -> Information:
+                      value, stderr                    orthogonal estimate i_o and its standard error
+                      standard_value, standard_stderr  the standard estimator i
+                      map_sum                          sum of the pixel map (equals value)
+                      samples                          (a, eps) draws
+    pair            [w1, w2] decomposed, or null
+    pid, cpid       Decomposition or null:
+                      source_1, source_2, context (null for PID), target, conditions [4 prompts],
+                      redundancy_mode, samples,
+                      redundancy, unique_1, unique_2, synergy, per_snr_redundancy: {value, stderr}
+                      mi_1, mi_2, mi_12: Information;  covariance: 4x4 of (mi_1, mi_2, mi_12, per-SNR min)
+    attention       words with an attention map, or null when attention was not collected
+    maps            one entry per map: key ("cmi/red": the maps.npz key), kind, name, label,
+                    png (path of its overlay), scale (its colour-scale group), min, max, sum
+    color_scales    group -> {vmin, vmax, colormap, diverging, unit}: the one scale shared by
+                    every map of the group (mi, cmi, pid, cpid, attention)
+    curves          per condition: prompt, logsnr [bins], mmse [bins] (null: no sample),
+                    count [bins], nll and nll_stderr (-log p(x | prompt), nats)
+    parameters      samples, batch_size, sampler, redundancy, seed, device, dtype, attention
+    versions        package -> version
+    files           names of report.html, results.json, maps.npz, image.png and curves.png
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from .maps import ColorScale, ReportMap, color_scales, report_maps, unique_slugs
+
+SCHEMA_ID = "diffpid.results/1"
+
+FILES = {"report": "report.html", "results": "results.json", "maps_npz": "maps.npz",
+         "image": "image.png", "curves": "curves.png"}
+"""Names of the files :func:`diffpid.report.save.save_explanation` writes (besides ``maps/``)."""
+
+
+def _num(x: Any) -> float | None:
+    """A JSON number: Python float, or ``None`` for NaN / infinity."""
+    if x is None:
+        return None
+    v = float(np.asarray(x))
+    return v if math.isfinite(v) else None
+
+
+def _text(x: Any) -> str | None:
+    return None if x is None else str(x)
+
+
+def information_dict(info: Any) -> dict:
+    """An :class:`~diffpid.information.Information` of one image as a JSON object."""
+    return {
+        "value": _num(info.value), "stderr": _num(info.stderr),
+        "standard_value": _num(info.standard_value), "standard_stderr": _num(info.standard_stderr),
+        "map_sum": _num(np.sum(info.pixel_map)), "samples": int(info.samples),
+    }
+
+
+def _value(atom: Any) -> dict:
+    return {"value": _num(atom.value), "stderr": _num(atom.stderr)}
+
+
+def decomposition_dict(dec: Any) -> dict:
+    """A :class:`~diffpid.pid.PID` of one image as a JSON object."""
+    out = {
+        "source_1": _text(dec.source_1), "source_2": _text(dec.source_2), "context": _text(dec.context),
+        "target": _text(dec.target), "conditions": [_text(c) for c in dec.conditions],
+        "redundancy_mode": dec.redundancy_mode, "samples": int(dec.samples),
+    }
+    for name in ("redundancy", "unique_1", "unique_2", "synergy", "per_snr_redundancy"):
+        out[name] = _value(getattr(dec, name))
+    for name in ("mi_1", "mi_2", "mi_12"):
+        out[name] = information_dict(getattr(dec, name))
+    out["covariance"] = [[_num(v) for v in row] for row in np.asarray(dec.covariance)]
+    return out
+
+
+def map_dict(m: ReportMap) -> dict:
+    """The index entry of one map."""
+    finite = m.values[np.isfinite(m.values)]
+    return {"key": m.key, "kind": m.kind, "name": m.name, "label": m.label, "png": m.filename, "scale": m.kind,
+            "min": _num(finite.min()) if finite.size else None, "max": _num(finite.max()) if finite.size else None,
+            "sum": _num(finite.sum())}
+
+
+def scale_dict(s: ColorScale) -> dict:
+    return {"vmin": s.vmin, "vmax": s.vmax, "colormap": s.colormap, "diverging": s.diverging, "unit": s.unit}
+
+
+def _curve(c: Any) -> dict:
+    return {"prompt": c.prompt, "logsnr": [_num(v) for v in np.asarray(c.curve.logsnr)],
+            "mmse": [_num(v) for v in np.asarray(c.curve.mean)],
+            "count": [int(v) for v in np.asarray(c.curve.count)],
+            "nll": _num(c.nll), "nll_stderr": _num(c.nll_stderr)}
+
+
+def explanation_to_dict(expl: Any) -> dict:
+    """Every value of an :class:`~diffpid.explain.Explanation` with its standard error, as JSON-ready data.
+
+    Args:
+        expl: the explanation.
+
+    Returns:
+        a dict following ``results_schema.json`` (see the module docstring); ``json.dumps``
+        serialises it without ``allow_nan``.
+    """
+    maps = report_maps(expl)
+    map_shape = next((list(m.values.shape) for m in maps), None)
+    return {
+        "schema": SCHEMA_ID,
+        "prompt": expl.prompt,
+        "model": str(expl.model_name),
+        "seed": None if expl.seed is None else int(expl.seed),
+        "units": "nats",
+        "image_shape": [int(n) for n in np.asarray(expl.image).shape],
+        "map_shape": map_shape,
+        "words": list(expl.words),
+        "slugs": unique_slugs(list(expl.words)),
+        "mi": {w: information_dict(expl.mi[w]) for w in expl.words},
+        "cmi": {w: information_dict(expl.cmi[w]) for w in expl.words},
+        "pair": None if expl.pair is None else [str(w) for w in expl.pair],
+        "pid": None if expl.pid is None else decomposition_dict(expl.pid),
+        "cpid": None if expl.cpid is None else decomposition_dict(expl.cpid),
+        "attention": None if expl.attention is None else [w for w in expl.words if expl.attention.get(w) is not None],
+        "maps": [map_dict(m) for m in maps],
+        "color_scales": {s.group: scale_dict(s) for s in color_scales(maps)},
+        "curves": [_curve(c) for c in expl.curves],
+        "parameters": dataclasses.asdict(expl.parameters),
+        "versions": {str(k): str(v) for k, v in dict(expl.versions).items()},
+        "files": dict(FILES),
+    }
+
+
+def results_json(expl: Any) -> str:
+    """:func:`explanation_to_dict` as indented, strictly valid JSON text."""
+    return json.dumps(explanation_to_dict(expl), indent=2, allow_nan=False, ensure_ascii=False)
+
+
+def results_schema() -> dict:
+    """The JSON Schema of ``results.json`` (``results_schema.json``, shipped with the package)."""
+    return json.loads(resources.files("diffpid.report").joinpath("results_schema.json").read_text("utf-8"))
