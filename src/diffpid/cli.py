@@ -60,6 +60,13 @@ def cmd_train_shapes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Explain one prompt (MI, CMI, PID, CPID, attention) and write report.html, results.json and maps."""
+    from .report.command import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="diffpid", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -81,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", type=int, default=200)
     t.add_argument("--export", default=None, help="folder to write the EMA model to at the end (diffusers layout)")
     t.set_defaults(func=cmd_train_shapes)
+
+    from .report.command import add_arguments as explain_arguments
+
+    e = sub.add_parser("explain", help="explain the words of a prompt; writes an HTML report, results.json and maps")
+    explain_arguments(e)
+    e.set_defaults(func=cmd_explain)
 
     # further subcommands (train-shapes, explain, bench, run, runs) register here
     return p
