@@ -67,6 +67,29 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """Per-word MI and CMI over an item file; resumes, and shards under `accelerate launch`."""
+    from .run_words import run_words
+
+    s = run_words(args.items, args.out, model=args.model, samples=args.samples, sampler=args.sampler, seed=args.seed,
+                  steps=args.steps, guidance=args.guidance, dtype=args.dtype, maps=args.maps,
+                  batch_size=args.batch_size, cpu=args.cpu, retry_failed=args.retry_failed,
+                  progress=not args.no_progress)
+    return 0 if not s.remaining else 1
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """Summarise runs (`runs show`) or write their merged results.jsonl (`runs collect`)."""
+    from .runs import find_runs, format_summary, merge, summarize
+
+    for d in find_runs(args.dir):
+        if args.action == "collect":
+            print(merge(d))
+        else:
+            print(format_summary(summarize(d)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="diffpid", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -94,6 +117,28 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("explain", help="explain the words of a prompt; writes an HTML report, results.json and maps")
     explain_arguments(e)
     e.set_defaults(func=cmd_explain)
+
+    r = sub.add_parser("run", help="per-word MI/CMI over an item file (.jsonl/.csv); resumable, shards with accelerate")
+    r.add_argument("items", help="item file: JSON lines {\"image\": ..., \"prompt\": ..., \"words\": [...]} or CSV")
+    r.add_argument("--out", required=True, help="root folder; the run goes to OUT/words-<hash of the parameters>")
+    r.add_argument("--model", default=None, help="diffusers folder or hub id (default: the embedded shapes model)")
+    r.add_argument("--samples", type=int, default=64, help="(a, eps) draws per item")
+    r.add_argument("--sampler", default="adaptive", help="log-SNR sampler: adaptive, sobol, published, uniform")
+    r.add_argument("--seed", type=int, default=0, help="run seed; each item's seed derives from it and the item id")
+    r.add_argument("--steps", type=int, default=50, help="sampling steps for items without an image")
+    r.add_argument("--guidance", type=float, default=7.5, help="guidance scale for items without an image")
+    r.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16")
+    r.add_argument("--maps", action="store_true", help="also save per-word pixel maps as OUT/.../maps/<id>.npz")
+    r.add_argument("--batch-size", type=int, default=64, help="most rows per denoiser call")
+    r.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is there")
+    r.add_argument("--retry-failed", action="store_true", help="compute items that failed before again")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_run)
+
+    rs = sub.add_parser("runs", help="inspect dataset-scale runs: `runs show DIR`, `runs collect DIR`")
+    rs.add_argument("action", choices=("show", "collect"), help="show: summary; collect: write results.jsonl")
+    rs.add_argument("dir", help="a run folder, or the --out folder of `diffpid run` (all runs in it)")
+    rs.set_defaults(func=cmd_runs)
 
     # further subcommands (train-shapes, explain, bench, run, runs) register here
     return p

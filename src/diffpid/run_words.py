@@ -1,0 +1,256 @@
+"""``diffpid run``: per-word MI and CMI over a file of (image, prompt, words) items.
+
+Item files are JSON Lines (``.jsonl``), one object per line::
+
+    {"id": "coco-139-cat", "image": "images/139.png", "prompt": "a cat on a sofa", "words": ["cat", "sofa"]}
+
+or CSV (``.csv``) with a header and the same columns, words separated by ``|``
+(``cat|sofa``). ``prompt`` is required; ``image`` (a path, relative to the item file's
+folder) is optional: without it the image is generated from the prompt with the item's
+seed; ``words`` defaults to the content words of the prompt; ``id`` is a label shown in
+summaries. An item's stable id hashes the image file's bytes, the prompt and the words.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import ConditionError, ParameterError
+from .estimate import Difference, estimate
+from .information import Information, information_from
+from .runs import Item, ItemResult, RunSummary, file_digest, item_id, process_state, run_items
+
+ITEM_VERSION = "word-item/1"
+
+
+@dataclass(frozen=True)
+class WordItem:
+    """One row of an item file.
+
+    Args:
+        prompt: the prompt.
+        words: the words whose MI and CMI are measured, lower-cased.
+        image: the image path as written in the file (``None``: generate from the prompt).
+        path: that path resolved against the item file's folder.
+        line: line number in the item file (1-based; the header is line 1 of a CSV).
+    """
+
+    prompt: str
+    words: tuple[str, ...]
+    image: str | None
+    path: str | None
+    line: int
+
+
+@dataclass(frozen=True)
+class WordInformation:
+    """MI of a word against the empty prompt and its CMI given the rest of the prompt."""
+
+    word: str
+    mi: Information
+    cmi: Information
+
+
+def _rows(path: Path) -> list[tuple[int, dict]]:
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ParameterError(f"cannot read the item file {str(path)!r} ({type(err).__name__}); pass a UTF-8 .jsonl or .csv") from err
+    rows: list[tuple[int, dict]] = []
+    if suffix in (".jsonl", ".ndjson"):
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ParameterError(f"{path.name} line {n} is not JSON ({err.msg}); one object per line") from err
+            if not isinstance(row, dict):
+                raise ParameterError(f"{path.name} line {n} is not a JSON object; write {{\"prompt\": ...}}")
+            rows.append((n, row))
+    elif suffix == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        if "prompt" not in (reader.fieldnames or []):
+            raise ParameterError(f"{path.name} has no 'prompt' column; the header must name prompt[,image,words,id]")
+        for n, row in enumerate(reader, 2):
+            words = (row.get("words") or "").strip()
+            rows.append((n, {"prompt": row["prompt"], "image": (row.get("image") or "").strip() or None,
+                             "words": [w.strip() for w in words.split("|") if w.strip()] or None,
+                             "id": (row.get("id") or "").strip() or None}))
+    else:
+        raise ParameterError(f"{path.name}: item files are .jsonl or .csv, got {suffix or 'no extension'!r}")
+    return rows
+
+
+def read_items(path: str | os.PathLike) -> tuple[Item, ...]:
+    """The items of a JSONL or CSV item file (format in the module docstring), in file order.
+
+    Returns:
+        :class:`~diffpid.runs.Item` with :class:`WordItem` data and content ids.
+
+    Raises:
+        ParameterError: the file cannot be read, a line is malformed or lacks a prompt.
+    """
+    from .explain import content_words
+
+    path = Path(path)
+    digests: dict[str, str] = {}
+    items = []
+    for n, row in _rows(path):
+        prompt = row.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ParameterError(f"{path.name} line {n} has no prompt; every item needs a \"prompt\" string")
+        words = row.get("words")
+        if words is None:
+            words = content_words(prompt)
+        elif isinstance(words, str):
+            words = [words]
+        if not isinstance(words, (list, tuple)) or not all(isinstance(w, str) and w.strip() for w in words):
+            raise ParameterError(f"{path.name} line {n}: \"words\" must be a list of non-empty strings")
+        words = tuple(w.strip().lower() for w in words)
+        image = row.get("image")
+        if image is not None and not isinstance(image, str):
+            raise ParameterError(f"{path.name} line {n}: \"image\" must be a path string")
+        resolved = str(path.parent / image) if image else None
+        if resolved is None:
+            key = None
+        elif resolved in digests:
+            key = digests[resolved]
+        else:
+            try:
+                key = digests[resolved] = "sha256:" + file_digest(resolved)
+            except OSError:  # recorded as a failed item (ImageError) when it is computed
+                key = digests[resolved] = "unreadable:" + os.path.abspath(resolved)
+        label = row.get("id")
+        name = str(label) if label is not None else f"line {n}"
+        data = WordItem(prompt, words, image or None, resolved, n)
+        items.append(Item(item_id(ITEM_VERSION, key, prompt, list(words)), data, name))
+    return tuple(items)
+
+
+def word_information(model: Any, x: Any, prompt: str, words: Sequence[str], *, samples: int = 64,
+                     sampler: Any = None, batch_size: int = 64, seed: int = 0,
+                     progress: bool = False) -> tuple[WordInformation, ...]:
+    """MI and CMI of every word in one engine run (common random numbers over all conditions).
+
+    Args:
+        model: a :class:`~diffpid.models.base.Model`.
+        x: ``(1, *data_shape)`` data of the image (latents or pixels).
+        prompt: the prompt; words: words of it.
+        samples, sampler, batch_size, seed, progress: as :func:`diffpid.estimate.estimate`.
+
+    Raises:
+        ConditionError: a word is not in the prompt.
+    """
+    from .prompts import find_word, remove_words
+
+    prompts: list[str] = []
+
+    def index(p: str) -> int:
+        if p not in prompts:
+            prompts.append(p)
+        return prompts.index(p)
+
+    empty, full = index(""), index(prompt)
+    terms = []
+    for w in words:
+        find_word(prompt, w)
+        terms += [Difference(index(w), empty), Difference(full, index(remove_words(prompt, [w])))]
+    run = estimate(model, x, [model.encode_prompt(p) for p in prompts], terms, samples=samples, sampler=sampler,
+                   batch_size=batch_size, seed=seed, progress=progress)
+    return tuple(WordInformation(w, information_from(run, 2 * i, True), information_from(run, 2 * i + 1, True))
+                 for i, w in enumerate(words))
+
+
+def _values(info: Information, prefix: str) -> dict[str, float]:
+    return {prefix: float(info.value), f"{prefix}_stderr": float(info.stderr),
+            f"{prefix}_standard": float(info.standard_value), f"{prefix}_standard_stderr": float(info.standard_stderr)}
+
+
+def model_key(model: str | None) -> str:
+    """How the model enters the run parameters: ``embedded:shapes``, an absolute folder, or the hub id."""
+    if model is None:
+        return "embedded:shapes"
+    return os.path.abspath(model) if os.path.isdir(model) else str(model)
+
+
+def run_words(items_path: str | os.PathLike, out: str | os.PathLike, *, model: str | None = None,
+              samples: int = 64, sampler: str = "adaptive", seed: int = 0, steps: int = 50,
+              guidance: float = 7.5, dtype: str = "float32", maps: bool = False, batch_size: int = 64,
+              cpu: bool = False, retry_failed: bool = False, progress: bool = True) -> RunSummary:
+    """Per-word MI and CMI of every item of an item file, resumable and sharded (:func:`diffpid.runs.run_items`).
+
+    Args:
+        items_path: the JSONL or CSV item file.
+        out: root folder of the runs.
+        model: diffusers folder or hub id; ``None`` for the embedded shapes model.
+        samples: ``(a, eps)`` draws per item and condition; sampler: the log-SNR sampler's name.
+        seed: the run seed (each item's seed derives from it and the item id).
+        steps, guidance: sampling steps and guidance scale when an image is generated.
+        dtype: ``float32``, ``float16`` or ``bfloat16``.
+        maps: also save per-word pixel maps (and the image) as ``maps/<id>.npz``.
+        batch_size: most rows per denoiser call (does not change the numbers).
+        cpu: run on the CPU even when a GPU is there.
+        retry_failed: compute items that failed before again.
+        progress: progress bar.
+    """
+    import torch
+
+    from .channel import make_sampler
+    from .explain import resolve_model
+
+    for label, v in (("samples", samples), ("steps", steps), ("batch_size", batch_size)):
+        if not isinstance(v, int) or v < 1:
+            raise ParameterError(f"{label} must be a positive integer, got {v!r}")
+    make_sampler(sampler)
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if dtype not in dtypes:
+        raise ParameterError(f"unknown dtype {dtype!r}; choose one of {', '.join(dtypes)}")
+    items = read_items(items_path)
+    if not items:
+        raise ParameterError(f"{items_path} holds no items; write one JSON object per line")
+    state = process_state(cpu=cpu)
+    params = dict(task="word-information", model=model_key(model), samples=samples, sampler=sampler, seed=seed,
+                  steps=steps, guidance=float(guidance), dtype=dtype, maps=bool(maps))
+    loaded: list[Any] = []
+
+    def compute(item: Item, item_seed: int) -> ItemResult:
+        w: WordItem = item.data
+        if not w.words:
+            raise ConditionError(f"no content words in {w.prompt!r}; list the words of the item in \"words\"")
+        from .prompts import find_word
+
+        for word in w.words:
+            find_word(w.prompt, word)
+        if not loaded:
+            loaded.append(resolve_model(model, device=state.device, dtype=dtypes[dtype]))
+        m = loaded[0]
+        if w.path is None:
+            gen = m.generate(w.prompt, seed=item_seed, steps=steps, guidance_scale=guidance)
+            x, image = gen.x, gen.image
+        else:
+            x = m.encode_image(w.path)
+            image = m.decode(x)[0] if maps else None
+        info = word_information(m, x, w.prompt, w.words, samples=samples, sampler=sampler,
+                                batch_size=batch_size, seed=item_seed)
+        values = {"prompt": w.prompt, "image": w.image, "generated": w.path is None,
+                  "words": [{"word": r.word, **_values(r.mi, "mi"), **_values(r.cmi, "cmi")} for r in info]}
+        arrays: dict[str, np.ndarray] = {}
+        if maps:
+            arrays["image"] = np.asarray(image, dtype=np.uint8)
+            for r in info:
+                for kind, inf in (("mi", r.mi), ("cmi", r.cmi)):
+                    arrays[f"{kind}/{r.word}"] = np.asarray(inf.pixel_map, dtype=np.float32)
+                    arrays[f"{kind}_stderr/{r.word}"] = np.asarray(inf.pixel_stderr, dtype=np.float32)
+        return ItemResult(values, arrays)
+
+    return run_items(items, compute, out=out, parameters=params, seed=seed, name="words", state=state,
+                     retry_failed=retry_failed, progress=progress)

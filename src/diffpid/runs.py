@@ -1,0 +1,330 @@
+"""Dataset-scale runs: resumable, crash-safe, sharded over processes and GPUs with accelerate.
+
+A benchmark hands :func:`run_items` a list of :class:`Item` (stable content ids) and a
+per-item function ``compute(item, seed) -> ItemResult``. The runner
+
+- puts the run in ``ROOT/<name>-<hash of the parameters>/`` (a changed parameter set is a
+  new run, never mixed with the old one; the parameters are written in ``run.json``),
+- skips items already stored and computes the rest, writing every result atomically as
+  soon as it is done (:mod:`diffpid.run_store`), so a run killed at any point (even with
+  ``kill -9``) continues where it stopped when the same command is run again,
+- derives each item's seed from the run seed and the item id, so numbers do not depend
+  on order, resumption or sharding,
+- records an item whose computation raises a :class:`~diffpid.errors.DiffpidError`
+  (unreadable image, word not in the prompt...) as failed with its reason and goes on;
+  any other exception (a bug) stops the run,
+- under ``accelerate launch`` splits the remaining items over the processes
+  (``PartialState``: round-robin over the sorted ids), each process writing its own
+  items' files, and merges everything into ``results.jsonl`` on the main process after
+  ``wait_for_everyone``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import DiffpidError, ParameterError
+from .run_store import CorruptRecord, ItemRecord, RunStore, canonical, digest, write_atomic
+
+
+@dataclass(frozen=True)
+class Item:
+    """One unit of work of a run.
+
+    Args:
+        id: stable id from the item's content (see :func:`item_id`).
+        data: whatever the per-item function needs (the runner does not look at it).
+        name: the user's label, shown in summaries.
+    """
+
+    id: str
+    data: Any = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """What a per-item function returns.
+
+    Args:
+        values: JSON-ready result (numbers, strings, lists, string-keyed mappings).
+        arrays: named numpy arrays saved beside it (``maps/<id>.npz``), e.g. ``(h, w)`` pixel maps.
+    """
+
+    values: Any
+    arrays: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The state of a run folder.
+
+    Args:
+        directory: the run folder.
+        parameters: the parameters of the run (``run.json``).
+        total: items of the latest invocation.
+        done: items computed successfully.
+        failed: records of the items that failed, with their reasons.
+        remaining: ids of the items without a valid record.
+        corrupt: ids whose stored record is damaged (they count as remaining).
+        extra: records of items that are not in the latest item list.
+    """
+
+    directory: Path
+    parameters: dict
+    total: int
+    done: int
+    failed: tuple[ItemRecord, ...]
+    remaining: tuple[str, ...]
+    corrupt: tuple[str, ...]
+    extra: int
+
+
+def item_id(*content: Any) -> str:
+    """A stable 20-hex-digit id from JSON-ready ``content`` (e.g. image hash, prompt, words)."""
+    return digest(canonical(list(content)), 20)
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def item_seed(seed: int, identifier: str) -> int:
+    """The seed of one item: a 63-bit hash of the run seed and the item id."""
+    return int(digest(canonical([int(seed), identifier]), 16), 16) & (2**63 - 1)
+
+
+def parameters_key(parameters: Mapping[str, Any]) -> str:
+    """The 12-hex-digit hash of a parameter set that names its run folder."""
+    return digest(canonical(dict(parameters)), 12)
+
+
+def run_directory(root: str | os.PathLike, parameters: Mapping[str, Any], name: str = "run") -> Path:
+    """``root/<name>-<parameters_key>``: the folder of the run with these parameters."""
+    return Path(root) / f"{name}-{parameters_key(parameters)}"
+
+
+def shard(ids: Sequence[str], rank: int, world: int) -> list[str]:
+    """The ids process ``rank`` of ``world`` computes: round-robin over the sorted ids."""
+    if not 0 <= rank < world:
+        raise ParameterError(f"rank {rank} is not in 0..{world - 1}")
+    return sorted(ids)[rank::world]
+
+
+def process_state(cpu: bool = False, timeout_hours: float = 48.0) -> Any:
+    """The ``accelerate.PartialState`` of this process (one process when not launched).
+
+    Without any GPU the processes of ``accelerate launch`` / ``torchrun`` join with gloo
+    on the CPU. The long ``timeout`` lets early ranks wait at the final barrier.
+    """
+    import torch
+    from accelerate import PartialState
+
+    cpu = cpu or not torch.cuda.is_available()
+    return PartialState(cpu=cpu, timeout=timedelta(hours=timeout_hours))
+
+
+def _check_ids(items: Sequence[Item]) -> None:
+    seen: dict[str, Item] = {}
+    for it in items:
+        if not isinstance(it, Item):
+            raise ParameterError(f"run items must be diffpid.runs.Item, got {type(it).__name__}")
+        if it.id in seen:
+            a, b = seen[it.id].name or it.id, it.name or it.id
+            raise ParameterError(f"items {a!r} and {b!r} are the same item (same content); remove one of them")
+        seen[it.id] = it
+
+
+def _plan(store: RunStore, ids: list[str], retry_failed: bool) -> tuple[list[str], list[str]]:
+    """Ids to compute (no record, damaged record, or failed when retrying) and the damaged ones."""
+    todo, corrupt = [], []
+    for i in ids:
+        try:
+            rec = store.read(i)
+        except CorruptRecord:
+            corrupt.append(i)
+            todo.append(i)
+            continue
+        if rec is None or (retry_failed and rec.status == "failed"):
+            todo.append(i)
+    return todo, corrupt
+
+
+def run_items(
+    items: Sequence[Item],
+    compute: Callable[[Item, int], ItemResult],
+    *,
+    out: str | os.PathLike,
+    parameters: Mapping[str, Any],
+    seed: int,
+    name: str = "run",
+    state: Any = None,
+    retry_failed: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> RunSummary:
+    """Compute every item not yet stored in the run of ``parameters`` and merge the results.
+
+    Args:
+        items: the items, in the order results are merged.
+        compute: ``compute(item, seed) -> ItemResult``; raise a ``DiffpidError`` for a bad item.
+        out: root folder; the run lives in ``out/<name>-<hash of parameters>/``.
+        parameters: JSON-ready values that determine the numbers (model, samples, seed...).
+        seed: the run seed; item seeds are :func:`item_seed` of it and the item id.
+        name: prefix of the run folder.
+        state: an ``accelerate.PartialState``; default :func:`process_state`.
+        retry_failed: compute failed items again.
+        progress: show a progress bar over this process's items.
+        log: where messages go (default: print on the main process).
+
+    Returns:
+        The :class:`RunSummary` after the merge (every process returns it).
+    """
+    from accelerate.utils import broadcast_object_list
+    from tqdm.auto import tqdm
+
+    _check_ids(items)
+    params = dict(parameters)
+    canonical(params)  # fails early when the parameters are not JSON-ready
+    state = process_state() if state is None else state
+    rank, world, main = state.process_index, state.num_processes, state.is_main_process
+    say = log or (lambda msg: print(msg, flush=True) if main else None)
+    directory = run_directory(out, params, name)
+    store = RunStore(directory)
+    ids = [it.id for it in items]
+    lock, plan = None, [None]
+    if main:
+        directory.mkdir(parents=True, exist_ok=True)
+        store.create()
+        lock = store.lock()
+        store.write_parameters(params, directory.name.rsplit("-", 1)[-1])
+        store.write_items(ids, [it.name for it in items])
+        store.remove_temporaries()
+        todo, corrupt = _plan(store, ids, retry_failed)
+        plan = [(todo, corrupt)]
+    state.wait_for_everyone()
+    todo, corrupt = broadcast_object_list(plan, from_process=0)[0]
+    say(f"run {directory}: {len(items)} items, {len(items) - len(todo)} stored, {len(todo)} to compute"
+        + (f" ({len(corrupt)} damaged records redone)" if corrupt else "") + (f" on {world} processes" if world > 1 else ""))
+
+    by_id = {it.id: it for it in items}
+    mine = shard(todo, rank, world)
+    device = str(getattr(state, "device", "cpu"))
+    bar = tqdm(mine, desc=f"items (rank {rank})" if world > 1 else "items", disable=not progress,
+               position=rank, leave=True, dynamic_ncols=True)
+    for i in bar:
+        it = by_id[i]
+        s = item_seed(seed, i)
+        t0 = time.perf_counter()
+        arrays: Mapping[str, np.ndarray] = {}
+        try:
+            result = compute(it, s)
+            if not isinstance(result, ItemResult):
+                raise TypeError(f"the per-item function returned {type(result).__name__}, not ItemResult")
+            rec = ItemRecord(i, it.name, "done", result.values, None, None, s, 0.0, rank, world, device, {})
+            arrays = result.arrays
+        except DiffpidError as err:
+            rec = ItemRecord(i, it.name, "failed", None, type(err).__name__, str(err), s, 0.0, rank, world, device, {})
+        rec = ItemRecord(**{**rec.__dict__, "seconds": round(time.perf_counter() - t0, 4)})
+        store.write(rec, arrays)
+    bar.close()
+    state.wait_for_everyone()
+    if main:
+        merge(directory)
+        lock.close()
+    state.wait_for_everyone()
+    summary = summarize(directory)
+    say(format_summary(summary, details=False))
+    return summary
+
+
+def collect(directory: str | os.PathLike, include_failed: bool = True) -> tuple[ItemRecord, ...]:
+    """The stored records of a run in item order (items without a valid record are left out).
+
+    Args:
+        directory: the run folder.
+        include_failed: keep the records of failed items.
+    """
+    store = RunStore(directory)
+    out = []
+    for i, _ in store.read_items():
+        try:
+            rec = store.read(i)
+        except CorruptRecord:
+            continue
+        if rec is not None and (include_failed or rec.status == "done"):
+            out.append(rec)
+    return tuple(out)
+
+
+def merge(directory: str | os.PathLike) -> Path:
+    """Write ``results.jsonl`` (every valid record, in item order) atomically; returns its path."""
+    import json
+    from dataclasses import asdict
+
+    lines = [json.dumps(asdict(r), ensure_ascii=False, sort_keys=True) for r in collect(directory)]
+    return write_atomic(Path(directory) / "results.jsonl", ("\n".join(lines) + "\n" if lines else "").encode())
+
+
+def summarize(directory: str | os.PathLike) -> RunSummary:
+    """The :class:`RunSummary` of a run folder."""
+    store = RunStore(directory)
+    params = store.read_parameters()
+    listed = store.read_items()
+    done, failed, remaining, corrupt = 0, [], [], []
+    for i, _ in listed:
+        try:
+            rec = store.read(i)
+        except CorruptRecord:
+            corrupt.append(i)
+            remaining.append(i)
+            continue
+        if rec is None:
+            remaining.append(i)
+        elif rec.status == "done":
+            done += 1
+        else:
+            failed.append(rec)
+    extra = len(store.stored_ids() - {i for i, _ in listed})
+    return RunSummary(Path(directory), params, len(listed), done, tuple(failed), tuple(remaining), tuple(corrupt), extra)
+
+
+def find_runs(path: str | os.PathLike) -> list[Path]:
+    """Run folders at ``path``: the folder itself when it holds ``run.json``, else its run subfolders."""
+    path = Path(path)
+    if (path / "run.json").exists():
+        return [path]
+    if not path.is_dir():
+        raise ParameterError(f"{path} does not exist; pass a run folder or the --out folder of `diffpid run`")
+    runs = sorted(p for p in path.iterdir() if (p / "run.json").exists())
+    if not runs:
+        raise ParameterError(f"{path} holds no diffpid runs (no */run.json); pass the --out folder of `diffpid run`")
+    return runs
+
+
+def format_summary(s: RunSummary, details: bool = True, max_failed: int = 20) -> str:
+    """A few lines that describe a run: counts, parameters, failures with their reasons."""
+    lines = [f"{s.directory}: {s.done} done, {len(s.failed)} failed, {len(s.remaining)} remaining "
+             f"of {s.total} items" + (f" ({len(s.corrupt)} damaged records to redo)" if s.corrupt else "")
+             + (f"; {s.extra} stored results of items not in the latest item list" if s.extra else "")]
+    if details:
+        lines.append("  parameters: " + ", ".join(f"{k}={v}" for k, v in sorted(s.parameters.items())))
+        for r in s.failed[:max_failed]:
+            lines.append(f"  failed {r.name or r.id}: {r.error_type}: {r.error}")
+        if len(s.failed) > max_failed:
+            lines.append(f"  ... and {len(s.failed) - max_failed} more failed items")
+    return "\n".join(lines)
