@@ -184,6 +184,7 @@ def attention_maps(
         raise ParameterError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if not isinstance(prompt, str):
         raise ParameterError("give the prompt whose words are mapped (a string)")
+    _unet_of(model)
     size = _default_size(model, size)
     opts = dict(per_step=per_step, per_layer=per_layer, per_head=per_head, layers=layers)
     cond = model.encode_prompt(prompt)
@@ -255,6 +256,7 @@ def attention_and_information(
         words = [words]
     if not words or not all(isinstance(w, str) or hasattr(w, "text") for w in words):
         raise ParameterError("words must be words or phrases of the prompt (strings)")
+    _unet_of(model)
     single = isinstance(x, torch.Tensor) and tuple(x.shape) == tuple(model.data_shape)
     xb = model.check_x(x)
     full = model.encode_prompt(prompt)
