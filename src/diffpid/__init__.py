@@ -5,6 +5,8 @@ and the partial information decomposition of two words (DiffusionPID, NeurIPS 20
 estimated exactly from the denoiser.
 """
 
+from .attention import (AttentionCapture, AttentionInformation, AttentionMaps, attention_and_information,
+                        attention_maps)
 from .channel import LogisticSampler, SobolSampler, UniformSampler, make_sampler
 from .errors import DiffpidError
 from .estimate import Combination, Difference, EngineResult, Minimum, estimate
@@ -24,4 +26,5 @@ __all__ = [
     "estimate", "make_sampler", "mutual_information",
     "DiffusersModel", "TextCondition", "from_pipeline", "load_model",
     "Atom", "Combination", "DatasetPID", "PID", "average_pid", "dataset_pid", "pid",
+    "AttentionCapture", "AttentionInformation", "AttentionMaps", "attention_and_information", "attention_maps",
 ]
