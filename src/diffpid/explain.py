@@ -246,9 +246,9 @@ def explain(
             blocks.append((len(terms), src))
             terms += t
 
-    capture = _attention_capture(m, prompt, attention)
+    attend = prompt if attention and getattr(m, "unet", None) is not None else None
     common = dict(samples=samples, sampler=sampler, batch_size=batch_size, seed=seed, progress=progress)
-    run = _run(m, x, conds.prompts, terms, capture, full, **common)
+    run, capture = _run(m, x, conds.prompts, terms, attend, **common)
     mi = {w: information_from(_sub(run, 2 * i, 2 * i + 1), 0, True) for i, w in enumerate(words)}
     cmi = {w: information_from(_sub(run, 2 * i + 1, 2 * i + 2), 0, True) for i, w in enumerate(words)}
     runs = [(run, conds)]
@@ -263,7 +263,7 @@ def explain(
             t, src = _pid_block(conds2, pid_sources(pair[0], pair[1], prompt=prompt, conditional=conditional))
             blocks.append((len(terms2), src))
             terms2 += t
-        run2 = _run(m, x, conds2.prompts, terms2, None, 0, **common)
+        run2, _ = _run(m, x, conds2.prompts, terms2, None, **common)
         runs.append((run2, conds2))
         pid_run = run2
     else:
@@ -277,7 +277,8 @@ def explain(
     )
     att = None
     if capture is not None:
-        att = {w: np.asarray(a) for w, a in zip(words, capture.maps(list(words), prompt))}
+        maps = capture.maps(list(words), prompt, image=0)
+        att = {w: np.asarray(maps[w]) for w in words}
     params = Parameters(samples, batch_size, type(sampler).__name__, redundancy, seed, str(m.device),
                         str(getattr(m, "dtype", torch.float32)).replace("torch.", ""), capture is not None)
     return Explanation(prompt, m.name, gen_seed, np.asarray(img), words, mi, cmi, pair,
@@ -288,19 +289,15 @@ def _sub(run: EngineResult, start: int, stop: int) -> EngineResult:
     return dataclasses.replace(run, terms=run.terms[start:stop])
 
 
-def _attention_capture(model: Model, prompt: str, wanted: bool):
-    """An attention capture for ``model`` when it has a UNet with cross-attention, else ``None``."""
-    if not wanted or getattr(model, "unet", None) is None:
-        return None
-    from .attention import AttentionCapture
-
-    return AttentionCapture.for_model(model, prompts=[prompt])
-
-
-def _run(model, x, prompts, terms, capture, capture_index, **common) -> EngineResult:
+def _run(model: Model, x: torch.Tensor, prompts: list[str], terms: list[Any], attend: str | None,
+         **common: Any) -> tuple[EngineResult, Any]:
+    """One engine run over ``prompts``; with ``attend``, attention of that prompt from the same calls."""
     conditions = [model.encode_prompt(p) for p in prompts]
-    if capture is None:
-        return estimate(model, x, conditions, terms, **common)
-    with capture:
-        capture.expect_engine(conditions, prompts)
-        return estimate(model, x, conditions, terms, **common)
+    if attend is None:
+        return estimate(model, x, conditions, terms, **common), None
+    from .attention.collect import LabelledModel, _capture
+
+    with _capture(model, attend) as cap:
+        labelled = LabelledModel(model, cap, [(conditions[prompts.index(attend)], attend)])
+        run = estimate(labelled, model.check_x(x), conditions, terms, on_batch=cap.engine_callback(1), **common)
+    return run, cap
