@@ -94,13 +94,24 @@ def summary_lines(expl: Any) -> list[str]:
     return lines
 
 
+def _silence_loaders() -> None:
+    """Turn off the weight-loading progress bars of transformers and diffusers (``--quiet``)."""
+    import diffusers
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.disable_progress_bar()
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``diffpid explain`` with parsed ``args``; returns the exit status."""
     from ..explain import explain
 
     out, image = _check(args)
     dtype = _dtype(args.dtype)
-    if not args.quiet:
+    if args.quiet:
+        _silence_loaders()
+    else:
         print(f"explaining {args.prompt!r} with {args.model or 'the embedded model'} ...", flush=True)
     expl = explain(
         args.prompt, model=args.model, image=image, seed=args.seed, words=args.words, pair=args.pair,
