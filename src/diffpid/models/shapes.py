@@ -217,3 +217,45 @@ def load_shapes_model(path: str | Path | None = None, **kwargs: Any) -> Any:
     if not (path / "model_index.json").exists():
         raise ModelLoadError(f"no shapes model at {path}; train one with `diffpid train-shapes` and pass its folder")
     return load_model(str(path), **kwargs)
+
+
+@torch.no_grad()
+def generate_images(components: ShapesComponents, captions: Sequence[str], seed: int = 0, steps: int = 25,
+                    guidance: float = 3.0, chunk: int = 64) -> torch.Tensor:
+    """Sample images for captions with DPM-Solver++ and classifier-free guidance.
+
+    Args:
+        components: the model (eval mode).
+        captions: ``n`` captions.
+        seed: seed of the initial noise (image ``i`` is the same whatever the chunking).
+        steps: solver steps.
+        guidance: classifier-free guidance scale (1 = no guidance); the unconditional caption is ``""``.
+        chunk: images per UNet batch.
+
+    Returns:
+        ``(n, 3, 32, 32)`` images in [-1, 1].
+    """
+    from diffusers import DPMSolverMultistepScheduler
+
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(len(captions), 3, 32, 32, generator=g)
+    uncond = encode_captions(components, [""])
+    out = []
+    for s in range(0, len(captions), chunk):
+        part = list(captions[s : s + chunk])
+        cond = encode_captions(components, part)
+        both = torch.cat([uncond.expand(len(part), -1, -1), cond])
+        sched = DPMSolverMultistepScheduler.from_config(components.scheduler.config)
+        sched.set_timesteps(steps)
+        x = noise[s : s + chunk]
+        for t in sched.timesteps:
+            e = components.unet(torch.cat([x, x]), t, encoder_hidden_states=both).sample
+            e_u, e_c = e.chunk(2)
+            x = sched.step(e_u + guidance * (e_c - e_u), t, x).prev_sample
+        out.append(x.clamp(-1, 1))
+    return torch.cat(out)
+
+
+def to_uint8(images: torch.Tensor) -> Any:
+    """``(n, 3, H, W)`` in [-1, 1] to ``(n, H, W, 3)`` uint8 numpy."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()

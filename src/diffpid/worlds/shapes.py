@@ -284,6 +284,8 @@ def is_held_out(objects: tuple[ShapeObject, ...] | tuple[ObjectQuery, ...], rela
     """Whether a complete two-object description is held out of training."""
     if len(objects) != 2 or relation is None:
         return False
+    if any(getattr(o, f) is None for o in objects for f in ("size", "color", "shape")):
+        return False
     return zlib.crc32(attribute_key(objects, relation).encode()) % HELD_OUT_MODULUS == 0
 
 

@@ -1,0 +1,208 @@
+import math
+import random
+
+import pytest
+import torch
+
+from diffpid.errors import ConditionError
+from diffpid.worlds.shapes import (
+    COLORS, TRIANGLE_RED_PROB, VOCABULARY, ObjectQuery, ParsedCaption, check_caption, is_held_out, parse_caption,
+    plan_from_query, sample_plan,
+)
+from diffpid.worlds.shapes_check import check_caption_image, relation_holds, segment
+from diffpid.worlds.shapes_render import sample_batch, sample_scenes, scene_for_caption, scene_from_plan
+from diffpid.worlds.shapes_sets import held_out_captions, swap_set, swap_sets
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return sample_scenes(300, seed=11)
+
+
+def test_same_seed_same_scenes_other_seed_differs():
+    a, b, c = sample_scenes(12, seed=5), sample_scenes(12, seed=5), sample_scenes(12, seed=6)
+    assert [s.caption for s in a] == [s.caption for s in b]
+    assert all(torch.equal(x.image, y.image) for x, y in zip(a, b))
+    assert [s.caption for s in a] != [s.caption for s in c]
+
+
+def test_batch_shapes_and_range():
+    batch = sample_batch(16, torch.Generator().manual_seed(0))
+    assert batch.images.shape == (16, 3, 32, 32) and batch.coverage.shape == (16, 2, 32, 32)
+    assert batch.images.min() >= -1 and batch.images.max() <= 1
+
+
+def test_masks_match_rendered_pixels():
+    batch = sample_batch(200, torch.Generator().manual_seed(4))
+    for plan, cov in zip(batch.plans, batch.coverage):
+        s = scene_from_plan(plan)
+        seg = segment(s.image)
+        edge = ((cov - 0.5).abs() < 1e-3).any(0)  # pixel centres on an edge: either answer is right
+        union = edge.clone()
+        for k, o in enumerate(s.objects):
+            m = s.object_masks[k]
+            area = {"circle": math.pi, "square": 4.0, "triangle": 2.0, "diamond": 2.0}[o.shape] * o.radius**2
+            assert abs(float(cov[k].sum()) - area) < 0.05 * area  # anti-aliased coverage integrates to the area
+            assert abs(int(m.sum()) - area) < 0.2 * area
+            assert (seg[m & ~edge] == list(COLORS).index(o.color)).all()
+            centre = s.image[:, int(o.cy), int(o.cx)]
+            assert torch.allclose(centre, torch.tensor(COLORS[o.color]) * 2 - 1, atol=1e-5)
+            union |= m
+        assert (seg[~union] == -1).all()
+        for w, mask in zip(s.words, s.masks):
+            if w.role in ("size", "color", "shape"):
+                assert torch.equal(mask, s.object_masks[w.obj])
+            else:
+                assert not mask.any()
+
+
+def test_relation_words_hold_in_geometry(scenes):
+    n = 0
+    for s in scenes:
+        if s.relation is None:
+            continue
+        a, b = s.objects
+        dx, dy = b.cx - a.cx, b.cy - a.cy
+        expected = {"left": dx > 0 and abs(dx) > abs(dy), "right": dx < 0 and abs(dx) > abs(dy),
+                    "above": dy > 0 and abs(dy) > abs(dx), "below": dy < 0 and abs(dy) > abs(dx)}
+        assert expected[s.relation]
+        # boxes do not overlap along the relation's axis
+        along = abs(dx) if s.relation in ("left", "right") else abs(dy)
+        assert along >= a.radius + b.radius + 2 - 1e-6
+        n += 1
+    assert n > 100
+
+
+def _colour_rate(caption: str, colour: str, n: int) -> float:
+    parsed = parse_caption(caption)
+    hits = sum(plan_from_query(random.Random(i), parsed, ()).objects[0].color == colour for i in range(n))
+    return hits / n
+
+
+def test_planted_bias_strength():
+    n = 4000
+    p = _colour_rate("a triangle", "red", n)
+    assert abs(p - TRIANGLE_RED_PROB) < 4 * math.sqrt(0.09 / n)
+    q = _colour_rate("a circle", "red", n)
+    assert abs(q - 1 / 7) < 4 * math.sqrt((1 / 7) * (6 / 7) / n)
+    assert _colour_rate("a blue triangle", "blue", 50) == 1.0
+    # in the training captions too: triangles with unnamed colour are red 90% of the time
+    # (the empty caption is excluded: it stands for the marginal over all captions)
+    plans = [p for p in (sample_plan(random.Random(i)) for i in range(6000)) if p.words]
+    reds = []
+    for pl in plans:
+        for k, o in enumerate(pl.objects):
+            named = {w.role for w in pl.words if w.obj == k}
+            if o.shape == "triangle" and "color" not in named:
+                reds.append(o.color == "red")
+    assert abs(sum(reds) / len(reds) - TRIANGLE_RED_PROB) < 4 * math.sqrt(0.09 / len(reds))
+
+
+def test_synonyms_interchangeable():
+    assert parse_caption("a big box left of a red triangle") == parse_caption("a big square left of a red triangle")
+    assert torch.equal(scene_for_caption("a blue box", 3).image, scene_for_caption("a blue square", 3).image)
+    words = [w.text for i in range(5000) for w in sample_plan(random.Random(i)).words if w.text in ("box", "square")]
+    assert abs(words.count("box") / len(words) - 0.5) < 4 * math.sqrt(0.25 / len(words))
+
+
+def test_homonym_decided_by_the_next_word():
+    assert parse_caption("a orange circle").objects == (ObjectQuery(color="orange", shape="circle"),)
+    assert parse_caption("a orange orange").objects == (ObjectQuery(color="orange", shape="circle"),)
+    assert parse_caption("a big orange").objects == (ObjectQuery(size="big", shape="circle"),)
+    assert parse_caption("a orange left of a box").objects[0] == ObjectQuery(shape="circle")
+    colours = {plan_from_query(random.Random(i), parse_caption("a orange"), ()).objects[0].color for i in range(200)}
+    assert colours == set(COLORS)
+
+
+def test_captions_follow_the_grammar_and_word_removal_stays_in_it():
+    for i in range(1500):
+        plan = sample_plan(random.Random(i))
+        parsed = parse_caption(plan.caption)
+        if not plan.words:
+            continue
+        assert len(parsed.objects) == len(plan.objects)
+        for q, o in zip(parsed.objects, plan.objects):
+            assert all(getattr(q, f) in (None, getattr(o, f)) for f in ("size", "color", "shape"))
+        named_rel = any(w.role == "relation" for w in plan.words)
+        assert parsed.relation == (plan.relation if named_rel else None)
+        complete = len(plan.words) >= 4 * len(plan.objects) + (2 if plan.relation in ("left", "right") else 1) - 1
+        if not complete:
+            continue
+        for k, w in enumerate(plan.words):
+            if w.text == "orange" and w.role == "color" or w.role == "of":
+                continue
+            rest = " ".join(x.text for j, x in enumerate(plan.words) if j != k)
+            p2 = parse_caption(rest)
+            if w.role == "relation":
+                assert p2 == ParsedCaption(parsed.objects, None)
+            elif w.role == "article":
+                assert p2 == parsed
+            elif not (w.role == "shape" and plan.objects[w.obj].color == "orange"):
+                objs = list(parsed.objects)
+                objs[w.obj] = ObjectQuery(**{**objs[w.obj].__dict__, w.role: None})
+                assert p2 == ParsedCaption(tuple(objs), parsed.relation), (plan.caption, rest)
+
+
+def test_empty_caption_share():
+    empty = sum(sample_plan(random.Random(i)).caption == "" for i in range(4000)) / 4000
+    assert abs(empty - 0.12) < 0.025
+
+
+def test_checker_passes_ground_truth_and_rejects_swaps(scenes):
+    results = [check_caption_image(s.image, s.caption).ok for s in scenes if s.caption]
+    assert all(results)
+    for item in swap_sets(40, seed=1):
+        img = item.scene.image
+        assert check_caption_image(img, item.correct).ok
+        assert not check_caption_image(img, item.order_swapped).ok
+        assert not check_caption_image(img, item.relation_flipped).ok
+        if item.attribute_swapped is not None:
+            assert not check_caption_image(img, item.attribute_swapped).ok
+
+
+def test_checker_rejects_a_wrong_colour_and_a_missing_object():
+    s = scene_for_caption("a big red circle", 0)
+    assert check_caption_image(s.image, "a big red circle").ok
+    assert not check_caption_image(s.image, "a big blue circle").ok
+    assert not check_caption_image(s.image, "a big red square").ok
+    assert not check_caption_image(s.image, "a small red circle").ok
+    assert not check_caption_image(s.image, "a red circle left of a box").ok
+
+
+def test_relation_holds_axes():
+    from diffpid.worlds.shapes_check import Blob
+
+    a = Blob("red", "circle", "big", 10, 5.0, 10.0, 0.8, 0.0)
+    b = Blob("red", "circle", "big", 10, 20.0, 12.0, 0.8, 0.0)
+    assert relation_holds("left", a, b) and relation_holds("right", b, a)
+    assert not relation_holds("above", a, b) and not relation_holds("below", a, b)
+
+
+def test_held_out_captions_never_drawn_for_training():
+    held = held_out_captions(200, seed=0)
+    assert len(set(held)) == 200
+    for c in held:
+        p = parse_caption(c)
+        assert is_held_out(p.objects, p.relation)
+    for i in range(3000):
+        plan = sample_plan(random.Random(i), training=True)
+        p = parse_caption(plan.caption)
+        assert not is_held_out(p.objects, p.relation)
+
+
+def test_swap_set_words_are_a_permutation():
+    item = swap_set(scene_for_caption("a big red circle left of a small blue box", 2))
+    assert item.correct == "a big red circle left of a small blue square"
+    assert item.attribute_swapped == "a big blue circle left of a small red square"
+    assert item.order_swapped == "a small blue square left of a big red circle"
+    assert item.relation_flipped == "a big red circle right of a small blue square"
+
+
+def test_out_of_vocabulary_words_raise_condition_error():
+    with pytest.raises(ConditionError) as err:
+        check_caption("a purple hexagon")
+    msg = str(err.value)
+    assert "'purple'" in msg and "'hexagon'" in msg and " ".join(VOCABULARY) in msg
+    with pytest.raises(ConditionError):
+        parse_caption("a red circle a blue box a green diamond")
+    assert check_caption("A Red Circle") == ["a", "red", "circle"]
