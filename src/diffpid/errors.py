@@ -34,3 +34,7 @@ class ImageError(DiffpidError, ValueError):
 
 class OutputExistsError(DiffpidError, FileExistsError):
     """An output folder exists already (pass overwrite to replace it)."""
+
+
+class DatasetError(DiffpidError, ValueError):
+    """A dataset folder or file is missing, malformed, or needs an optional package that is not installed."""
