@@ -58,7 +58,7 @@ img.colorbar{display:block;margin:.3rem 0 .6rem}
 def _fmt(value: Any, stderr: Any = None) -> str:
     if value is None:
         return "&ndash;"
-    text = f"{float(value):.4g}"
+    text = f"{float(value) + 0.0:.4g}"  # + 0.0 prints -0.0 as 0
     if stderr is not None:
         text += f" &plusmn; {float(stderr):.2g}"
     return text
