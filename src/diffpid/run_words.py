@@ -119,7 +119,7 @@ def read_items(path: str | os.PathLike) -> tuple[Item, ...]:
         image = row.get("image")
         if image is not None and not isinstance(image, str):
             raise ParameterError(f"{path.name} line {n}: \"image\" must be a path string")
-        resolved = str(path.parent / image) if image else None
+        resolved = os.path.abspath(path.parent / image) if image else None
         if resolved is None:
             key = None
         elif resolved in digests:
