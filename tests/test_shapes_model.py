@@ -1,0 +1,104 @@
+import json
+
+import pytest
+import torch
+
+from diffpid.errors import ConditionError, ModelLoadError, ParameterError
+from diffpid.models.shapes import (
+    ShapesConfig, build_components, encode_captions, generate_images, load_components, save_components, tokenize,
+)
+from diffpid.models.shapes_training import Trainer, TrainSettings, logsnr_table, sample_timesteps, train
+
+TINY = ShapesConfig(channels=(8, 16), text_hidden=16, text_layers=1, text_heads=2, attention_head_dim=8, norm_groups=4)
+SETTINGS = TrainSettings(batch_size=4, warmup=2, checkpoint_every=2)
+
+
+def _eps(comps, captions):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(len(captions), 3, 32, 32, generator=g)
+    t = torch.tensor([10, 500, 900][: len(captions)])
+    with torch.no_grad():
+        return comps.unet(x, t, encoder_hidden_states=encode_captions(comps, captions)).sample
+
+
+def test_folder_round_trip_gives_the_same_outputs(tmp_path):
+    from transformers import AutoTokenizer
+
+    comps = build_components(TINY, seed=3)
+    comps.unet.eval(), comps.text_encoder.eval()
+    save_components(comps, tmp_path / "m", {"steps": 0})
+    index = json.loads((tmp_path / "m" / "model_index.json").read_text())
+    assert index["unet"] == ["diffusers", "UNet2DConditionModel"] and "vae" not in index
+    loaded = load_components(tmp_path / "m")
+    caps = ["a red circle", "", "a big blue box left of a small triangle"]
+    assert torch.equal(_eps(comps, caps), _eps(loaded, caps))
+    tok = AutoTokenizer.from_pretrained(tmp_path / "m" / "tokenizer")
+    ids = tok(["a red circle"], padding="max_length", max_length=tok.model_max_length).input_ids[0]
+    assert len(ids) == 16 and ids[:5] == [2, 4, 7, 14, 3] and set(ids[5:]) == {0}
+
+
+def test_scheduler_covers_the_estimator_range():
+    table = logsnr_table(build_components(TINY))
+    assert table.max() > 8 and table.min() < -6 and (table[1:] < table[:-1]).all()
+
+
+def test_timesteps_concentrate_on_the_middle_log_snr():
+    table = logsnr_table(build_components(TINY))
+    t = sample_timesteps(20000, table, SETTINGS, torch.Generator().manual_seed(0))
+    a = table[t]
+    inside = ((a > -5) & (a < 7)).float().mean()
+    assert inside > 0.85 and t.min() >= 0 and t.max() < 1000
+    # the logistic part has median at its location
+    assert abs(float(a.median()) - SETTINGS.logsnr_loc) < 0.5
+
+
+def test_unknown_words_raise_before_the_model_runs():
+    comps = build_components(TINY)
+    with pytest.raises(ConditionError, match="'purple'"):
+        tokenize(comps.tokenizer, ["a purple circle"])
+
+
+def test_training_resumes_exactly(tmp_path):
+    straight = Trainer(TINY, SETTINGS)
+    losses = [straight.train_step() for _ in range(3)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    first = Trainer(TINY, SETTINGS)
+    first.train_step(), first.train_step()
+    first.save(tmp_path)
+    resumed = Trainer.load(tmp_path)
+    assert resumed.step == 2
+    assert resumed.train_step() == losses[2]
+    for a, b in zip(straight.params, resumed.params):
+        assert torch.equal(a, b)
+    for a, b in zip(straight.ema, resumed.ema):
+        assert torch.equal(a, b)
+    assert torch.equal(straight.generator.get_state(), resumed.generator.get_state())
+
+
+def test_train_function_checkpoints_resumes_and_exports(tmp_path):
+    out = tmp_path / "run"
+    train(out, 2, config=TINY, settings=SETTINGS, progress=False)
+    with pytest.raises(ParameterError):
+        train(out, 3, config=TINY, settings=SETTINGS, progress=False)
+    trainer = train(out, 3, resume=True, export=tmp_path / "model", progress=False)
+    assert trainer.step == 3
+    assert (out / "train.log").exists()
+    info = json.loads((tmp_path / "model" / "training.json").read_text())
+    assert info["steps"] == 3
+    exported = load_components(tmp_path / "model")
+    ema = trainer.ema_components()
+    assert torch.equal(_eps(exported, ["a box"]), _eps(ema, ["a box"]))
+
+
+def test_generate_images_shape_and_determinism():
+    comps = build_components(TINY)
+    comps.unet.eval(), comps.text_encoder.eval()
+    a = generate_images(comps, ["a red circle", "a box"], seed=1, steps=2, chunk=1)
+    b = generate_images(comps, ["a red circle", "a box"], seed=1, steps=2, chunk=2)
+    assert a.shape == (2, 3, 32, 32) and a.abs().max() <= 1
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_missing_folder_raises_model_load_error(tmp_path):
+    with pytest.raises(ModelLoadError):
+        load_components(tmp_path)
