@@ -17,6 +17,7 @@ from .models.loading import from_pipeline, load_model
 from .models.mixture import GaussianMixture
 from .pid import PID, Atom, pid
 from .pid_dataset import DatasetPID, average_pid, dataset_pid
+from .runs import Item, ItemResult, RunSummary, collect, run_items, summarize
 
 __version__ = "0.1.0"
 
@@ -27,4 +28,5 @@ __all__ = [
     "DiffusersModel", "TextCondition", "from_pipeline", "load_model",
     "Atom", "Combination", "DatasetPID", "PID", "average_pid", "dataset_pid", "pid",
     "AttentionCapture", "AttentionInformation", "AttentionMaps", "attention_and_information", "attention_maps",
+    "Item", "ItemResult", "RunSummary", "collect", "run_items", "summarize",
 ]
