@@ -125,6 +125,8 @@ class AttentionCapture:
         per_layer: also keep a map per layer (summed over steps).
         per_head: also keep a map per layer and head.
         layers: names (or name prefixes) of the cross-attention layers to use; default all.
+        tokens: token indices to keep (the probabilities are still normalised over all
+            tokens); default all. Fewer tokens make the capture much cheaper.
     """
 
     def __init__(
@@ -140,6 +142,7 @@ class AttentionCapture:
         per_layer: bool = False,
         per_head: bool = False,
         layers: Sequence[str] | None = None,
+        tokens: Sequence[int] | None = None,
     ) -> None:
         if not hasattr(unet, "attn_processors") or not hasattr(unet, "set_attn_processor"):
             raise ParameterError("unet must be a diffusers UNet2DConditionModel (it has no attention processors)")
@@ -170,6 +173,11 @@ class AttentionCapture:
         if not names:
             raise ParameterError("no cross-attention layers to capture; check unet and the layers argument")
         self.layers = tuple(names)
+        if tokens is not None:
+            tokens = tuple(sorted({int(i) for i in tokens}))
+            if not tokens or tokens[0] < 0:
+                raise ParameterError("tokens must be non-negative token indices (at least one)")
+        self.tokens = tokens
         self.images = 1  # inputs per engine batch, set by engine_callback
         self._acc: dict[tuple[str, int], _Acc] = {}
         self._queue: list[Row | None] = []
@@ -269,6 +277,10 @@ class AttentionCapture:
         if temb is not None and temb.shape[0] == hs.shape[0]:
             temb = temb.index_select(0, sel)
         probs = attention_probabilities(attn, hs.index_select(0, sel), ehs.index_select(0, sel), mask, temb)
+        if self.tokens is not None:
+            if self.tokens[-1] >= probs.shape[-1]:
+                raise ShapeError(f"token {self.tokens[-1]} asked for, but the layer attends to {probs.shape[-1]} tokens")
+            probs = probs[..., list(self.tokens)]
         r, heads, n, t = probs.shape
         h, w = _grid(n, call.size)
         with torch.no_grad():
@@ -371,7 +383,7 @@ class AttentionCapture:
         return prompt, acc
 
     def token_maps(self, prompt: str | None = None, image: int = 0) -> torch.Tensor:
-        """``(T, H, W)`` mean map of every token (over layers, heads and steps) on the accumulation grid."""
+        """``(T, H, W)`` mean map of every kept token (over layers, heads and steps) on the accumulation grid."""
         _, acc = self._get(prompt, image)
         return (acc.total / acc.steps).cpu()
 
@@ -391,6 +403,7 @@ class AttentionCapture:
         return build_maps(
             prompt, words, self.tokenizer, acc.total / acc.steps, acc.steps, acc.levels,
             step_maps=acc.step_maps if self.per_step else None,
+            token_ids=self.tokens,
             layers=self.layers,
             layer_maps=None if acc.layer_sum is None else [m / acc.steps for m in acc.layer_sum],
             head_maps=None if acc.head_sum is None else [m / acc.steps for m in acc.head_sum],

@@ -27,7 +27,7 @@ from ..estimate import Difference, estimate
 from ..information import Information, information_from
 from ..models.base import Model
 from .capture import AttentionCapture, Row
-from .maps import AttentionMaps
+from .maps import AttentionMaps, word_tokens
 
 __all__ = ["AttentionInformation", "LabelledModel", "attention_and_information", "attention_maps", "ddim_inversion"]
 
@@ -89,9 +89,14 @@ def _unet_of(model: Model) -> Any:
     return unet
 
 
-def _capture(model: Model, prompt: str, embeddings: Any = None, **kwargs: Any) -> AttentionCapture:
-    return AttentionCapture(_unet_of(model), prompt, tokenizer=model if hasattr(model, "tokenize") else None,
-                            embeddings=embeddings, **kwargs)
+def _capture(model: Model, prompt: str, words: Any, embeddings: Any = None, **kwargs: Any) -> AttentionCapture:
+    """A capture of ``prompt`` that keeps only the tokens of ``words`` (located before the run)."""
+    tok = model if hasattr(model, "tokenize") else None
+    words = [words] if isinstance(words, str) else list(words)
+    if not words:
+        raise ParameterError("no words given; pass at least one word of the prompt")
+    tokens = sorted({i for w in words for i in word_tokens(prompt, w, tok)})
+    return AttentionCapture(_unet_of(model), prompt, tokenizer=tok, embeddings=embeddings, tokens=tokens, **kwargs)
 
 
 def ddim_inversion(model: Model, x: torch.Tensor, condition: Any, steps: int = 50) -> torch.Tensor:
@@ -192,7 +197,7 @@ def attention_maps(
         emb = getattr(cond, "embeddings", None)
         if emb is None:
             raise ParameterError(f"{model.name} conditions carry no text embeddings; use method='inversion'")
-        with _capture(model, prompt, embeddings=[emb], **opts) as cap:
+        with _capture(model, prompt, words, embeddings=[emb], **opts) as cap:
             g = model.generate(prompt, seed=seed, steps=steps, guidance_scale=guidance_scale,
                                negative_prompt=negative_prompt)
         return replace(cap.maps(words, prompt, size=size), generated=g)
@@ -200,7 +205,7 @@ def attention_maps(
         raise ParameterError(f"method {method!r} explains data: pass x as a tensor and the prompt")
     single = tuple(x.shape) == tuple(model.data_shape)
     xb = model.check_x(x)
-    with _capture(model, prompt, **opts) as cap:
+    with _capture(model, prompt, words, **opts) as cap:
         lm = LabelledModel(model, cap, [(cond, prompt)])
         if method == "inversion":
             ddim_inversion(lm, xb, cond, steps)
@@ -261,7 +266,7 @@ def attention_and_information(
     xb = model.check_x(x)
     full = model.encode_prompt(prompt)
     conds = [full] + [model.encode_prompt(remove_words(prompt, [w])) for w in words]
-    with _capture(model, prompt, per_step=per_step, per_layer=per_layer, per_head=per_head, layers=layers) as cap:
+    with _capture(model, prompt, words, per_step=per_step, per_layer=per_layer, per_head=per_head, layers=layers) as cap:
         lm = LabelledModel(model, cap, [(full, prompt)])
         run = estimate(lm, xb, conds, [Difference(0, i + 1) for i in range(len(words))], samples=samples,
                        sampler=sampler, batch_size=batch_size, seed=seed, generator=generator, progress=progress,

@@ -131,6 +131,7 @@ def build_maps(
     levels: Sequence[float],
     *,
     step_maps: Sequence[torch.Tensor] | None = None,
+    token_ids: Sequence[int] | None = None,
     layers: Sequence[str] = (),
     layer_maps: Sequence[torch.Tensor] | None = None,
     head_maps: Sequence[torch.Tensor] | None = None,
@@ -143,6 +144,7 @@ def build_maps(
         token_maps: ``(T, H, W)`` mean map per token.
         steps, levels: steps averaged and their noise levels.
         step_maps: optional per-step ``(T, H, W)`` maps.
+        token_ids: the token index of each of the ``T`` maps; default ``0 .. T-1``.
         layers, layer_maps: layer names and optional per-layer ``(T, H, W)`` maps.
         head_maps: optional per-layer ``(heads, T, H, W)`` maps.
         size: output ``(h, w)``; default ``(H, W)``.
@@ -152,13 +154,16 @@ def build_maps(
     if not words:
         raise ParameterError("no words given; pass at least one word of the prompt")
     spans = [word_tokens(prompt, w, tokenizer) for w in words]
-    t = token_maps.shape[-3]
+    ids = list(range(token_maps.shape[-3])) if token_ids is None else list(token_ids)
     for w, s in zip(words, spans):
-        if max(s) >= t or min(s) < 0:
-            raise ConditionError(f"{_label(w)!r} maps to tokens {s} outside the {t} captured tokens")
+        if not set(s) <= set(ids):
+            raise ConditionError(f"{_label(w)!r} maps to tokens {s}, but only tokens {ids[0]}..{ids[-1]} "
+                                 "were captured" if token_ids is None else
+                                 f"{_label(w)!r} maps to tokens {s}, not all among the captured tokens {ids}")
+    pos = [[ids.index(i) for i in s] for s in spans]
 
     def pick(m: torch.Tensor) -> torch.Tensor:  # (..., T, H, W) -> (..., n_words, H, W)
-        return torch.stack([m[..., list(s), :, :].mean(-3) for s in spans], -3)
+        return torch.stack([m[..., q, :, :].mean(-3) for q in pos], -3)
 
     return AttentionMaps(
         prompt=prompt,
