@@ -102,3 +102,24 @@ def test_generate_images_shape_and_determinism():
 def test_missing_folder_raises_model_load_error(tmp_path):
     with pytest.raises(ModelLoadError):
         load_components(tmp_path)
+
+
+def test_generic_loader_reads_the_folder_and_matches_the_unet(tmp_path):
+    from diffpid.models.shapes import load_shapes_model
+
+    comps = build_components(TINY, seed=1)
+    comps.unet.eval(), comps.text_encoder.eval()
+    save_components(comps, tmp_path / "m")
+    model = load_shapes_model(tmp_path / "m")
+    assert tuple(model.data_shape) == (3, 32, 32)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    a = torch.tensor([0.0, 3.0])
+    e = model.eps(x, a, [model.encode_prompt("a red circle"), model.unconditional()])
+    t = model.timesteps(a)
+    with torch.no_grad():
+        cond = encode_captions(comps, ["a red circle", ""])
+        direct = comps.unet(x, t, encoder_hidden_states=cond[:1].expand(2, -1, -1)).sample
+        direct_u = comps.unet(x, t, encoder_hidden_states=cond[1:].expand(2, -1, -1)).sample
+    assert torch.allclose(e[:, 0], direct, atol=1e-5) and torch.allclose(e[:, 1], direct_u, atol=1e-5)
+    with pytest.raises(ConditionError):
+        model.encode_prompt("a purple circle")
