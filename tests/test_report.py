@@ -178,7 +178,7 @@ def test_overlay_colours_follow_the_shared_scale(expl):
     assert np.abs(red[-1, -1].astype(float) - want_red).max() <= 1
 
 
-@pytest.mark.parametrize("shape,size", [((8, 8), (256, 256)), ((5, 7), (13, 17)), ((64, 64), (512, 512))])
+@pytest.mark.parametrize("shape,size", [((8, 8), (256, 256)), ((5, 7), (13, 17)), ((64, 64), (384, 384))])
 def test_bilinear_matches_torch_interpolate(shape, size):
     v = np.random.default_rng(1).normal(size=shape)
     ref = torch.nn.functional.interpolate(torch.from_numpy(v)[None, None], size=size, mode="bilinear",
@@ -189,7 +189,7 @@ def test_bilinear_matches_torch_interpolate(shape, size):
 def test_display_sizes():
     assert display_size((32, 32, 3)) == (256, 256)
     assert display_size((300, 400, 3)) == (300, 400)
-    assert display_size((1024, 768, 3)) == (512, 384)
+    assert display_size((1024, 768, 3)) == (384, 288) and display_size((512, 512, 3)) == (384, 384)
 
 
 def test_html_is_self_contained_with_hooks(saved, expl):

@@ -33,7 +33,7 @@ UNITS = {"mi": "nats per map pixel", "cmi": "nats per map pixel", "pid": "nats p
 
 MIN_DISPLAY = 256
 """Images whose longest side is shorter (pixels) are enlarged by an integer factor for display."""
-MAX_DISPLAY = 512
+MAX_DISPLAY = 384
 """Images whose longest side is longer (pixels) are reduced to it for display."""
 
 
