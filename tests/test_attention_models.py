@@ -50,6 +50,9 @@ def test_attention_and_information_share_one_engine_run(sd):
     # the prompt's rows sit among three conditions' rows, yet give the same maps as alone
     assert np.allclose(both.attention.maps, alone.maps, atol=1e-5)
     assert np.allclose(both.attention.levels, alone.levels)
+    # conditions split over several UNet calls per input (k = 3 > batch_size = 2): same rows found
+    split = attention_and_information(sd, x, PROMPT, ["cat", "table"], batch_size=2, **kw)
+    assert np.allclose(split.attention.maps, both.attention.maps, atol=1e-6) and split.attention.steps == 6
     for word, info in zip(["cat", "table"], both.information):
         ref = diffpid.conditional_mutual_information(sd, x, PROMPT, word=word, **kw)
         assert info.value == pytest.approx(ref.value, rel=1e-4, abs=1e-7)
