@@ -15,6 +15,7 @@ from .models.base import Generated, Model
 from .models.diffusers import DiffusersModel, TextCondition
 from .models.loading import from_pipeline, load_model
 from .models.mixture import GaussianMixture
+from .models.shapes import default_model_path, load_shapes_model
 from .pid import PID, Atom, pid
 from .pid_dataset import DatasetPID, average_pid, dataset_pid
 from .runs import Item, ItemResult, RunSummary, collect, run_items, summarize
@@ -29,4 +30,5 @@ __all__ = [
     "Atom", "Combination", "DatasetPID", "PID", "average_pid", "dataset_pid", "pid",
     "AttentionCapture", "AttentionInformation", "AttentionMaps", "attention_and_information", "attention_maps",
     "Item", "ItemResult", "RunSummary", "collect", "run_items", "summarize",
+    "default_model_path", "load_shapes_model",
 ]
