@@ -291,10 +291,11 @@ def test_shard_is_a_deterministic_partition():
 def test_store_roundtrip_checksums_and_lock(tmp_path):
     store = RunStore(tmp_path / "run")
     store.create()
-    rec = ItemRecord("abc", "first", "done", {"v": [1.5, -2.25e-7]}, None, None, 7, 0.1, 0, 1, "cpu", {})
-    store.write(rec, {"m": np.eye(3, dtype=np.float32)})
+    values = {"v": [1.5, -2.25e-7], "f": np.float32(0.1), "a": np.arange(2)}
+    store.write(ItemRecord("abc", "first", "done", values, None, None, 7, 0.1, 0, 1, "cpu", {}),
+                {"m": np.eye(3, dtype=np.float32)})
     back = store.read("abc")
-    assert back.values == {"v": [1.5, -2.25e-7]} and set(back.arrays) == {"m"}
+    assert back.values == {"v": [1.5, -2.25e-7], "f": float(np.float32(0.1)), "a": [0, 1]} and set(back.arrays) == {"m"}
     np.testing.assert_array_equal(store.load_arrays("abc")["m"], np.eye(3))
     store.write(ItemRecord("abd", None, "done", 1, None, None, 0, 0.0, 0, 1, "cpu", {}), {"m": np.zeros(3)})
     os.replace(store.arrays_path("abd"), store.arrays_path("abc"))  # arrays of another item

@@ -73,9 +73,17 @@ class CorruptRecord(Exception):
     """A stored record that cannot be trusted (unreadable, truncated, checksum mismatch)."""
 
 
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON-ready; return numbers, strings, lists and dicts")
+
+
 def canonical(obj: Any) -> bytes:
-    """Canonical JSON bytes of ``obj`` (sorted keys, no spaces): what ids and checksums hash."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """Canonical JSON bytes of ``obj`` (sorted keys, no spaces; numpy scalars and arrays as numbers and lists)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain).encode()
 
 
 def digest(data: bytes, length: int = 64) -> str:

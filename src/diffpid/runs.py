@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -199,7 +199,10 @@ def run_items(
 
     _check_ids(items)
     params = dict(parameters)
-    canonical(params)  # fails early when the parameters are not JSON-ready
+    try:
+        canonical(params)
+    except (TypeError, ValueError) as err:
+        raise ParameterError(f"run parameters must be JSON-ready (numbers, strings, lists): {err}") from err
     state = process_state() if state is None else state
     rank, world, main = state.process_index, state.num_processes, state.is_main_process
     say = log or (lambda msg: print(msg, flush=True) if main else None)
@@ -239,15 +242,14 @@ def run_items(
             arrays = result.arrays
         except DiffpidError as err:
             rec = ItemRecord(i, it.name, "failed", None, type(err).__name__, str(err), s, 0.0, rank, world, device, {})
-        rec = ItemRecord(**{**rec.__dict__, "seconds": round(time.perf_counter() - t0, 4)})
+        rec = replace(rec, seconds=round(time.perf_counter() - t0, 4))
         store.write(rec, arrays)
     bar.close()
     state.wait_for_everyone()
     if main:
         merge(directory)
         lock.close()
-    state.wait_for_everyone()
-    summary = summarize(directory)
+    summary = broadcast_object_list([summarize(directory) if main else None], from_process=0)[0]
     say(format_summary(summary, details=False))
     return summary
 
