@@ -122,3 +122,18 @@ def test_python_m_diffpid_explain_exit_status(tmp_path):
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip() == f"diffpid: error: {out} exists; pass --overwrite (overwrite=True) to replace it"
+
+
+def test_cli_analyses_a_given_image(pixel_path, tmp_path, capsys):  # noqa: F811
+    from PIL import Image
+
+    pixels = np.zeros((40, 24, 3), dtype=np.uint8)
+    pixels[:, :12] = (200, 30, 30)
+    Image.fromarray(pixels).save(tmp_path / "in.png")
+    out = tmp_path / "out"
+    rc, stdout, err = run_cli(["explain", PROMPT, "--model", pixel_path, "--image", str(tmp_path / "in.png"),
+                               "--samples", "2", "--no-attention", "--quiet", "--words", "red", "--out", str(out)], capsys)
+    assert rc == 0, err
+    data = json.loads((out / "results.json").read_text())
+    assert data["seed"] is None and data["pair"] is None and data["image_shape"] == [16, 16, 3]
+    assert "given image" in (out / "report.html").read_text()
