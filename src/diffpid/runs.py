@@ -218,9 +218,12 @@ def run_items(
         store.write_items(ids, [it.name for it in items])
         store.remove_temporaries()
         todo, corrupt = _plan(store, ids, retry_failed)
-        plan = [(todo, corrupt)]
+        plan = [(todo, corrupt, digest(canonical(ids)))]
     state.wait_for_everyone()
-    todo, corrupt = broadcast_object_list(plan, from_process=0)[0]
+    todo, corrupt, main_ids = broadcast_object_list(plan, from_process=0)[0]
+    if main_ids != digest(canonical(ids)):
+        raise ParameterError(f"process {rank} reads other items than the main process; give every process "
+                             "the same item file and images")
     say(f"run {directory}: {len(items)} items, {len(items) - len(todo)} stored, {len(todo)} to compute"
         + (f" ({len(corrupt)} damaged records redone)" if corrupt else "") + (f" on {world} processes" if world > 1 else ""))
 
