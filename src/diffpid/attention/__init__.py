@@ -9,12 +9,13 @@
 """
 
 from .collect import AttentionInformation, LabelledModel, attention_and_information, attention_maps, ddim_inversion
-from .capture import AttentionCapture, Row, cross_attention_layers
+from .capture import AttentionCapture
+from .rows import Row, cross_attention_layers, label_rows
 from .maps import AttentionMaps, word_tokens
 from .processor import RecordingProcessor, attention_probabilities
 
 __all__ = [
     "AttentionCapture", "AttentionInformation", "AttentionMaps", "LabelledModel", "attention_and_information",
     "attention_maps", "ddim_inversion", "RecordingProcessor", "Row", "attention_probabilities",
-    "cross_attention_layers", "word_tokens",
+    "cross_attention_layers", "label_rows", "word_tokens",
 ]

@@ -36,28 +36,10 @@ import torch.nn.functional as F
 
 from ..errors import ConditionError, ParameterError, ShapeError
 from .processor import attention_probabilities, recording_processor
-from .maps import AttentionMaps, build_maps
+from .rows import Row, cross_attention_layers, label_rows, query_grid, unet_of
+from .maps import AttentionMaps, build_maps, word_tokens
 
-__all__ = ["AttentionCapture", "Row", "cross_attention_layers"]
-
-
-@dataclass(frozen=True)
-class Row:
-    """The label of one UNet batch row: its prompt and, when known, its noise level."""
-
-    prompt: str
-    level: float | None = None
-
-
-def cross_attention_layers(unet: Any) -> list[str]:
-    """Names of the UNet's cross-attention ``Attention`` modules, in ``attn_processors`` order."""
-    names = []
-    for key in unet.attn_processors:
-        name = key[: -len(".processor")]
-        mod = unet.get_submodule(name)
-        if getattr(mod, "is_cross_attention", False) and getattr(mod, "added_kv_proj_dim", None) is None:
-            names.append(name)
-    return names
+__all__ = ["AttentionCapture"]
 
 
 @dataclass
@@ -84,16 +66,6 @@ class _Call:
         self.count = 0
         self.layers: dict[int, torch.Tensor] = {}  # layer -> (R, T, H, W) mean over heads
         self.heads: dict[int, torch.Tensor] = {}  # layer -> (R, heads, T, H, W)
-
-
-def _grid(n: int, size: tuple[int, int]) -> tuple[int, int]:
-    """The ``(h, w)`` of a layer with ``n`` queries in a UNet whose input is ``size`` (stride-2 levels)."""
-    h, w = size
-    for _ in range(12):
-        if h * w == n:
-            return h, w
-        h, w = -(-h // 2), -(-w // 2)
-    raise ShapeError(f"cannot place {n} attention queries on a grid derived from the input size {size}")
 
 
 def _arg(args: tuple, kwargs: dict, pos: int, name: str) -> Any:
@@ -187,6 +159,25 @@ class AttentionCapture:
         self._saved: dict[str, Any] | None = None
         self._handles: list = []
 
+    @classmethod
+    def for_model(cls, model: Any, prompt: str | Sequence[str], words: Any = None, **kwargs: Any) -> "AttentionCapture":
+        """A capture on ``model.unet`` that locates words with ``model.tokenize``.
+
+        Args:
+            model: a diffpid model with a diffusers UNet (``DiffusersModel``).
+            prompt: the prompt(s) to capture.
+            words: if given, words of the (first) prompt whose tokens alone are kept; default all tokens.
+            kwargs: further :class:`AttentionCapture` arguments.
+        """
+        tok = model if hasattr(model, "tokenize") else None
+        if words is not None:
+            words = [words] if isinstance(words, str) else list(words)
+            if not words:
+                raise ParameterError("no words given; pass at least one word of the prompt")
+            first = prompt if isinstance(prompt, str) else prompt[0]
+            kwargs["tokens"] = sorted({i for w in words for i in word_tokens(first, w, tok)})
+        return cls(unet_of(model), prompt, tokenizer=tok, **kwargs)
+
     # context management -------------------------------------------------------------
     def __enter__(self) -> "AttentionCapture":
         if self._saved is not None:
@@ -232,31 +223,7 @@ class AttentionCapture:
                 raise ShapeError(f"{len(self._queue)} row labels queued for a UNet batch of {b} rows")
             rows, self._queue = self._queue[:b], self._queue[b:]
             return rows
-        t = torch.as_tensor(timestep).detach().float().cpu().reshape(-1)
-        levels = [float(t[i if len(t) == b else 0]) for i in range(b)]
-        if self.layout is not None:
-            if b % len(self.layout):
-                raise ShapeError(f"the UNet batch of {b} rows does not split into the {len(self.layout)} blocks of layout")
-            per = b // len(self.layout)
-            return [None if self.layout[i // per] is None else Row(self.layout[i // per], levels[i]) for i in range(b)]
-        if self.embeddings is not None:
-            out: list[Row | None] = []
-            for i in range(b):
-                e = ehs[i].float()
-                best = None
-                for p, ref in zip(self.prompts, self.embeddings):
-                    ref = ref.to(e.device, torch.float32)
-                    if ref.shape == e.shape and (e - ref).abs().max() <= 1e-3 * ref.abs().max() + 1e-5:
-                        best = p
-                        break
-                out.append(None if best is None else Row(best, levels[i]))
-            return out
-        if b > 1 and not all(torch.equal(ehs[0], ehs[i]) for i in range(1, b)):
-            raise ConditionError(
-                f"the UNet batch holds rows of different prompts (classifier-free guidance?); pass "
-                f"layout=[negative_prompt, prompt] or embeddings= so that {self.prompts[0]!r} can be found"
-            )
-        return [Row(self.prompts[0], levels[i]) for i in range(b)]
+        return label_rows(ehs, timestep, self.prompts, self.layout, self.embeddings)
 
     # hooks -------------------------------------------------------------------------------
     def _on_call(self, module: Any, args: tuple, kwargs: dict) -> None:
@@ -282,7 +249,7 @@ class AttentionCapture:
                 raise ShapeError(f"token {self.tokens[-1]} asked for, but the layer attends to {probs.shape[-1]} tokens")
             probs = probs[..., list(self.tokens)]
         r, heads, n, t = probs.shape
-        h, w = _grid(n, call.size)
+        h, w = query_grid(n, call.size)
         with torch.no_grad():
             p = probs.float().permute(0, 1, 3, 2).reshape(r * heads, t, h, w)
             if (h, w) != tuple(call.grid):

@@ -26,8 +26,9 @@ from ..errors import ParameterError, ShapeError
 from ..estimate import Difference, estimate
 from ..information import Information, information_from
 from ..models.base import Model
-from .capture import AttentionCapture, Row
-from .maps import AttentionMaps, word_tokens
+from .capture import AttentionCapture
+from .rows import Row, unet_of as _check_unet
+from .maps import AttentionMaps
 
 __all__ = ["AttentionInformation", "LabelledModel", "attention_and_information", "attention_maps", "ddim_inversion"]
 
@@ -82,21 +83,9 @@ class LabelledModel(Model):
         return out
 
 
-def _unet_of(model: Model) -> Any:
-    unet = getattr(model, "unet", None)
-    if unet is None or not hasattr(unet, "attn_processors"):
-        raise ParameterError(f"{model.name} has no diffusers UNet with cross-attention; attention maps need one")
-    return unet
-
-
-def _capture(model: Model, prompt: str, words: Any, embeddings: Any = None, **kwargs: Any) -> AttentionCapture:
-    """A capture of ``prompt`` that keeps only the tokens of ``words`` (located before the run)."""
-    tok = model if hasattr(model, "tokenize") else None
-    words = [words] if isinstance(words, str) else list(words)
-    if not words:
-        raise ParameterError("no words given; pass at least one word of the prompt")
-    tokens = sorted({i for w in words for i in word_tokens(prompt, w, tok)})
-    return AttentionCapture(_unet_of(model), prompt, tokenizer=tok, embeddings=embeddings, tokens=tokens, **kwargs)
+def _capture(model: Model, prompt: str, words: Any = None, **kwargs: Any) -> AttentionCapture:
+    """:meth:`AttentionCapture.for_model` (kept for callers that import this name)."""
+    return AttentionCapture.for_model(model, prompt, words, **kwargs)
 
 
 def ddim_inversion(model: Model, x: torch.Tensor, condition: Any, steps: int = 50) -> torch.Tensor:
@@ -189,7 +178,7 @@ def attention_maps(
         raise ParameterError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if not isinstance(prompt, str):
         raise ParameterError("give the prompt whose words are mapped (a string)")
-    _unet_of(model)
+    _check_unet(model)
     size = _default_size(model, size)
     opts = dict(per_step=per_step, per_layer=per_layer, per_head=per_head, layers=layers)
     cond = model.encode_prompt(prompt)
@@ -261,7 +250,7 @@ def attention_and_information(
         words = [words]
     if not words or not all(isinstance(w, str) or hasattr(w, "text") for w in words):
         raise ParameterError("words must be words or phrases of the prompt (strings)")
-    _unet_of(model)
+    _check_unet(model)
     single = isinstance(x, torch.Tensor) and tuple(x.shape) == tuple(model.data_shape)
     xb = model.check_x(x)
     full = model.encode_prompt(prompt)
