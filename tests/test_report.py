@@ -91,6 +91,8 @@ def test_results_json_equals_the_explanation_and_validates(saved, expl):
             assert got["value"] == info.value and got["stderr"] == info.stderr
             assert got["standard_value"] == info.standard_value and got["standard_stderr"] == info.standard_stderr
             assert got["map_sum"] == pytest.approx(info.pixel_map.sum(), rel=1e-12)
+            assert got["curve"]["mean"][0] == info.curve.mean[0] and got["curve"]["mean"][1] is None
+            assert got["curve"]["count"] == info.curve.count.astype(int).tolist()
     for kind in ("pid", "cpid"):
         dec = getattr(expl, kind)
         for name in ("redundancy", "unique_1", "unique_2", "synergy", "per_snr_redundancy"):

@@ -118,6 +118,7 @@ def pid_table(expl: Any) -> str:
 def maps_sections(expl: Any, assets: ReportAssets) -> str:
     """One section per map group: its colour bar (the group's one scale) and every overlay."""
     out = []
+    h, w = display_size(expl.image.shape)
     for scale in assets.scales:
         g = scale.group
         title, note = TITLES[g]
@@ -133,7 +134,6 @@ def maps_sections(expl: Any, assets: ReportAssets) -> str:
             if m.kind != g:
                 continue
             role = "atom" if g in ("pid", "cpid") else "word"
-            h, w = display_size(expl.image.shape)
             caption = escape(m.label) + ("" if m.value is None else f"<br>{_fmt(m.value, m.value_stderr)} nats")
             figs.append(
                 f'<figure class="map-figure"><img class="map" data-kind="{g}" data-name="{_attr(m.name)}" '

@@ -171,7 +171,7 @@ def color_scales(maps: Sequence[ReportMap]) -> tuple[ColorScale, ...]:
         vals = [m.values[np.isfinite(m.values)] for m in maps if m.kind == group]
         if not vals:
             continue
-        flat = np.concatenate([v.ravel() for v in vals]) if vals else np.zeros(0)
+        flat = np.concatenate([v.ravel() for v in vals])
         lo = float(flat.min()) if flat.size else 0.0
         hi = float(flat.max()) if flat.size else 0.0
         if lo < 0:

@@ -16,6 +16,8 @@ non-finite numbers (e.g. empty curve bins) are ``null``. Top level::
                       standard_value, standard_stderr  the standard estimator i
                       map_sum                          sum of the pixel map (equals value)
                       samples                          (a, eps) draws
+                      curve                            the integrand per log-SNR bin: logsnr, mean
+                                                       (null: no sample), count; half its integral is value
     pair            [w1, w2] decomposed, or null
     pid, cpid       Decomposition or null:
                       source_1, source_2, context (null for PID), target, conditions [4 prompts],
@@ -71,6 +73,7 @@ def information_dict(info: Any) -> dict:
         "value": _num(info.value), "stderr": _num(info.stderr),
         "standard_value": _num(info.standard_value), "standard_stderr": _num(info.standard_stderr),
         "map_sum": _num(np.sum(info.pixel_map)), "samples": int(info.samples),
+        "curve": _bins(info.curve),
     }
 
 
@@ -105,10 +108,15 @@ def scale_dict(s: ColorScale) -> dict:
     return {"vmin": s.vmin, "vmax": s.vmax, "colormap": s.colormap, "diverging": s.diverging, "unit": s.unit}
 
 
+def _bins(curve: Any) -> dict:
+    """A :class:`~diffpid.estimate.Curve` of one image: bin centres, means (null where empty), counts."""
+    return {"logsnr": [_num(v) for v in np.asarray(curve.logsnr)], "mean": [_num(v) for v in np.asarray(curve.mean)],
+            "count": [int(v) for v in np.asarray(curve.count)]}
+
+
 def _curve(c: Any) -> dict:
-    return {"prompt": c.prompt, "logsnr": [_num(v) for v in np.asarray(c.curve.logsnr)],
-            "mmse": [_num(v) for v in np.asarray(c.curve.mean)],
-            "count": [int(v) for v in np.asarray(c.curve.count)],
+    bins = _bins(c.curve)
+    return {"prompt": c.prompt, "logsnr": bins["logsnr"], "mmse": bins["mean"], "count": bins["count"],
             "nll": _num(c.nll), "nll_stderr": _num(c.nll_stderr)}
 
 
