@@ -333,3 +333,26 @@ def test_item_files_jsonl_and_csv(tmp_path):
     (tmp_path / "noprompt.jsonl").write_text('{"image": "a.png"}\n')
     with pytest.raises(ParameterError, match="no prompt"):
         read_items(tmp_path / "noprompt.jsonl")
+
+
+def test_run_words_parameters_name_the_run(items_file, tmp_path):
+    """Changing samples, seed or sampler of `diffpid run` gives a new run folder; the old one is untouched."""
+    from diffpid.run_words import run_words
+
+    small = tmp_path / "items.jsonl"
+    small.write_text("".join(line.replace('"img/', f'"{items_file.parent}/img/') + "\n"
+                             for line in items_file.read_text().splitlines()[:2]))
+    common = dict(model=pixel_folder(), steps=2, progress=False)
+    first = run_words(small, tmp_path / "out", samples=2, seed=0, **common)
+    before = {p.name: p.read_bytes() for p in (first.directory / "results").iterdir()}
+    others = [run_words(small, tmp_path / "out", samples=3, seed=0, **common),
+              run_words(small, tmp_path / "out", samples=2, seed=1, **common),
+              run_words(small, tmp_path / "out", samples=2, seed=0, sampler="sobol", **common)]
+    assert len({first.directory, *(o.directory for o in others)}) == 4
+    assert all(o.done == 2 for o in [first, *others])
+    assert {p.name: p.read_bytes() for p in (first.directory / "results").iterdir()} == before
+    params = [summarize(o.directory).parameters for o in others]
+    assert [(q["samples"], q["seed"], q["sampler"]) for q in params] == [(3, 0, "adaptive"), (2, 1, "adaptive"),
+                                                                         (2, 0, "sobol")]
+    a, b = collect(first.directory)[0], collect(others[0].directory)[0]
+    assert a.id == b.id and a.seed == b.seed and a.values["words"][0]["mi"] != b.values["words"][0]["mi"]
