@@ -216,6 +216,12 @@ class AttentionCapture:
         """Queue labels for the next UNet batch rows, in order (consumed call by call)."""
         self._queue.extend(rows)
 
+    def drop_expected(self) -> int:
+        """Forget the queued labels that no UNet row used; returns how many there were."""
+        left = len(self._queue)
+        self._queue.clear()
+        return left
+
     def _label(self, ehs: torch.Tensor, timestep: Any) -> list[Row | None]:
         b = ehs.shape[0]
         if self._queue:

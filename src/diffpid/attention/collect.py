@@ -54,6 +54,11 @@ class LabelledModel(Model):
         self.device = model.device
         self.name = model.name
 
+    def __getattr__(self, name: str) -> Any:  # tokenize, unet, resolution, decode, ...
+        if name == "model":
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
     def check_x(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.check_x(x)
 
@@ -73,8 +78,7 @@ class LabelledModel(Model):
         try:
             out = self.model.eps(x_a, logsnr, conditions)
         finally:
-            left = len(self.capture._queue)
-            self.capture._queue.clear()
+            left = self.capture.drop_expected()
         if left:
             raise ShapeError(
                 f"{self.model.name}.eps ran the UNet on {len(x_a) * len(keys) - left} rows for {len(x_a)} inputs x "
