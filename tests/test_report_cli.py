@@ -18,7 +18,7 @@ import pytest
 from diffpid.cli import main
 from diffpid.report.results import results_schema
 
-from tiny_pipelines import pixel_path  # noqa: F401  (fixture)
+from tiny_pipelines import pixel_path, sd_path  # noqa: F401  (fixtures)
 
 PROMPT = "a red cat on the table"
 
@@ -50,6 +50,25 @@ def test_explain_then_save_end_to_end(explained, tmp_path):
     assert "<script" not in e.to_html()
 
 
+def test_latent_model_with_attention(sd_path, tmp_path):  # noqa: F811
+    from diffpid.explain import explain
+    from diffpid.models.loading import load_model
+
+    e = explain("a red cat", model=load_model(sd_path), samples=2, attention=True)
+    path = e.save(tmp_path / "sd")
+    data = json.loads((path / "results.json").read_text())
+    jsonschema.validate(data, results_schema())
+    assert data["image_shape"] == [32, 32, 3] and data["map_shape"] == [16, 16]  # 16x16 latents under a 32 px image
+    assert data["attention"] == ["red", "cat"]
+    with np.load(path / "maps.npz") as z:
+        for w in ("red", "cat"):
+            assert np.array_equal(z[f"attention/{w}"], e.attention[w])
+    vmax = data["color_scales"]["attention"]["vmax"]
+    assert vmax == max(float(a.max()) for a in e.attention.values())
+    html = (path / "report.html").read_text()
+    assert html.count('data-kind="attention" data-name=') == 2
+
+
 def run_cli(argv, capsys):
     rc = main(argv)
     out, err = capsys.readouterr()
@@ -58,15 +77,17 @@ def run_cli(argv, capsys):
 
 def test_cli_writes_the_report(pixel_path, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "deep" / "out"
-    rc, stdout, err = run_cli(["explain", PROMPT, "--model", pixel_path, "--samples", "2", "--no-attention",
-                               "--quiet", "--words", "red", "cat", "--pair", "red", "cat", "--out", str(out)], capsys)
+    rc, stdout, err = run_cli(["explain", PROMPT, "--model", pixel_path, "--samples", "2", "--quiet",
+                               "--words", "red", "cat", "--pair", "red", "cat", "--out", str(out)], capsys)
     assert rc == 0, err
     assert f"report: {out / 'report.html'}" in stdout
     assert "PID(red, cat)" in stdout and "CPID(red, cat)" in stdout
     assert [ln.split()[0] for ln in stdout.splitlines()[1:3]] == ["red", "cat"]
     data = json.loads((out / "results.json").read_text())
     assert data["words"] == ["red", "cat"] and data["pair"] == ["red", "cat"]
-    assert data["parameters"]["samples"] == 2 and data["parameters"]["attention"] is False
+    assert data["parameters"]["samples"] == 2 and data["parameters"]["attention"] is True
+    assert data["attention"] == ["red", "cat"] and "attention" in data["color_scales"]
+    assert (out / "maps" / "attention_cat.png").is_file()
     # the same command again is refused, then allowed with --overwrite
     rc, _, err = run_cli(["explain", PROMPT, "--model", pixel_path, "--samples", "2", "--no-attention", "--quiet",
                           "--out", str(out)], capsys)
