@@ -49,7 +49,8 @@ def colorbar_figure(scale: ColorScale):
     fig = _figure(4.0, 0.85)
     ax = fig.add_axes((0.05, 0.55, 0.9, 0.3))
     cb = fig.colorbar(_mappable(scale), cax=ax, orientation="horizontal")
-    cb.set_label(f"{scale.group.upper() if scale.group != 'attention' else 'attention'} ({scale.unit})", fontsize=8)
+    label = "cross-attention weight" if scale.group == "attention" else f"{scale.group.upper()} ({scale.unit})"
+    cb.set_label(label, fontsize=8)
     cb.ax.tick_params(labelsize=7)
     return fig
 
