@@ -112,3 +112,16 @@ def test_eps_that_breaks_the_row_layout_is_caught(sd):
     with pytest.raises(ShapeError):
         attention_maps(twice, _x(sd), ["cat"], PROMPT, samples=2, sampler="sobol")
     assert all(type(p).__name__.startswith("Attn") for p in sd.unet.attn_processors.values())
+
+
+def test_sdxl_generation_rows_and_bfloat16(sdxl_path, sd_path):
+    sdxl = diffpid.load_model(sdxl_path)
+    got = attention_maps(sdxl, "a red cat", ["cat", "red"], steps=2, seed=0)
+    with AttentionCapture(sdxl.unet, "a red cat", tokenizer=sdxl.tokenizers[0], layout=["", "a red cat"]) as cap:
+        sdxl.generate("a red cat", seed=0, steps=2)
+    assert got.steps == 2 and np.allclose(cap.maps(["cat", "red"], size=sdxl.resolution).maps, got.maps, atol=1e-6)
+    x = _x(sdxl, seed=10)
+    kw = dict(samples=4, sampler="sobol")
+    half = attention_maps(diffpid.load_model(sd_path, torch_dtype=torch.bfloat16), x, ["cat"], "a red cat", **kw)
+    full = attention_maps(diffpid.load_model(sd_path), x, ["cat"], "a red cat", **kw)
+    assert np.allclose(half.maps, full.maps, rtol=0.05, atol=1e-3 * full.maps.max())
