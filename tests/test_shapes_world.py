@@ -10,7 +10,7 @@ from diffpid.worlds.shapes import (
     plan_from_query, sample_plan,
 )
 from diffpid.worlds.shapes_check import check_caption_image, relation_holds, segment
-from diffpid.worlds.shapes_render import sample_batch, sample_scenes, scene_for_caption, scene_from_plan
+from diffpid.worlds.shapes_render import caption_words, sample_batch, sample_scenes, scene_for_caption, scene_from_plan
 from diffpid.worlds.shapes_sets import held_out_captions, swap_set, swap_sets
 
 
@@ -123,6 +123,7 @@ def test_captions_follow_the_grammar_and_word_removal_stays_in_it():
         assert len(parsed.objects) == len(plan.objects)
         for q, o in zip(parsed.objects, plan.objects):
             assert all(getattr(q, f) in (None, getattr(o, f)) for f in ("size", "color", "shape"))
+        assert caption_words(plan.caption) == plan.words  # roles and objects recovered from the text
         named_rel = any(w.role == "relation" for w in plan.words)
         assert parsed.relation == (plan.relation if named_rel else None)
         complete = len(plan.words) >= 4 * len(plan.objects) + (2 if plan.relation in ("left", "right") else 1) - 1

@@ -13,7 +13,10 @@ from typing import Sequence
 
 import torch
 
-from .shapes import COLORS, SHAPES, SIZE, SIZES, CaptionWord, Plan, Scene, parse_caption, plan_from_query, sample_plan
+from ..errors import ConditionError
+from .shapes import (
+    COLORS, SHAPE_WORDS, SHAPES, SIZE, SIZES, CaptionWord, Plan, Scene, parse_caption, plan_from_query, sample_plan,
+)
 
 _SHAPE_INDEX = {s: i for i, s in enumerate(SHAPES)}
 _BACKGROUND = -1.0
@@ -139,13 +142,12 @@ def caption_words(caption: str) -> tuple[CaptionWord, ...]:
             obj = 1
         out.append(CaptionWord(w, role, obj))
         seen_content = True
-    assert len({w.obj for w in out if w.obj >= 0}) == len(parsed.objects)
+    if len({w.obj for w in out if w.obj >= 0}) != len(parsed.objects):
+        raise ConditionError(f"cannot assign the words of {caption!r} to objects; write 'a' before the second object")
     return tuple(out)
 
 
 def _role(words: list[str], k: int) -> str:
-    from .shapes import SHAPE_WORDS
-
     w = words[k]
     if w in SIZES:
         return "size"
