@@ -24,7 +24,7 @@ from diffpid.errors import ParameterError
 from diffpid.run_store import CorruptRecord, ItemRecord, RunStore
 from diffpid.runs import Item, ItemResult, collect, find_runs, item_id, item_seed, run_items, shard, summarize
 from diffpid.run_words import read_items
-from tiny_pipelines import pixel_folder, pixel_path  # noqa: F401 (fixture)
+from tiny_pipelines import pixel_folder
 
 PROMPTS = [
     ("a red cat on the table", ["cat", "red"]),
@@ -186,7 +186,8 @@ def test_values_equal_the_information_functions(items_file, reference):
         arrays = RunStore(run).load_arrays(r["id"])
         for w in r["values"]["words"]:
             mi = mutual_information(model, x, w["word"], "", samples=SAMPLES, seed=r["seed"])
-            cmi = conditional_mutual_information(model, x, it.data.prompt, word=w["word"], samples=SAMPLES, seed=r["seed"])
+            cmi = conditional_mutual_information(model, x, it.data.prompt, word=w["word"], samples=SAMPLES,
+                                                 seed=r["seed"])
             assert w["mi"] == pytest.approx(float(mi.value[0]), rel=1e-5)
             assert w["mi_stderr"] == pytest.approx(float(mi.stderr[0]), rel=1e-5)
             assert w["cmi"] == pytest.approx(float(cmi.value[0]), rel=1e-5)

@@ -63,7 +63,8 @@ def _rows(path: Path) -> list[tuple[int, dict]]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
-        raise ParameterError(f"cannot read the item file {str(path)!r} ({type(err).__name__}); pass a UTF-8 .jsonl or .csv") from err
+        raise ParameterError(f"cannot read the item file {str(path)!r} ({type(err).__name__}); "
+                             "pass a UTF-8 .jsonl or .csv") from err
     rows: list[tuple[int, dict]] = []
     if suffix in (".jsonl", ".ndjson"):
         for n, line in enumerate(text.splitlines(), 1):

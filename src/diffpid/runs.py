@@ -225,7 +225,8 @@ def run_items(
         raise ParameterError(f"process {rank} reads other items than the main process; give every process "
                              "the same item file and images")
     say(f"run {directory}: {len(items)} items, {len(items) - len(todo)} stored, {len(todo)} to compute"
-        + (f" ({len(corrupt)} damaged records redone)" if corrupt else "") + (f" on {world} processes" if world > 1 else ""))
+        + (f" ({len(corrupt)} damaged records redone)" if corrupt else "")
+        + (f" on {world} processes" if world > 1 else ""))
 
     by_id = {it.id: it for it in items}
     mine = shard(todo, rank, world)
@@ -305,7 +306,8 @@ def summarize(directory: str | os.PathLike) -> RunSummary:
         else:
             failed.append(rec)
     extra = len(store.stored_ids() - {i for i, _ in listed})
-    return RunSummary(Path(directory), params, len(listed), done, tuple(failed), tuple(remaining), tuple(corrupt), extra)
+    return RunSummary(Path(directory), params, len(listed), done, tuple(failed), tuple(remaining), tuple(corrupt),
+                      extra)
 
 
 def find_runs(path: str | os.PathLike) -> list[Path]:
