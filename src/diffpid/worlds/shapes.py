@@ -25,13 +25,16 @@ How a training caption is drawn (constants below give the probabilities)
     1. one or two objects (TWO_OBJECT_PROB); the caption is complete with FULL_PROB, else
        each content word (size, colour, shape of each object, the relation) is kept with
        KEEP_PROB (an object always keeps at least one); articles are kept with
-       ARTICLE_PROB, "of" after left/right with OF_PROB.
+       ARTICLE_PROB, "of" after left/right with OF_PROB; a caption that leaves the relation
+       open joins the objects with "of" half of the time, and the second object keeps its
+       article whenever nothing else separates the two objects.
     2. attributes the caption names are uniform; attributes it leaves out come from the
        world's priors (uniform, except the planted colour bias); then the layout.
     3. with EMPTY_PROB the whole caption is replaced by "" (classifier-free dropout), so
        the empty caption stands for the marginal over all scenes.
-    Removing any one word from any caption leaves a caption this process also draws, with
-    the images that caption describes: the partial captions used by CMI are in-distribution.
+    Removing any one word from a complete caption leaves a caption this process also draws,
+    with the images that caption describes: the partial captions used by CMI are
+    in-distribution (removing the shape word after the colour "orange" leaves the fruit).
 
 Planted phenomena and their strengths
     synonyms   "square" and "box" name the same shape, each used with probability 1/2.
