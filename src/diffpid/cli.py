@@ -90,6 +90,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run one of the papers' evaluations (``diffpid bench NAME``); each NAME registers its own command."""
+    return args.bench_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="diffpid", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -139,6 +144,17 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("action", choices=("show", "collect"), help="show: summary; collect: write results.jsonl")
     rs.add_argument("dir", help="a run folder, or the --out folder of `diffpid run` (all runs in it)")
     rs.set_defaults(func=cmd_runs)
+
+    b = sub.add_parser("bench", help="the papers' evaluations: `diffpid bench NAME --out DIR` (resumable)")
+    bench = b.add_subparsers(dest="bench", required=True)
+    from .bench import compositional_run, localization_run
+
+    bl = bench.add_parser("localization", help="mIoU of CMI, MI, attention and whole-image maps (shapes, COCO-IT)")
+    localization_run.add_arguments(bl)
+    bl.set_defaults(func=cmd_bench, bench_command=localization_run.command)
+    bc = bench.add_parser("compositional", help="caption ranking by information (shapes swap sets, ARO)")
+    compositional_run.add_arguments(bc)
+    bc.set_defaults(func=cmd_bench, bench_command=compositional_run.command)
 
     # further subcommands (train-shapes, explain, bench, run, runs) register here
     return p

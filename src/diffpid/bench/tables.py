@@ -44,11 +44,15 @@ class ResultTable:
 
 
 def format_value(v: Any) -> str:
-    """A cell as text: floats with 4 significant decimals, NaN and None as a dash."""
+    """A cell as text: floats with 2 decimals (4 below 1), NaN and None as a dash."""
     if v is None:
         return "-"
     if isinstance(v, float):
-        return "-" if math.isnan(v) else f"{v:.4g}" if abs(v) >= 1e4 or (v != 0 and abs(v) < 1e-3) else f"{v:.4f}"
+        if math.isnan(v):
+            return "-"
+        if abs(v) >= 1e5 or (v != 0 and abs(v) < 1e-3):
+            return f"{v:.4g}"
+        return f"{v:.2f}" if abs(v) >= 1 or v == 0 else f"{v:.4f}"
     return str(v).replace("|", "\\|")
 
 

@@ -1,0 +1,174 @@
+"""Compositional understanding (ARO; Kong et al., ICLR 2024, section 5; SCIENCE.md section 5).
+
+Each candidate caption of an image is scored by the image-level orthogonal information
+``i_o(x; caption)`` against the empty prompt; the prediction is the argmax (the first
+candidate on ties, as ``numpy.argmax``). Every candidate and ``""`` are conditions of ONE
+engine run per image, so they share the ``(a, eps)`` draws (common random numbers): the
+differences between candidates do not drown in sampling noise. The standard estimator
+``i`` comes from the same run and is reported beside it.
+
+Datasets: the shapes world's swap sets (:mod:`diffpid.worlds.shapes_sets`; the truth is
+planted) and ARO's files (:mod:`diffpid.datasets.aro`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ParameterError
+from ..models.base import Model
+from ..runs import Item, item_id
+
+ITEM_VERSION = "compositional-item/1"
+
+__all__ = ["CaptionScores", "CompositionalCase", "score_captions", "shapes_attribute_items", "shapes_relation_items"]
+
+
+@dataclass(frozen=True)
+class CompositionalCase:
+    """An image and candidate captions, one of them correct.
+
+    Args:
+        image: what ``model.encode_image`` reads, a ``(*data_shape)`` data tensor, or an object
+            with ``load_image()`` (an :class:`~diffpid.datasets.aro.AroCase`).
+        captions: the candidates.
+        correct: index of the correct caption.
+        group: macro-accuracy group (relation, attribute pair, ...).
+    """
+
+    image: Any
+    captions: tuple[str, ...]
+    correct: int
+    group: str
+
+
+@dataclass(frozen=True)
+class CaptionScores:
+    """Scores of the candidates of one image (nats).
+
+    Args:
+        scores, stderr: ``(k,)`` orthogonal ``i_o(x; caption)`` and standard errors.
+        standard, standard_stderr: ``(k,)`` standard estimator ``i(x; caption)``.
+        predicted: argmax of ``scores``; standard_predicted: argmax of ``standard``.
+        correct: index of the correct caption.
+    """
+
+    scores: np.ndarray
+    stderr: np.ndarray
+    standard: np.ndarray
+    standard_stderr: np.ndarray
+    predicted: int
+    standard_predicted: int
+    correct: int
+
+    @property
+    def is_correct(self) -> bool:
+        return self.predicted == self.correct
+
+    @property
+    def standard_is_correct(self) -> bool:
+        return self.standard_predicted == self.correct
+
+
+def score_captions(model: Model, x: Any, captions: Sequence[str], correct: int = 0, *, samples: int = 100,
+                   sampler: Any = None, batch_size: int = 64, seed: int = 0) -> CaptionScores:
+    """Score every candidate caption of one image in one engine run (common random numbers).
+
+    Args:
+        model: the denoiser.
+        x: ``(*data_shape)`` or ``(1, *data_shape)`` model data of the image.
+        captions: ``k >= 2`` candidates (identical candidates get identical scores).
+        correct: index of the correct caption.
+        samples: ``(a, eps)`` draws shared by all candidates and ``""``.
+        sampler: log-SNR sampler or its name (default ``adaptive``).
+        batch_size: most rows per denoiser call.
+        seed: seed of the draws.
+
+    Raises:
+        ParameterError: fewer than two candidates, an empty candidate, or ``correct`` out of range.
+        ConditionError: a caption the model cannot encode (too long, unknown words).
+    """
+    from ..estimate import Difference, estimate
+
+    captions = [str(c) for c in captions]
+    if len(captions) < 2:
+        raise ParameterError(f"compositional scoring needs at least two candidate captions, got {len(captions)}")
+    if any(not c.strip() for c in captions):
+        raise ParameterError("a candidate caption is empty; every candidate must be a non-empty caption")
+    if not 0 <= correct < len(captions):
+        raise ParameterError(f"correct index {correct} is outside 0..{len(captions) - 1}")
+    prompts = [""] + list(dict.fromkeys(captions))
+    conds = [model.encode_prompt(p) for p in prompts]
+    terms = [Difference(prompts.index(c), 0) for c in captions]
+    if tuple(np.shape(x)) == tuple(model.data_shape):
+        x = x[None]
+    run = estimate(model, x, conds, terms, samples=samples, sampler=sampler, batch_size=batch_size, seed=seed)
+    s = np.array([float(t.value[0]) for t in run.terms])
+    se = np.array([float(t.stderr[0]) for t in run.terms])
+    st = np.array([float(t.standard_value[0]) for t in run.terms])
+    sse = np.array([float(t.standard_stderr[0]) for t in run.terms])
+    return CaptionScores(s, se, st, sse, int(np.argmax(s)), int(np.argmax(st)), int(correct))
+
+
+def _image(scene: Any) -> np.ndarray:
+    from ..models.images import to_uint8
+
+    return to_uint8(scene.image[None])[0]
+
+
+def _swapped_field(a: Any, b: Any) -> str:
+    for f in ("color", "size", "shape"):
+        if getattr(a, f) != getattr(b, f):
+            return f
+    return "none"
+
+
+def _shapes_sets(n: int, seed: int, keep: Any) -> list[Any]:
+    """The first ``n`` usable sets of ``swap_sets(all, seed)`` (built lazily; the same sets whatever ``n``)."""
+    from ..worlds.shapes_render import scene_for_caption
+    from ..worlds.shapes_sets import held_out_captions, swap_set
+
+    if not isinstance(n, int) or n < 1:
+        raise ParameterError(f"items must be a positive integer, got {n!r}")
+    out = []
+    for i, c in enumerate(held_out_captions(10**6, seed)):  # as swap_sets(len(pool), seed), one set at a time
+        s = swap_set(scene_for_caption(c, seed + i))
+        if keep(s):
+            out.append(s)
+            if len(out) == n:
+                break
+    return out
+
+
+def shapes_attribute_items(n: int, seed: int = 0) -> list[Item]:
+    """Attribute-swap items: a two-object scene, its caption and the caption with an attribute swapped.
+
+    Candidates are ``[correct, attribute_swapped]`` (chance 1/2); the group is the swapped
+    attribute (``color``, ``size``, ``shape``). Scenes come from held-out captions.
+    """
+    sets = _shapes_sets(n, seed, lambda s: s.attribute_swapped is not None)
+    out = []
+    for k, s in enumerate(sets):
+        group = _swapped_field(*s.scene.objects)
+        case = CompositionalCase(_image(s.scene), (s.correct, s.attribute_swapped), 0, group)
+        out.append(Item(item_id(ITEM_VERSION, "shapes-attribute", seed, s.correct, s.attribute_swapped), case,
+                        f"set {k}: {s.correct}"))
+    return out
+
+
+def shapes_relation_items(n: int, seed: int = 0) -> list[Item]:
+    """Relation-swap items: the caption, the objects named in the other order, and the relation flipped.
+
+    Candidates are ``[correct, order_swapped, relation_flipped]`` (chance 1/3); the group is
+    the relation word. Sets whose two objects read the same (order swap = caption) are skipped.
+    """
+    sets = _shapes_sets(n, seed, lambda s: s.order_swapped != s.correct)
+    out = []
+    for k, s in enumerate(sets):
+        case = CompositionalCase(_image(s.scene), (s.correct, s.order_swapped, s.relation_flipped), 0,
+                                 str(s.scene.relation))
+        out.append(Item(item_id(ITEM_VERSION, "shapes-relation", seed, s.correct), case, f"set {k}: {s.correct}"))
+    return out

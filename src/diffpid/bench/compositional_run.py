@@ -1,0 +1,238 @@
+"""``diffpid bench compositional``: ARO or shapes-world items, a resumable run, accuracy tables.
+
+Datasets: ``shapes-attribute`` and ``shapes-relation`` (the shapes world's swap sets),
+``vg-relation``, ``vg-attribution``, ``coco-order``, ``flickr-order`` (ARO files on disk,
+:mod:`diffpid.datasets.aro`). Macro accuracy follows ARO: VG-Relation without the symmetric
+relations, VG-Attribution over attribute pairs with at least 25 items; the shapes sets
+average over swapped attributes / relation words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ..errors import ParameterError
+from ..runs import Item, ItemResult, RunSummary, collect, item_id, process_state, run_items
+from .common import load_case, model_facts, model_key, resolve
+from .compositional import ITEM_VERSION, CompositionalCase, score_captions, shapes_attribute_items, shapes_relation_items
+from .localization import model_data
+from .metrics import Accuracy, MacroAccuracy, accuracy, macro_accuracy
+from .tables import ResultTable
+
+DATASETS = ("shapes-attribute", "shapes-relation", "vg-relation", "vg-attribution", "coco-order", "flickr-order")
+PUBLISHED = {"vg-relation": (72.0, 64.6), "vg-attribution": (69.1, 51.4), "coco-order": (40.1, 32.8),
+             "flickr-order": (49.3, 40.5)}
+"""Macro accuracy (%) of Stable Diffusion 2.1-base (Kong et al., ICLR 2024) and CLIP (ARO)."""
+
+__all__ = ["CompositionalReport", "DATASETS", "aro_items", "compositional_items", "compositional_table",
+           "macro_filters", "run_compositional"]
+
+
+@dataclass(frozen=True)
+class _AroLoader:
+    """Loads one ARO case as a :class:`CompositionalCase` when called (the image cropped to its box)."""
+
+    case: Any
+
+    def __call__(self) -> CompositionalCase:
+        c = self.case
+        return CompositionalCase(c.load_image(), c.captions, c.correct, c.group)
+
+
+def aro_items(cases: Sequence[Any], dataset: str) -> list[Item]:
+    """Items of ARO cases (:class:`~diffpid.datasets.aro.AroCase`), images read lazily."""
+    return [Item(item_id(ITEM_VERSION, dataset, c.index, c.image_path, list(c.captions)), _AroLoader(c),
+                 f"{dataset} {c.index}") for c in cases]
+
+
+def compositional_items(dataset: str, *, n: int | None = None, seed: int = 0, root: str | None = None,
+                        images: str | None = None, start: int = 0) -> list[Item]:
+    """The items of a dataset of :data:`DATASETS`.
+
+    Args:
+        dataset: its name.
+        n: how many (default: 32 for the shapes sets, all for ARO).
+        seed: the shapes world's seed.
+        root: ARO folder (VG: ``visual_genome_*.json`` and ``images/``; order sets: the test-case
+            JSON file or its folder).
+        images: image folder (order sets: the COCO 2014 / Flickr30k root; VG: overrides ``ROOT/images``).
+        start: first ARO item.
+    """
+    from ..datasets import aro
+
+    if dataset not in DATASETS:
+        raise ParameterError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+    if dataset.startswith("shapes-"):
+        make = shapes_attribute_items if dataset == "shapes-attribute" else shapes_relation_items
+        return make(32 if n is None else n, seed)
+    if root is None:
+        raise ParameterError(f"{dataset} reads ARO files from disk: pass --root (and --images for the order sets)")
+    if dataset == "vg-relation":
+        cases = aro.read_vg_relation(root, images)
+    elif dataset == "vg-attribution":
+        cases = aro.read_vg_attribution(root, images)
+    else:
+        if images is None:
+            raise ParameterError(f"{dataset} needs --images: the folder the test cases' image paths start from")
+        cases = aro.read_order(root, images, prefix="coco_order" if dataset == "coco-order" else "flickr30k_order")
+    cases = cases[start: None if n is None else start + n]
+    return aro_items(cases, dataset)
+
+
+def macro_filters(dataset: str) -> tuple[int, frozenset]:
+    """ARO's macro filters of a dataset: ``(min_count, excluded groups)``."""
+    from ..datasets.aro import SYMMETRIC_RELATIONS, VG_ATTRIBUTION_MIN_COUNT
+
+    if dataset == "vg-relation":
+        return 1, SYMMETRIC_RELATIONS
+    if dataset == "vg-attribution":
+        return VG_ATTRIBUTION_MIN_COUNT, frozenset()
+    return 1, frozenset()
+
+
+@dataclass(frozen=True)
+class CompositionalReport:
+    """A compositional run: micro and macro accuracy of both estimators, and the table.
+
+    Args:
+        summary: the run's :class:`~diffpid.runs.RunSummary`.
+        micro, macro: accuracy of the orthogonal scores ``i_o``.
+        standard_micro, standard_macro: accuracy of the standard scores ``i``.
+        chance: expected accuracy of a random pick (mean of ``1/k``).
+        table: the results table.
+    """
+
+    summary: RunSummary
+    micro: Accuracy
+    macro: MacroAccuracy
+    standard_micro: Accuracy
+    standard_macro: MacroAccuracy
+    chance: float
+    table: ResultTable
+
+
+def run_compositional(items: Sequence[Item], *, out: str, dataset: str, model: Any = None, samples: int = 100,
+                      sampler: str = "adaptive", seed: int = 0, batch_size: int = 64,
+                      min_count: int | None = None, exclude: Iterable[str] | None = None, device: Any = None,
+                      dtype: Any = None, progress: bool = True, state: Any = None) -> CompositionalReport:
+    """Score every item not yet stored, then the accuracies over all done items.
+
+    Args:
+        items: :class:`~diffpid.runs.Item` whose data is a :class:`CompositionalCase` or loads one.
+        out: root folder; the run lives in ``out/compositional-<hash of the parameters>/``.
+        dataset: the dataset's name (parameters, table, default macro filters).
+        model: a :class:`~diffpid.models.base.Model`, a folder or hub id, or ``None`` (embedded shapes model).
+        samples: ``(a, eps)`` draws per image, shared by every candidate and ``""``.
+        sampler, batch_size: as :func:`~diffpid.bench.compositional.score_captions`.
+        seed: run seed (each item's seed derives from it and the item id).
+        min_count, exclude: macro filters (default :func:`macro_filters` of the dataset).
+        device, dtype: where and how to load a model given by name.
+        progress: progress bar; state: an ``accelerate.PartialState``.
+    """
+    if not isinstance(samples, int) or samples < 1:
+        raise ParameterError(f"samples must be a positive integer, got {samples!r}")
+    if not items:
+        raise ParameterError("no items to run; ask for at least one item")
+    d_min, d_excl = macro_filters(dataset)
+    min_count = d_min if min_count is None else int(min_count)
+    exclude = d_excl if exclude is None else frozenset(exclude)
+    params = dict(task="compositional", dataset=dataset, model=model_key(model), samples=samples, sampler=sampler,
+                  seed=seed)
+    state = process_state() if state is None else state
+    loaded: list[Any] = []
+
+    def compute(item: Item, item_seed: int) -> ItemResult:
+        if not loaded:
+            loaded.append(resolve(model, device=device if device is not None else state.device, dtype=dtype))
+        case = load_case(item.data)
+        x = model_data(loaded[0], case.image)
+        r = score_captions(loaded[0], x, case.captions, case.correct, samples=samples, sampler=sampler,
+                           batch_size=batch_size, seed=item_seed)
+        return ItemResult({"captions": list(case.captions), "correct": case.correct, "group": case.group,
+                           "scores": r.scores.tolist(), "stderr": r.stderr.tolist(), "standard": r.standard.tolist(),
+                           "standard_stderr": r.standard_stderr.tolist(), "predicted": r.predicted,
+                           "standard_predicted": r.standard_predicted})
+
+    summary = run_items(items, compute, out=out, parameters=params, seed=seed, name="compositional", state=state,
+                        progress=progress)
+    done = [r.values for r in collect(summary.directory, include_failed=False)]
+    ok = [v["predicted"] == v["correct"] for v in done]
+    ok_s = [v["standard_predicted"] == v["correct"] for v in done]
+    groups = [v["group"] for v in done]
+    chance = float(np.mean([1 / len(v["captions"]) for v in done])) if done else float("nan")
+    rep = dict(micro=accuracy(ok), macro=macro_accuracy(ok, groups, min_count=min_count, exclude=exclude),
+               standard_micro=accuracy(ok_s),
+               standard_macro=macro_accuracy(ok_s, groups, min_count=min_count, exclude=exclude))
+    facts = model_facts(model) | {"items": len(done), "failed": len(summary.failed), "samples": samples,
+                                  "sampler": sampler, "seed": seed}
+    table = compositional_table(dataset, chance=chance, facts=facts, **rep)
+    return CompositionalReport(summary, chance=chance, table=table, **rep)
+
+
+def compositional_table(dataset: str, *, micro: Accuracy, macro: MacroAccuracy, standard_micro: Accuracy,
+                        standard_macro: MacroAccuracy, chance: float, facts: dict) -> ResultTable:
+    """Accuracy (%) of both estimators, chance level, and the published numbers for ARO sets."""
+    pub = PUBLISHED.get(dataset, (None, None))
+
+    def pct(v: float) -> float:
+        return round(100 * v, 2)
+
+    rows = ((f"i_o(x; caption) (orthogonal)", pct(macro.value), pct(macro.stderr), pct(micro.value),
+             pct(micro.stderr), macro.included, pct(chance), pub[0], pub[1]),
+            ("i(x; caption) (standard)", pct(standard_macro.value), pct(standard_macro.stderr),
+             pct(standard_micro.value), pct(standard_micro.stderr), standard_macro.included, pct(chance), None, None))
+    notes = ["argmax over candidates of the caption's information against \"\"; every candidate and \"\" share one "
+             "engine run per image (common random numbers); ties go to the first candidate.",
+             "macro: mean of per-group accuracies (" + ("relations without ARO's symmetric ones" if dataset ==
+             "vg-relation" else "attribute pairs with >= 25 items" if dataset == "vg-attribution" else
+             "swapped attribute" if dataset == "shapes-attribute" else "relation word" if dataset ==
+             "shapes-relation" else "one group: all items") + "); standard errors binomial.",
+             "published: Stable Diffusion 2.1-base with 100 samples (Kong et al., ICLR 2024) and CLIP ViT-B/32 (ARO)."]
+    per_group = "; ".join(f"{g.group} {pct(g.accuracy.value)}% of {g.accuracy.items}" + ("" if g.included else " (left out)")
+                          for g in macro.groups)
+    if per_group:
+        notes.append("per group (i_o): " + per_group)
+    return ResultTable(f"Compositional understanding on {dataset}",
+                       ("score", "macro acc %", "macro stderr %", "micro acc %", "micro stderr %", "groups",
+                        "chance %", "published SD 2.1 %", "published CLIP %"), rows, tuple(notes), facts)
+
+
+def add_arguments(p: Any) -> None:
+    """Arguments of ``diffpid bench compositional``."""
+    p.add_argument("--dataset", choices=DATASETS, default="shapes-attribute")
+    p.add_argument("--root", default=None, help="ARO folder (VG: visual_genome_*.json + images/); order sets: "
+                                                "the test-case JSON file or its folder")
+    p.add_argument("--images", default=None, help="image folder (order sets: COCO 2014 / Flickr30k root)")
+    p.add_argument("--items", type=int, default=None, help="items (default: 32 for shapes sets, all ARO items)")
+    p.add_argument("--start", type=int, default=0, help="first ARO item")
+    p.add_argument("--model", default=None, help="diffusers folder or hub id (default: the embedded shapes model)")
+    p.add_argument("--samples", type=int, default=100, help="(a, eps) draws per image shared by all candidates")
+    p.add_argument("--sampler", default="adaptive", help="log-SNR sampler: adaptive, sobol, published, uniform")
+    p.add_argument("--seed", type=int, default=0, help="run seed (shapes sets and estimator draws)")
+    p.add_argument("--min-group", type=int, default=None, help="macro: leave out groups with fewer items "
+                                                               "(default: 25 for vg-attribution, else 1)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    p.add_argument("--out", required=True, help="folder for the resumable run and the results table")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def command(args: Any) -> int:
+    """Run ``diffpid bench compositional`` and print the table."""
+    import torch
+
+    from .tables import to_markdown, write_table
+
+    items = compositional_items(args.dataset, n=args.items, seed=args.seed, root=args.root, images=args.images,
+                                start=args.start)
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    rep = run_compositional(items, out=args.out, dataset=args.dataset, model=args.model, samples=args.samples,
+                            sampler=args.sampler, seed=args.seed, batch_size=args.batch_size, min_count=args.min_group,
+                            dtype=dtypes[args.dtype], progress=not args.no_progress)
+    if rep.micro.items:
+        write_table(args.out, f"compositional-{args.dataset}", rep.table)
+        print(to_markdown(rep.table))
+    return 0 if not rep.summary.remaining and rep.micro.items else 1

@@ -1,0 +1,216 @@
+"""Unsupervised localization (Kong et al., ICLR 2024, section 5; SCIENCE.md section 5).
+
+For each (image, caption, word, mask), every method gives a map of where the word is:
+
+- ``cmi``: the pixel map of ``i_o(x; word | caption without the word)``;
+- ``mi``: the pixel map of ``i_o(x; word)`` against the empty prompt (the published MI
+  variant conditions on the object word alone);
+- ``attention``: DAAM cross-attention of the word along a deterministic DDIM inversion of
+  the image under the caption (a trajectory);
+- ``attention_info``: DAAM attention collected at the noise levels the information
+  estimator draws, from the same engine run as ``cmi``
+  (:func:`diffpid.attention.attention_and_information`);
+- ``whole_image``: a constant map (the whole image predicted).
+
+Each map is upsampled bilinearly to the mask, min-max normalised, binarised over
+``linspace(0.1, 0.5, 50)`` and scored by IoU (:mod:`diffpid.bench.metrics`); the bench
+reports mIoU at each method's best single threshold. The context of the CMI is always
+:func:`diffpid.prompts.remove_words` of the caption (whole words, tidy punctuation), not a
+raw substring deletion.
+
+Benches are a list of :class:`~diffpid.runs.Item` (whose ``data`` loads a
+:class:`LocalizationCase`) and a per-item function, run through :func:`diffpid.runs.run_items`
+so that ``diffpid bench localization`` resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import ParameterError, ShapeError
+from ..models.base import Model
+from .metrics import THRESHOLDS, ThresholdSweep, best_threshold, iou_sweep
+
+METHODS = ("cmi", "mi", "attention", "attention_info", "whole_image")
+"""Every localization method, in table order."""
+ATTENTION_METHODS = ("attention", "attention_info")
+
+__all__ = ["ATTENTION_METHODS", "LocalizationCase", "LocalizationResult", "METHODS", "MethodMap", "MethodScore",
+           "check_methods", "localize", "resize_mask", "score_methods"]
+
+
+@dataclass(frozen=True)
+class LocalizationCase:
+    """One word to localize in one image.
+
+    Args:
+        image: what ``model.encode_image`` reads (path, PIL image, ``(H, W, 3)`` uint8 array), or a
+            ``(*data_shape)`` tensor of model data (latent or pixels) used as it is.
+        caption: the caption; the word must occur in it as a whole word.
+        word: the word (or phrase) whose location is sought.
+        mask: ``(H, W)`` boolean ground truth of where the word's object is.
+        mi_prompt: the prompt of the MI map (against ``""``); default the word itself.
+    """
+
+    image: Any
+    caption: str
+    word: str
+    mask: np.ndarray
+    mi_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class MethodMap:
+    """One method's map for one case.
+
+    Args:
+        method: a name of :data:`METHODS`.
+        map: ``(h, w)`` float32 map at the method's own resolution (latent for information maps).
+        ious: ``(n_thr,)`` IoU against the mask at every threshold of the sweep.
+    """
+
+    method: str
+    map: np.ndarray
+    ious: np.ndarray
+
+
+@dataclass(frozen=True)
+class LocalizationResult:
+    """Maps and IoUs of every method for one case, and the information values (nats).
+
+    Args:
+        maps: one :class:`MethodMap` per requested method, in :data:`METHODS` order.
+        cmi, cmi_stderr: image-level ``i_o(x; word | context)`` (NaN when not computed).
+        mi, mi_stderr: image-level ``i_o(x; mi_prompt)`` against ``""`` (NaN when not computed).
+        mask: ``(H, W)`` the mask the maps were scored against (resized to the model's image size).
+    """
+
+    maps: tuple[MethodMap, ...]
+    cmi: float
+    cmi_stderr: float
+    mi: float
+    mi_stderr: float
+    mask: np.ndarray
+
+    def ious(self, method: str) -> np.ndarray:
+        """``(n_thr,)`` IoUs of ``method``."""
+        for m in self.maps:
+            if m.method == method:
+                return m.ious
+        raise ParameterError(f"{method!r} was not computed; methods: {[m.method for m in self.maps]}")
+
+
+def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
+    """The requested methods in table order; unknown names raise :class:`ParameterError`."""
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise ParameterError(f"unknown localization methods {bad}; choose from {', '.join(METHODS)}")
+    return tuple(m for m in METHODS if m in methods)
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """A boolean ``(H, W)`` mask resized to ``size = (h, w)`` with nearest-neighbour sampling (as the image is)."""
+    from PIL import Image
+
+    m = np.asarray(mask)
+    if m.ndim != 2:
+        raise ShapeError(f"a mask must be (H, W), got shape {m.shape}")
+    m = m.astype(bool)
+    if size is None or tuple(size) == m.shape:
+        return m
+    im = Image.fromarray(m.astype(np.uint8) * 255).resize((int(size[1]), int(size[0])), Image.NEAREST)
+    return np.asarray(im) > 127
+
+
+def model_data(model: Model, image: Any) -> torch.Tensor:
+    """``(1, *data_shape)`` model data of an image (encoded) or of a data tensor (checked)."""
+    if isinstance(image, torch.Tensor) and tuple(image.shape[-len(model.data_shape):]) == tuple(model.data_shape):
+        return model.check_x(image.reshape(-1, *model.data_shape)[:1].float())
+    return model.encode_image(image)
+
+
+def localize(
+    model: Model,
+    case: LocalizationCase,
+    *,
+    methods: Sequence[str] = METHODS,
+    samples: int = 32,
+    steps: int = 20,
+    sampler: Any = None,
+    batch_size: int = 64,
+    seed: int = 0,
+    thresholds: Sequence[float] = THRESHOLDS,
+) -> LocalizationResult:
+    """Maps of every method for one case and their IoU sweeps.
+
+    Args:
+        model: the denoiser; the attention methods need a diffusers UNet (``model.unet``).
+        case: the image, caption, word and mask.
+        methods: which of :data:`METHODS` to compute.
+        samples: ``(a, eps)`` draws of each information estimate (and of ``attention_info``).
+        steps: DDIM inversion steps of ``attention``.
+        sampler: log-SNR sampler or its name (default ``adaptive``).
+        batch_size: most rows per denoiser call.
+        seed: seed of the information estimates (the inversion is deterministic).
+        thresholds: ``(n_thr,)`` the sweep.
+
+    Raises:
+        ConditionError: the word is not in the caption (or the caption cannot be encoded).
+    """
+    from ..attention import attention_and_information, attention_maps
+    from ..information import conditional_mutual_information, mutual_information
+    from ..prompts import find_word
+
+    methods = check_methods(methods)
+    find_word(case.caption, case.word)
+    size = getattr(model, "resolution", None)
+    mask = resize_mask(case.mask, tuple(size) if size is not None else None)
+    x = model_data(model, case.image)
+    maps: dict[str, np.ndarray] = {}
+    cmi = cmi_se = mi = mi_se = float("nan")
+    opts = dict(samples=samples, sampler=sampler, batch_size=batch_size, seed=seed)
+    if "attention_info" in methods:
+        r = attention_and_information(model, x[0], case.caption, [case.word], size=mask.shape, **opts)
+        info = r.information[0]
+        maps["attention_info"] = np.asarray(r.attention.maps[0], dtype=np.float32)
+    elif "cmi" in methods:
+        info = conditional_mutual_information(model, x[0], case.caption, word=case.word, **opts)
+    else:
+        info = None
+    if info is not None:
+        cmi, cmi_se = float(info.value), float(info.stderr)
+        maps["cmi"] = np.asarray(info.pixel_map, dtype=np.float32)
+    if "mi" in methods:
+        r_mi = mutual_information(model, x[0], case.mi_prompt or case.word, **opts)
+        mi, mi_se = float(r_mi.value), float(r_mi.stderr)
+        maps["mi"] = np.asarray(r_mi.pixel_map, dtype=np.float32)
+    if "attention" in methods:
+        a = attention_maps(model, x[0], [case.word], case.caption, method="inversion", steps=steps, size=mask.shape)
+        maps["attention"] = np.asarray(a.maps[0], dtype=np.float32)
+    if "whole_image" in methods:
+        maps["whole_image"] = np.zeros(mask.shape, dtype=np.float32)
+    out = tuple(MethodMap(m, maps[m], iou_sweep(maps[m], mask, thresholds)) for m in methods)
+    return LocalizationResult(out, cmi, cmi_se, mi, mi_se, mask)
+
+
+@dataclass(frozen=True)
+class MethodScore:
+    """A method's mIoU over a dataset at its best threshold (:class:`~diffpid.bench.metrics.ThresholdSweep`)."""
+
+    method: str
+    sweep: ThresholdSweep
+
+
+def score_methods(ious: Sequence[Callable[[str], np.ndarray]] | Sequence[LocalizationResult],
+                  methods: Sequence[str], thresholds: Sequence[float] = THRESHOLDS) -> tuple[MethodScore, ...]:
+    """mIoU at the best single threshold of each method over results (or objects with ``ious(method)``)."""
+    out = []
+    for m in check_methods(methods):
+        rows = np.stack([r.ious(m) if hasattr(r, "ious") else r(m) for r in ious])
+        out.append(MethodScore(m, best_threshold(rows, thresholds)))
+    return tuple(out)

@@ -1,0 +1,227 @@
+"""``diffpid bench localization``: items of the shapes world or COCO-IT, a resumable run, the table.
+
+Shapes world: scenes from :func:`diffpid.worlds.shapes_render.sample_scenes` with a fixed
+seed, one item per distinct size, colour or shape word of a caption; the mask is the
+union of the masks of every occurrence of that word; the rendered scene plays the real
+image (encoded with ``model.encode_image``). COCO-IT: rows of the published CSV with COCO
+2017 val images and instance masks (:mod:`diffpid.datasets.coco_it`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ParameterError
+from ..runs import Item, ItemResult, RunSummary, collect, item_id, process_state, run_items
+from .common import load_case, model_facts, model_key, resolve
+from .localization import METHODS, LocalizationCase, MethodScore, check_methods, localize, score_methods
+from .metrics import THRESHOLDS
+from .tables import ResultTable
+
+ITEM_VERSION = "localization-item/1"
+PUBLISHED = {"whole_image": 14.9, "attention": 34.9, "cmi": 33.2, "attention_info": 42.7}
+"""mIoU (%) on COCO-IT with Stable Diffusion 2.1-base, 100 samples (Kong et al., ICLR 2024)."""
+LABELS = {"cmi": "CMI", "mi": "MI", "attention": "attention (DAAM, DDIM inversion)",
+          "attention_info": "attention at information noise levels", "whole_image": "whole image"}
+
+__all__ = ["LocalizationReport", "coco_it_items", "localization_table", "run_localization", "shapes_items"]
+
+
+def shapes_items(n: int, seed: int = 0) -> list[Item]:
+    """``n`` localization items of the shapes world (deterministic for a seed).
+
+    Scenes are drawn with :func:`~diffpid.worlds.shapes_render.sample_scenes` (``seed``);
+    every distinct size, colour or shape word of a caption is one item, in caption order.
+    """
+    from ..models.images import to_uint8
+    from ..worlds.shapes_render import sample_scenes
+
+    if not isinstance(n, int) or n < 1:
+        raise ParameterError(f"items must be a positive integer, got {n!r}")
+    out: list[Item] = []
+    drawn, m = 0, n
+    while True:  # scenes with an empty caption give no item: draw more (sample_scenes is prefix-stable)
+        for k, s in enumerate(sample_scenes(m, seed)[drawn:], drawn):
+            image = to_uint8(s.image[None])[0]
+            seen: list[str] = []
+            for w in s.words:
+                if w.role not in ("size", "color", "shape") or w.text in seen:
+                    continue
+                seen.append(w.text)
+                mask = np.zeros(s.masks.shape[1:], dtype=bool)
+                for j, v in enumerate(s.words):
+                    if v.text == w.text:
+                        mask |= s.masks[j].numpy().astype(bool)
+                case = LocalizationCase(image, s.caption, w.text, mask)
+                out.append(Item(item_id(ITEM_VERSION, "shapes", seed, k, w.text), case, f"scene {k}: {w.text}"))
+                if len(out) == n:
+                    return out
+        drawn, m = m, 2 * m
+
+
+def coco_it_items(dataset: Any, n: int | None = None, start: int = 0) -> list[Item]:
+    """Items of a :class:`~diffpid.datasets.coco_it.CocoIT` dataset (rows ``start .. start+n``); loaded lazily."""
+    rows = dataset.rows[start: None if n is None else start + n]
+    out = []
+    for r in rows:
+        out.append(Item(item_id(ITEM_VERSION, "coco-it", r.image_id, r.label, r.caption, r.word),
+                        _CocoCase(dataset, r), f"{r.image_id}: {r.word}"))
+    return out
+
+
+@dataclass(frozen=True)
+class _CocoCase:
+    """Loads one COCO-IT row as a :class:`LocalizationCase` when called."""
+
+    dataset: Any
+    row: Any
+
+    def __call__(self) -> LocalizationCase:
+        r = self.row
+        return LocalizationCase(self.dataset.image_path(r), r.caption, r.word, self.dataset.mask(r), mi_prompt=r.word)
+
+
+@dataclass(frozen=True)
+class LocalizationReport:
+    """A finished (or partly finished) localization run.
+
+    Args:
+        summary: the run's :class:`~diffpid.runs.RunSummary` (folder, counts, failures).
+        scores: per method, mIoU at its best threshold over the done items.
+        table: the results table.
+    """
+
+    summary: RunSummary
+    scores: tuple[MethodScore, ...]
+    table: ResultTable
+
+
+class _Stored:
+    """IoUs of one stored record, as ``ious(method)``."""
+
+    def __init__(self, values: dict) -> None:
+        self.values = values
+
+    def ious(self, method: str) -> np.ndarray:
+        return np.asarray(self.values["ious"][method], dtype=np.float64)
+
+
+def run_localization(items: Sequence[Item], *, out: str, model: Any = None, dataset: str = "shapes",
+                     methods: Sequence[str] = METHODS, samples: int = 32, steps: int = 20, sampler: str = "adaptive",
+                     seed: int = 0, batch_size: int = 64, maps: bool = False, device: Any = None, dtype: Any = None,
+                     progress: bool = True, state: Any = None) -> LocalizationReport:
+    """Localize every item not yet stored, then score all done items.
+
+    Args:
+        items: :class:`~diffpid.runs.Item` whose data is a :class:`LocalizationCase` or loads one.
+        out: root folder; the run lives in ``out/localization-<hash of the parameters>/``.
+        model: a :class:`~diffpid.models.base.Model`, a folder or hub id, or ``None`` (embedded shapes model).
+        dataset: name of the dataset (enters the parameters and the table).
+        methods: methods of :data:`~diffpid.bench.localization.METHODS`.
+        samples, steps, sampler, batch_size: as :func:`~diffpid.bench.localization.localize`.
+        seed: run seed (each item's seed derives from it and the item id).
+        maps: also store each method's map (``maps/<id>.npz``).
+        device, dtype: where and how to load a model given by name.
+        progress: progress bar.
+        state: an ``accelerate.PartialState`` (default: this process).
+    """
+    methods = check_methods(methods)
+    for label, v in (("samples", samples), ("steps", steps), ("batch_size", batch_size)):
+        if not isinstance(v, int) or v < 1:
+            raise ParameterError(f"{label} must be a positive integer, got {v!r}")
+    if not items:
+        raise ParameterError("no items to run; ask for at least one item")
+    params = dict(task="localization", dataset=dataset, model=model_key(model), methods=list(methods),
+                  samples=samples, steps=steps, sampler=sampler, seed=seed,
+                  thresholds=[float(THRESHOLDS[0]), float(THRESHOLDS[-1]), len(THRESHOLDS)])
+    state = process_state() if state is None else state
+    loaded: list[Any] = []
+
+    def compute(item: Item, item_seed: int) -> ItemResult:
+        if not loaded:
+            loaded.append(resolve(model, device=device if device is not None else state.device, dtype=dtype))
+        case = load_case(item.data)
+        r = localize(loaded[0], case, methods=methods, samples=samples, steps=steps, sampler=sampler,
+                     batch_size=batch_size, seed=item_seed % (2**63))
+        values = {"caption": case.caption, "word": case.word, "cmi": r.cmi, "cmi_stderr": r.cmi_stderr,
+                  "mi": r.mi, "mi_stderr": r.mi_stderr, "mask_fraction": float(r.mask.mean()),
+                  "ious": {m.method: [float(v) for v in m.ious] for m in r.maps}}
+        arrays: dict[str, np.ndarray] = {}
+        if maps:
+            arrays = {f"map/{m.method}": m.map for m in r.maps}
+            arrays["mask"] = r.mask
+        return ItemResult(values, arrays)
+
+    summary = run_items(items, compute, out=out, parameters=params, seed=seed, name="localization", state=state,
+                        progress=progress)
+    done = [_Stored(r.values) for r in collect(summary.directory, include_failed=False)]
+    scores = score_methods(done, methods) if done else ()
+    table = localization_table(scores, dataset=dataset, facts=model_facts(model) | {
+        "items": len(done), "failed": len(summary.failed), "samples": samples, "inversion steps": steps,
+        "sampler": sampler, "seed": seed})
+    return LocalizationReport(summary, scores, table)
+
+
+def localization_table(scores: Sequence[MethodScore], *, dataset: str, facts: dict) -> ResultTable:
+    """The results table: mIoU (%) at each method's best threshold, with the published COCO-IT values."""
+    rows = []
+    for s in scores:
+        w = s.sweep
+        rows.append((LABELS[s.method], round(100 * w.miou, 2), round(100 * w.stderr, 2), round(w.threshold, 4),
+                     PUBLISHED.get(s.method)))
+    notes = ["mIoU (%) at the method's best single threshold of linspace(0.1, 0.5, 50); maps upsampled "
+             "bilinearly to the mask and min-max normalised per image; standard errors over items.",
+             "published: Stable Diffusion 2.1-base on COCO-IT, 100 samples (Kong et al., ICLR 2024); "
+             "comparable only on that model and dataset."]
+    return ResultTable(f"Localization on {dataset}", ("method", "mIoU %", "stderr %", "best threshold",
+                                                    "published mIoU % (SD 2.1, COCO-IT)"), tuple(rows), tuple(notes),
+                       facts)
+
+
+def add_arguments(p: Any) -> None:
+    """Arguments of ``diffpid bench localization``."""
+    p.add_argument("--dataset", choices=("shapes", "coco-it"), default="shapes")
+    p.add_argument("--root", default=None, help="COCO-IT folder: COCO-IT.csv, val2017/, annotations/instances_val2017.json")
+    p.add_argument("--csv", default=None, help="COCO-IT CSV (default ROOT/COCO-IT.csv)")
+    p.add_argument("--images", default=None, help="COCO images folder (default ROOT/val2017)")
+    p.add_argument("--annotations", default=None, help="COCO instances JSON (default ROOT/annotations/instances_val2017.json)")
+    p.add_argument("--items", type=int, default=None, help="items (default: 24 for shapes, every COCO-IT row)")
+    p.add_argument("--start", type=int, default=0, help="first COCO-IT row")
+    p.add_argument("--model", default=None, help="diffusers folder or hub id (default: the embedded shapes model)")
+    p.add_argument("--samples", type=int, default=32, help="(a, eps) draws per information estimate (papers: 100)")
+    p.add_argument("--steps", type=int, default=20, help="DDIM inversion steps of the attention baseline")
+    p.add_argument("--sampler", default="adaptive", help="log-SNR sampler: adaptive, sobol, published, uniform")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
+    p.add_argument("--seed", type=int, default=0, help="run seed (shapes scenes and estimator draws)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    p.add_argument("--maps", action="store_true", help="also store every method's map per item")
+    p.add_argument("--out", required=True, help="folder for the resumable run and the results table")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def command(args: Any) -> int:
+    """Run ``diffpid bench localization`` and print the table."""
+    import torch
+
+    from .tables import to_markdown, write_table
+
+    if args.dataset == "shapes":
+        items = shapes_items(24 if args.items is None else args.items, args.seed)
+    else:
+        from ..datasets.coco_it import CocoIT
+
+        data = CocoIT(args.root, csv_path=args.csv, images=args.images, annotations=args.annotations)
+        items = coco_it_items(data, args.items, args.start)
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    rep = run_localization(items, out=args.out, model=args.model, dataset=args.dataset,
+                           methods=[m.strip() for m in args.methods.split(",") if m.strip()], samples=args.samples,
+                           steps=args.steps, sampler=args.sampler, seed=args.seed, batch_size=args.batch_size,
+                           maps=args.maps, dtype=dtypes[args.dtype], progress=not args.no_progress)
+    if rep.scores:
+        write_table(args.out, f"localization-{args.dataset}", rep.table)
+        print(to_markdown(rep.table))
+    return 0 if not rep.summary.remaining and rep.scores else 1
