@@ -253,3 +253,29 @@ def test_argument_errors(unet):
         cap.maps(["cat"])
     with pytest.raises(ConditionError):
         cap.maps([(80,)])
+
+
+def test_lora_layers_and_scale_are_respected():
+    peft = pytest.importorskip("peft")
+    u = tiny_unet()
+    u.add_adapter(peft.LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, p in u.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g))
+    x, e = torch.randn(1, 4, 16, 16, generator=g), torch.randn(1, 77, 32, generator=g)
+    maps = {}
+    for scale in (0.0, 0.5, 1.0):
+        kw = {"cross_attention_kwargs": {"scale": scale}}
+        with torch.no_grad():
+            ref = u(x, 5, e, **kw).sample
+            with AttentionCapture(u, "p") as cap:
+                out = u(x, 5, e, **kw).sample
+        assert torch.equal(ref, out)
+        maps[scale] = cap.token_maps()
+    u.disable_adapters()
+    with torch.no_grad(), AttentionCapture(u, "p") as cap:
+        u(x, 5, e)
+    assert torch.allclose(maps[0.0], cap.token_maps(), atol=1e-6)
+    assert not torch.allclose(maps[0.5], maps[0.0], atol=1e-4) and not torch.allclose(maps[1.0], maps[0.5], atol=1e-4)
