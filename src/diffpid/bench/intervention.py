@@ -1,0 +1,240 @@
+"""Prompt intervention (Kong et al., ICLR 2024, section 5; SCIENCE.md section 5).
+
+For an image ``x`` with its caption and a word of it:
+
+1. invert ``x`` under the caption with deterministic DDIM (eta 0, :func:`diffpid.sampling.ddim_invert`);
+2. regenerate from the inverted noise under the unchanged caption (the *reconstruction*,
+   whose error against ``x`` says how faithful the inversion is) and under the caption with
+   the word omitted (or swapped for another word, :func:`diffpid.prompts.replace_word`);
+3. the *change* per pixel is the squared difference of the edited and the reconstructed
+   data (latents or pixels) summed over channels, ``(h, w)``; comparing with the
+   reconstruction rather than ``x`` cancels the inversion's own error;
+4. the word's information: the pixel map and total of ``i_o(x; caption | edited caption)``,
+   which for an omitted word is its CMI given the rest of the caption; its attention: DAAM
+   along the DDIM inversion of ``x`` under the caption (:func:`diffpid.attention_maps`).
+
+Across items: Pearson's r of the total change with the image-level information and with
+the attention total (image level), and per image across pixels, averaged (pixel level), with
+bootstrap standard errors over items (:mod:`diffpid.bench.correlation`). Published on COCO
+with SD 2.1-base: CMI 0.34 / 0.27 (image / pixel), attention 0.24 / 0.21.
+
+Published detail not copied: the official code inverts with a second-order (Heun) solver on
+a Karras schedule; here DDIM, first order, on a grid uniform in log-SNR, as the issue asks;
+both use the conditional prediction only (no guidance) by default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import ConditionError, ParameterError
+from ..models.base import Model
+from .correlation import Estimate, image_level_correlation, pixel_level_correlation
+
+__all__ = ["Intervention", "InterventionCase", "InterventionSummary", "intervene", "summarize_interventions"]
+
+
+@dataclass(frozen=True)
+class InterventionCase:
+    """One intervention: a word of a caption omitted (or replaced) in the regeneration of an image.
+
+    Args:
+        image: what ``model.encode_image`` reads (path, PIL image, uint8 array), a
+            ``(*data_shape)`` tensor of model data used as it is, or ``None`` to generate
+            the image from the caption with the item's seed.
+        caption: the caption the image is inverted under.
+        word: a word (or phrase) of the caption.
+        replacement: the word to put in its place (a swap); ``None`` omits the word.
+    """
+
+    image: Any
+    caption: str
+    word: str
+    replacement: str | None = None
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """What one intervention measured.
+
+    Args:
+        caption, word, edited: the caption, the word, and the caption of the regeneration.
+        information, information_stderr: ``i_o(x; caption | edited)`` in nats (the word's CMI when omitted).
+        change: total squared change of the edited regeneration against the reconstruction.
+        reconstruction_mse: mean squared error per coordinate of the reconstruction against ``x``.
+        reconstruction_relative: ``||x_rec - x||^2 / ||x||^2``.
+        attention: total of the word's attention map (``None`` without attention).
+        change_map, information_map: ``(h, w)`` per-pixel change and information.
+        attention_map: ``(h, w)`` attention (``None`` without attention).
+        x, reconstruction, edited_x: ``(*data_shape)`` the data, its reconstruction and the edit.
+    """
+
+    caption: str
+    word: str
+    edited: str
+    information: float
+    information_stderr: float
+    change: float
+    reconstruction_mse: float
+    reconstruction_relative: float
+    attention: float | None
+    change_map: np.ndarray
+    information_map: np.ndarray
+    attention_map: np.ndarray | None
+    x: np.ndarray
+    reconstruction: np.ndarray
+    edited_x: np.ndarray
+
+    def values(self) -> dict[str, Any]:
+        """The scalar results as a JSON-ready mapping (what a run stores per item)."""
+        return {"caption": self.caption, "word": self.word, "edited": self.edited, "information": self.information,
+                "information_stderr": self.information_stderr, "change": self.change,
+                "reconstruction_mse": self.reconstruction_mse,
+                "reconstruction_relative": self.reconstruction_relative, "attention": self.attention}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The maps and data as float32 arrays (what a run stores beside the values)."""
+        out = {"change_map": self.change_map, "information_map": self.information_map, "x": self.x,
+               "reconstruction": self.reconstruction, "edited_x": self.edited_x}
+        if self.attention_map is not None:
+            out["attention_map"] = self.attention_map
+        return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
+
+
+def edited_caption(case: InterventionCase) -> str:
+    """The caption of the regeneration: the word removed, or replaced by ``case.replacement``."""
+    from ..prompts import find_word, remove_words, replace_word
+
+    find_word(case.caption, case.word)  # raises ConditionError when the word is missing
+    if case.replacement is None:
+        edited = remove_words(case.caption, [case.word])
+    else:
+        if not case.replacement.strip():
+            raise ParameterError("the replacement word is empty; give a word, or None to omit the word")
+        edited = replace_word(case.caption, case.word, case.replacement)
+    if edited.strip().lower() == case.caption.strip().lower():
+        raise ConditionError(f"editing {case.word!r} leaves {case.caption!r} unchanged; choose another word")
+    return edited
+
+
+def case_data(model: Model, case: InterventionCase, seed: int) -> torch.Tensor:
+    """``(1, *data_shape)`` model data of the case's image (generated from the caption when ``None``)."""
+    if case.image is None:
+        return model.generate(case.caption, seed=seed).x.to(torch.float32)
+    if isinstance(case.image, torch.Tensor):
+        return model.check_x(case.image.to(torch.float32))
+    return model.encode_image(case.image).to(torch.float32)
+
+
+def _has_attention(model: Model) -> bool:
+    unet = getattr(model, "unet", None)
+    return unet is not None and hasattr(unet, "attn_processors")
+
+
+def intervene(
+    model: Model,
+    case: InterventionCase,
+    *,
+    steps: int = 25,
+    samples: int = 32,
+    guidance: float = 1.0,
+    attention: bool = True,
+    sampler: Any = None,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> Intervention:
+    """Invert, reconstruct and edit one image; measure the change, the information and the attention.
+
+    Args:
+        model: the denoiser.
+        case: image, caption, word and optional replacement.
+        steps: DDIM steps of the inversion and of each regeneration (also of the attention's inversion).
+        samples: ``(a, eps)`` draws of the information estimate.
+        guidance: classifier-free guidance of the inversion and regenerations (1 = none).
+        attention: also map the word's attention (models with a diffusers UNet only).
+        sampler, batch_size: as :func:`diffpid.mutual_information`.
+        seed: seed of the information estimate (and of a generated image).
+    """
+    from ..attention import attention_maps
+    from ..information import mutual_information
+    from ..sampling import ddim_generate, ddim_invert, round_trip_error
+
+    edited = edited_caption(case)
+    x = case_data(model, case, seed)  # (1, *data_shape)
+    full, edit = model.encode_prompt(case.caption), model.encode_prompt(edited)
+    noise = ddim_invert(model, x, full, steps, guidance=guidance)
+    rec = ddim_generate(model, noise, full, steps, guidance=guidance)
+    out = ddim_generate(model, noise, edit, steps, guidance=guidance)
+    mse, rel = round_trip_error(x, rec)
+    change_map = (out - rec).pow(2).sum(1)[0].double().cpu().numpy()  # (h, w)
+    info = mutual_information(model, x[0], full, edit, samples=samples, sampler=sampler, batch_size=batch_size,
+                              seed=seed)
+    att_map, att = None, None
+    if attention and _has_attention(model):
+        size = tuple(change_map.shape)
+        maps = attention_maps(model, x[0], [case.word], case.caption, method="inversion", steps=steps, size=size)
+        att_map = np.asarray(maps[case.word], dtype=np.float64)
+        att = float(att_map.sum())
+    return Intervention(
+        case.caption, case.word, edited, float(info.value), float(info.stderr), float(change_map.sum()), mse, rel,
+        att, change_map, np.asarray(info.pixel_map, dtype=np.float64), att_map, x[0].cpu().numpy(),
+        rec[0].cpu().numpy(), out[0].cpu().numpy(),
+    )
+
+
+@dataclass(frozen=True)
+class InterventionSummary:
+    """Correlations of image change with information and attention over items.
+
+    Args:
+        image_information, pixel_information: Pearson's r of the change with ``i_o`` across items
+            (totals) and across pixels (per image, averaged), with bootstrap errors.
+        image_attention, pixel_attention: the same for attention (``None`` without attention maps).
+        image_information_rank: Spearman's rho of the totals (robust to a few huge changes).
+        reconstruction_mse, reconstruction_relative: mean round-trip errors over items.
+        relative_change: mean ``||x_edit - x_rec||^2 / ||x||^2`` (the edits' scale, to compare
+            with the reconstruction error).
+        items: number of items.
+    """
+
+    image_information: Estimate
+    pixel_information: Estimate
+    image_attention: Estimate | None
+    pixel_attention: Estimate | None
+    image_information_rank: Estimate
+    reconstruction_mse: float
+    reconstruction_relative: float
+    relative_change: float
+    items: int
+
+
+def summarize_interventions(results: Sequence[Intervention], *, resamples: int = 1000,
+                            seed: int = 0) -> InterventionSummary:
+    """Image- and pixel-level correlations of a set of interventions (bootstrap over items).
+
+    Args:
+        results: per-item :class:`Intervention` results.
+        resamples, seed: bootstrap resamples and their seed.
+    """
+    if not results:
+        raise ParameterError("no interventions to summarise; run at least one item")
+    change = [r.change for r in results]
+    info = [r.information for r in results]
+    kw = dict(resamples=resamples, seed=seed)
+    with_att = [r for r in results if r.attention_map is not None]
+    image_att = pixel_att = None
+    if with_att:
+        image_att = image_level_correlation([r.change for r in with_att], [r.attention for r in with_att], **kw)
+        pixel_att = pixel_level_correlation([r.change_map for r in with_att], [r.attention_map for r in with_att], **kw)
+    rel_change = [r.change / max(float(np.square(r.x).sum()), 1e-30) for r in results]
+    return InterventionSummary(
+        image_level_correlation(change, info, **kw),
+        pixel_level_correlation([r.change_map for r in results], [r.information_map for r in results], **kw),
+        image_att, pixel_att, image_level_correlation(change, info, rank=True, **kw),
+        float(np.mean([r.reconstruction_mse for r in results])),
+        float(np.mean([r.reconstruction_relative for r in results])), float(np.mean(rel_change)), len(results),
+    )
