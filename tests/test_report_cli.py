@@ -81,7 +81,7 @@ def test_cli_writes_the_report(pixel_path, tmp_path, capsys):  # noqa: F811
                                "--words", "red", "cat", "--pair", "red", "cat", "--out", str(out)], capsys)
     assert rc == 0, err
     assert f"report: {out / 'report.html'}" in stdout
-    assert "PID(red, cat)" in stdout and "CPID(red, cat)" in stdout
+    assert "\nPID   R(red,cat) = " in stdout and "\nCPID  R(red,cat) = " in stdout and "S(red,cat) = " in stdout
     assert [ln.split()[0] for ln in stdout.splitlines()[1:3]] == ["red", "cat"]
     data = json.loads((out / "results.json").read_text())
     assert data["words"] == ["red", "cat"] and data["pair"] == ["red", "cat"]

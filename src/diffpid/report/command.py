@@ -80,17 +80,22 @@ def _check(args: argparse.Namespace) -> tuple[Path, Any]:
 
 def summary_lines(expl: Any) -> list[str]:
     """A short plain-text table of the values (nats, with standard errors)."""
+    def pm(value: float, stderr: float) -> str:
+        return f"{value + 0.0:.4g} ± {stderr:.2g}"
+
     width = max(4, *(len(w) for w in expl.words))
-    lines = [f"{'word':<{width}}  {'MI i_o':>20}  {'CMI i_o':>20}"]
+    lines = [f"{'word':<{width}}  {'MI i_o (nats)':>20}  {'CMI i_o (nats)':>20}"]
     for w in expl.words:
         mi, cmi = expl.mi[w], expl.cmi[w]
-        lines.append(f"{w:<{width}}  {mi.value:>11.4g} ± {mi.stderr:<6.2g}  {cmi.value:>11.4g} ± {cmi.stderr:<6.2g}")
+        lines.append(f"{w:<{width}}  {pm(mi.value, mi.stderr):>20}  {pm(cmi.value, cmi.stderr):>20}")
     for kind in ("pid", "cpid"):
         dec = getattr(expl, kind)
         if dec is None:
             continue
-        atoms = "  ".join(f"{n}={a.value:.4g}±{a.stderr:.2g}" for n, a in zip(("R", "U1", "U2", "S"), dec.atoms))
-        lines.append(f"{kind.upper()}({dec.source_1}, {dec.source_2}): {atoms}")
+        a, b = dec.source_1, dec.source_2
+        names = (f"R({a},{b})", f"U({a})", f"U({b})", f"S({a},{b})")
+        atoms = "  ".join(f"{n} = {pm(x.value, x.stderr)}" for n, x in zip(names, dec.atoms))
+        lines.append(f"{kind.upper():<4}  {atoms}")
     return lines
 
 
