@@ -94,8 +94,8 @@ class AttentionCapture:
         embeddings: one ``(T, d)`` text embedding per prompt; rows are matched to them.
         resolution: ``(H, W)`` grid the maps are accumulated on; default the UNet input size.
         per_step: also keep every step's map (memory grows with steps).
-        per_layer: also keep a map per layer (summed over steps).
-        per_head: also keep a map per layer and head.
+        per_layer: also keep a map per layer (mean over its heads and the steps).
+        per_head: also keep a map per layer and head (mean over the steps).
         layers: names (or name prefixes) of the cross-attention layers to use; default all.
         tokens: token indices to keep (the probabilities are still normalised over all
             tokens); default all. Fewer tokens make the capture much cheaper.
