@@ -269,12 +269,14 @@ def test_user_errors_fail_the_item_and_bugs_stop_the_run(tmp_path):
 
     with pytest.raises(ZeroDivisionError):
         run_items(_items([2, 5, 7]), buggy, out=tmp_path, parameters={"k": 2}, seed=0, progress=False)
-    (run,) = [d for d in find_runs(tmp_path) if json.loads((d / "run.json").read_text())["parameters"] == {"k": 2}]
+    (run,) = [d for d in find_runs(tmp_path) if json.loads((d / "run.json").read_text())["parameters"] == {"k": 2, "seed": 0}]
     assert RunStore(run).read(item_id("square", 5)) is None  # a bug is not recorded as a result
     s = run_items(_items([2, 5, 7]), _square, out=tmp_path, parameters={"k": 2}, seed=0, progress=False)
     assert s.done == 3 and not s.failed
     retried = run_items(items, _square, out=tmp_path, parameters={"k": 1}, seed=0, progress=False, retry_failed=True)
     assert len(retried.failed) == 1
+    with pytest.raises(ParameterError, match="pass one seed"):
+        run_items(items, _square, out=tmp_path, parameters={"k": 1, "seed": 3}, seed=0, progress=False)
     with pytest.raises(ParameterError, match="same item"):
         run_items(_items([1, 1]), _square, out=tmp_path, parameters={"k": 3}, seed=0, progress=False)
 

@@ -194,26 +194,42 @@ def run_items(
     Returns:
         The :class:`RunSummary` after the merge (every process returns it).
     """
-    from accelerate.utils import broadcast_object_list
-    from tqdm.auto import tqdm
-
     _check_ids(items)
     params = dict(parameters)
+    params.setdefault("seed", seed)
+    if params["seed"] != seed:
+        raise ParameterError(f"parameters say seed={params['seed']!r} but the run seed is {seed!r}; pass one seed")
     try:
         canonical(params)
     except (TypeError, ValueError) as err:
         raise ParameterError(f"run parameters must be JSON-ready (numbers, strings, lists): {err}") from err
     state = process_state() if state is None else state
-    rank, world, main = state.process_index, state.num_processes, state.is_main_process
+    main = state.is_main_process
     say = log or (lambda msg: print(msg, flush=True) if main else None)
     directory = run_directory(out, params, name)
     store = RunStore(directory)
     ids = [it.id for it in items]
-    lock, plan = None, [None]
+    lock = None
+    try:
+        if main:
+            directory.mkdir(parents=True, exist_ok=True)
+            store.create()
+            lock = store.lock()
+        return _run(items, compute, store, state, ids, params, seed, retry_failed, progress, say)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _run(items, compute, store, state, ids, params, seed, retry_failed, progress, say) -> RunSummary:
+    """The body of :func:`run_items` once the main process holds the run folder's lock."""
+    from accelerate.utils import broadcast_object_list
+    from tqdm.auto import tqdm
+
+    rank, world, main = state.process_index, state.num_processes, state.is_main_process
+    directory = store.directory
+    plan: list[Any] = [None]
     if main:
-        directory.mkdir(parents=True, exist_ok=True)
-        store.create()
-        lock = store.lock()
         store.write_parameters(params, directory.name.rsplit("-", 1)[-1])
         store.write_items(ids, [it.name for it in items])
         store.remove_temporaries()
@@ -252,7 +268,6 @@ def run_items(
     state.wait_for_everyone()
     if main:
         merge(directory)
-        lock.close()
     summary = broadcast_object_list([summarize(directory) if main else None], from_process=0)[0]
     say(format_summary(summary, details=False))
     return summary
