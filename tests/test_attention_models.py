@@ -90,6 +90,11 @@ def test_inversion_maps(sd):
     m = attention_maps(sd, _x(sd, seed=8), ["cat"], PROMPT, method="inversion", steps=4, per_layer=True)
     assert m.steps == 4 and np.all(np.diff(m.levels) < 0)
     assert m.layer_maps.shape == (len(m.layers), 1, *sd.resolution)
+    # a batch is inverted in one trajectory; rows of the prompt in one UNet call are its images
+    x0, x1 = _x(sd, seed=8), _x(sd, seed=11)
+    pair = attention_maps(sd, torch.stack([x0, x1]), ["cat"], PROMPT, method="inversion", steps=4)
+    one = attention_maps(sd, x1, ["cat"], PROMPT, method="inversion", steps=4)
+    assert np.allclose(pair[0].maps, m.maps, atol=1e-5) and np.allclose(pair[1].maps, one.maps, atol=1e-5)
 
 
 def test_sdxl_and_pixel_space(sdxl_path, pixel_path):
