@@ -279,3 +279,17 @@ def test_lora_layers_and_scale_are_respected():
         u(x, 5, e)
     assert torch.allclose(maps[0.0], cap.token_maps(), atol=1e-6)
     assert not torch.allclose(maps[0.5], maps[0.0], atol=1e-4) and not torch.allclose(maps[1.0], maps[0.5], atol=1e-4)
+
+
+def test_encoder_attention_mask_is_applied(unet):
+    g = torch.Generator().manual_seed(4)
+    x, e = torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, 77, 32, generator=g)
+    mask = torch.zeros(2, 77)
+    mask[:, :5] = 1  # only tokens 0..4 may be attended to
+    with torch.no_grad():
+        ref = unet(x, 5, e, encoder_attention_mask=mask).sample
+        with AttentionCapture(unet, ["u", "c"], layout=["u", "c"]) as cap:
+            out = unet(x, 5, e, encoder_attention_mask=mask).sample
+    assert torch.equal(ref, out)
+    tm = cap.token_maps("c")
+    assert tm[5:].abs().max() < 1e-6 and torch.allclose(tm[:5].sum(0), torch.ones(16, 16), atol=0.05)
