@@ -1,0 +1,329 @@
+"""DiffusionPID's case studies (Dewan et al., NeurIPS 2024; SCIENCE.md section 5): bias, synonyms, homonyms.
+
+Every study is a set of :class:`PairCase` (an image, two words, the prompts they come
+from, a group and, for bias, a planted strength), one pointwise PID per case
+(:func:`pair_pid`, one engine run of four conditions), and a summary:
+
+- **bias** (:func:`bias_summary`): the redundancy of an attribute word and an object word
+  (DiffusionPID: gender and occupation), averaged over a pair's images and min-max
+  normalised over the set; its Spearman rank correlation with a planted strength when there
+  is one. Shapes world: colour and shape words in ``"a COLOUR SHAPE"``, strength
+  ``P(colour | shape, colour unnamed)`` (0.9 for red triangles).
+- **synonyms** (:func:`group_contrast`): synonyms carry the same information, so their
+  redundancy is the whole of what the pair says: the redundant share ``R / m(y1 y2)`` is near
+  1, against at most about 1/2 for words that add up (for two words whose informations add,
+  ``R / m12 = min / (m1 + m2)``). Shapes world: "square" and "box" on an image of a square,
+  against the colour or size word with either shape word.
+- **homonyms** (:func:`group_contrast`): the ambiguous word's meaning is fixed only by its
+  neighbour, so the pair's synergy is high. Shapes world: "orange" with the shape word after
+  it (alone, "orange" is the fruit, a circle of any colour; before a shape word, the colour),
+  against other colours with the same shape words.
+
+The atoms are image-level values of the minimum-MI decomposition (:func:`diffpid.pid`) in nats;
+the pixel-level redundancy (sum over pixels of the minimum of the two words' maps, which
+counts only information the two words place on the same pixels) is reported beside them.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import ParameterError
+from ..models.base import Model
+from .correlation import Estimate, bootstrap, minmax, spearman
+
+__all__ = [
+    "BiasSummary", "GroupContrast", "PairCase", "PairResult", "bias_cases", "bias_summary", "group_contrast",
+    "homonym_cases", "pair_pid", "synonym_cases",
+]
+
+ATOMS = ("redundancy", "unique_1", "unique_2", "synergy")
+
+
+@dataclass(frozen=True)
+class PairCase:
+    """One image and the two words whose information about it is decomposed.
+
+    Args:
+        image: ``(*data_shape)`` model data, a path / PIL image for ``model.encode_image``, or
+            ``None`` to generate the image from ``prompt`` with the item's seed.
+        prompt: the prompt the words come from (``None``: the words alone, joint ``"y1 y2"``).
+        word_1, word_2: the two sources.
+        conditional: CPID given the rest of ``prompt`` (else PID against ``""``).
+        group: the case's group in its study (``"synonym"``, ``"unrelated"``, ``"homonym"``...).
+        key: cases with the same key are averaged together (e.g. one colour-shape pair).
+        strength: a planted strength to correlate with (bias), or ``None``.
+    """
+
+    image: Any
+    prompt: str | None
+    word_1: str
+    word_2: str
+    conditional: bool = False
+    group: str = ""
+    key: str = ""
+    strength: float | None = None
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """Image-level decomposition of one case, in nats.
+
+    Args:
+        case: the case (its image left out).
+        values, stderrs: ``{"redundancy", "unique_1", "unique_2", "synergy", "mi_1", "mi_2", "mi_12"}``.
+        pixel_redundancy: sum over pixels of ``min(map_1, map_2)`` of the two words' information maps.
+        maps: ``{atom: (h, w)}`` pixel maps of the four atoms.
+        conditions: the four prompts compared.
+    """
+
+    case: PairCase
+    values: dict[str, float]
+    stderrs: dict[str, float]
+    pixel_redundancy: float
+    maps: dict[str, np.ndarray]
+    conditions: tuple[str, str, str, str]
+
+    @property
+    def redundant_share(self) -> float:
+        """``R / m(y1 y2)``: the share of the pair's information both words carry (NaN when ``m12 <= 0``)."""
+        m12 = self.values["mi_12"]
+        return self.values["redundancy"] / m12 if m12 > 0 else float("nan")
+
+
+def case_data(model: Model, image: Any, prompt: str | None, seed: int) -> torch.Tensor:
+    """``(1, *data_shape)`` data of a case (generated from the prompt when ``image`` is ``None``)."""
+    if image is None:
+        if prompt is None:
+            raise ParameterError("a case without an image needs a prompt to generate it from")
+        return model.generate(prompt, seed=seed).x.to(torch.float32)
+    if isinstance(image, torch.Tensor):
+        return model.check_x(image.to(torch.float32))
+    return model.encode_image(image).to(torch.float32)
+
+
+def pair_pid(model: Model, case: PairCase, *, samples: int = 32, sampler: Any = None, batch_size: int = 64,
+             redundancy: str = "integrated", seed: int = 0) -> PairResult:
+    """The pointwise PID (or CPID) of a case's two words about its image.
+
+    Args:
+        model: the denoiser.
+        case: image, prompt, words.
+        samples, sampler, batch_size, redundancy, seed: as :func:`diffpid.pid`.
+    """
+    from ..pid import pid
+
+    x = case_data(model, case.image, case.prompt, seed)
+    full = case.prompt is not None and not case.conditional
+    r = pid(model, x[0], case.word_1, case.word_2, prompt=case.prompt, conditional=case.conditional,
+            full_prompt=full, samples=samples, sampler=sampler, batch_size=batch_size, redundancy=redundancy,
+            seed=seed)
+    named = dict(zip(ATOMS, r.atoms))
+    named.update(mi_1=r.mi_1, mi_2=r.mi_2, mi_12=r.mi_12)
+    values = {k: float(v.value) for k, v in named.items()}
+    stderrs = {k: float(v.stderr) for k, v in named.items()}
+    pixel_r = float(np.minimum(r.mi_1.pixel_map, r.mi_2.pixel_map).sum())
+    maps = {k: np.asarray(named[k].pixel_map, dtype=np.float64) for k in ATOMS}
+    return PairResult(PairCase(None, case.prompt, case.word_1, case.word_2, case.conditional, case.group, case.key,
+                               case.strength), values, stderrs, pixel_r, maps, tuple(r.conditions))
+
+
+def bias_strength(color: str, shape: str) -> float:
+    """The shapes world's ``P(colour | shape, colour unnamed)``: the planted bias of a pair."""
+    from ..worlds.shapes import COLORS, TRIANGLE_RED_PROB
+
+    if shape != "triangle":
+        return 1.0 / len(COLORS)
+    return TRIANGLE_RED_PROB if color == "red" else (1.0 - TRIANGLE_RED_PROB) / (len(COLORS) - 1)
+
+
+def _scene(caption: str, seed: int) -> torch.Tensor:
+    from ..worlds.shapes_render import scene_for_caption
+
+    return scene_for_caption(caption, seed).image
+
+
+def bias_cases(images: int = 2, seed: int = 0, generated: bool = False) -> list[PairCase]:
+    """Every (colour, shape) pair of the shapes world, ``images`` scenes each, words of ``"a COLOUR SHAPE"``.
+
+    Args:
+        images: scenes per pair (the world's ground truth, or generated when ``generated``).
+        seed: seed of the scenes.
+        generated: let the model generate each image from the prompt (seeded per item).
+    """
+    from ..worlds.shapes import COLORS, SHAPES
+
+    out = []
+    for c in COLORS:
+        for s in SHAPES:
+            prompt = f"a {c} {s}"
+            for k in range(images):
+                img = None if generated else _scene(prompt, seed * 1000 + k)
+                out.append(PairCase(img, prompt, c, s, group="bias", key=f"{c} {s}", strength=bias_strength(c, s)))
+    return out
+
+
+def synonym_cases(images: int = 8, seed: int = 0) -> list[PairCase]:
+    """Squares of the shapes world with the synonym pair and unrelated pairs of true words.
+
+    For each scene ``"a SIZE COLOUR square"`` (colour not orange): ``("square", "box")`` (group
+    ``synonym``) and ``(COLOUR, "square")``, ``(COLOUR, "box")``, ``(SIZE, "square")``,
+    ``(SIZE, "box")`` (group ``unrelated``). The words are sources on their own: PID compares
+    ``""``, ``y1``, ``y2`` and ``"y1 y2"``.
+    """
+    from ..worlds.shapes import COLORS, SIZES
+
+    rng = random.Random(seed)
+    colours = [c for c in COLORS if c != "orange"]
+    out = []
+    for k in range(images):
+        size, colour = rng.choice(tuple(SIZES)), rng.choice(colours)
+        img = _scene(f"a {size} {colour} square", seed * 1000 + k)
+        out.append(PairCase(img, None, "square", "box", group="synonym", key="square box"))
+        for a in (colour, size):
+            for b in ("square", "box"):
+                out.append(PairCase(img, None, a, b, group="unrelated", key=f"{'colour' if a == colour else 'size'} {b}"))
+    return out
+
+
+def homonym_cases(images: int = 2, seed: int = 0, controls: Sequence[str] = ("red", "blue", "green"),
+                  shapes: Sequence[str] = ("circle", "square", "triangle", "diamond")) -> list[PairCase]:
+    """``"a COLOUR SHAPE"`` scenes: ``("orange", SHAPE)`` is the homonym pair, other colours the controls.
+
+    Args:
+        images: scenes per prompt.
+        seed: seed of the scenes.
+        controls: the control colours.
+        shapes: the shape words.
+    """
+    if "orange" in controls:
+        raise ParameterError("'orange' is the homonym; choose other control colours")
+    out = []
+    for s in shapes:
+        for c in ("orange", *controls):
+            prompt = f"a {c} {s}"
+            for k in range(images):
+                out.append(PairCase(_scene(prompt, seed * 1000 + k), prompt, c, s,
+                                    group="homonym" if c == "orange" else "control", key=f"{c} {s}"))
+    return out
+
+
+def _by_key(results: Sequence[PairResult], metric: str) -> tuple[list[str], np.ndarray, list[PairResult]]:
+    keys: list[str] = []
+    groups: dict[str, list[float]] = {}
+    first: dict[str, PairResult] = {}
+    for r in results:
+        k = r.case.key or f"{r.case.word_1} {r.case.word_2}"
+        if k not in groups:
+            keys.append(k)
+            groups[k], first[k] = [], r
+        groups[k].append(metric_of(r, metric))
+    return keys, np.array([np.mean(groups[k]) for k in keys]), [first[k] for k in keys]
+
+
+def metric_of(r: PairResult, metric: str) -> float:
+    """A case's value of ``metric``: an atom or information name, ``"pixel_redundancy"`` or ``"redundant_share"``."""
+    if metric == "pixel_redundancy":
+        return r.pixel_redundancy
+    if metric == "redundant_share":
+        return r.redundant_share
+    if metric not in r.values:
+        raise ParameterError(f"unknown metric {metric!r}; use an atom, mi_1/mi_2/mi_12, pixel_redundancy or "
+                             "redundant_share")
+    return r.values[metric]
+
+
+@dataclass(frozen=True)
+class BiasSummary:
+    """Per-pair redundancy, normalised over the set, and its rank correlation with the planted strength.
+
+    Args:
+        keys: the pairs, in first-seen order.
+        redundancy: ``(n_pairs,)`` mean image-level redundancy of each pair (nats).
+        normalized: ``(n_pairs,)`` min-max normalised redundancy.
+        pixel_redundancy: ``(n_pairs,)`` mean pixel-level redundancy.
+        strength: ``(n_pairs,)`` planted strengths (NaN where none).
+        spearman, spearman_pixel: rank correlation of the (image / pixel-level) redundancy with
+            the strength, bootstrap over pairs (``None`` without strengths).
+        top: the pair with the highest normalised redundancy.
+    """
+
+    keys: tuple[str, ...]
+    redundancy: np.ndarray
+    normalized: np.ndarray
+    pixel_redundancy: np.ndarray
+    strength: np.ndarray
+    spearman: Estimate | None
+    spearman_pixel: Estimate | None
+    top: str
+
+
+def bias_summary(results: Sequence[PairResult], *, resamples: int = 1000, seed: int = 0) -> BiasSummary:
+    """Average each pair's redundancy over its images, normalise, and rank-correlate with the strength."""
+    if not results:
+        raise ParameterError("no bias results to summarise; run at least one pair")
+    keys, red, first = _by_key(results, "redundancy")
+    _, pix, _ = _by_key(results, "pixel_redundancy")
+    strength = np.array([np.nan if r.case.strength is None else r.case.strength for r in first])
+    norm = minmax(red)
+    rho = rho_pix = None
+    if np.isfinite(strength).sum() >= 2:
+        ok = np.isfinite(strength)
+        s, n, p = strength[ok], norm[ok], pix[ok]
+        rho = bootstrap(lambda i: spearman(n[i], s[i]), int(ok.sum()), resamples=resamples, seed=seed)
+        rho_pix = bootstrap(lambda i: spearman(p[i], s[i]), int(ok.sum()), resamples=resamples, seed=seed)
+    return BiasSummary(tuple(keys), red, norm, pix, strength, rho, rho_pix, keys[int(np.argmax(red))])
+
+
+@dataclass(frozen=True)
+class GroupContrast:
+    """Mean of a metric in each group and the difference between two groups.
+
+    Args:
+        metric: what was compared.
+        groups: ``(name, mean, stderr, cases)`` per group (stderr over cases).
+        difference: mean of ``first`` minus mean of ``second`` with a bootstrap error (cases
+            resampled within each group).
+        first, second: the contrasted groups.
+    """
+
+    metric: str
+    groups: tuple[tuple[str, float, float, int], ...]
+    difference: Estimate
+    first: str
+    second: str
+
+
+def group_contrast(results: Sequence[PairResult], metric: str, first: str, second: str, *, resamples: int = 1000,
+                   seed: int = 0) -> GroupContrast:
+    """Compare ``metric`` between two groups of cases (e.g. synonym vs unrelated redundancy).
+
+    Args:
+        results: the cases' results.
+        metric: an atom (``"redundancy"``, ``"synergy"``...), ``"redundant_share"`` or ``"pixel_redundancy"``.
+        first, second: the two groups.
+        resamples, seed: bootstrap of the difference.
+    """
+    by: dict[str, list[float]] = {}
+    for r in results:
+        by.setdefault(r.case.group, []).append(metric_of(r, metric))
+    for g in (first, second):
+        if not by.get(g):
+            raise ParameterError(f"no results in group {g!r}; the groups are {sorted(by)}")
+    rows = []
+    for g, v in by.items():
+        a = np.asarray(v, dtype=np.float64)
+        se = float(a.std(ddof=1) / np.sqrt(a.size)) if a.size > 1 else float("nan")
+        rows.append((g, float(a.mean()), se, int(a.size)))
+    a, b = np.asarray(by[first]), np.asarray(by[second])
+    rng = np.random.default_rng(seed)
+    diffs = [a[rng.integers(0, a.size, a.size)].mean() - b[rng.integers(0, b.size, b.size)].mean()
+             for _ in range(resamples)]
+    se = float(np.std(diffs, ddof=1)) if a.size > 1 and b.size > 1 else float("nan")
+    diff = Estimate(float(a.mean() - b.mean()), se, int(a.size + b.size), resamples)
+    return GroupContrast(metric, tuple(rows), diff, first, second)

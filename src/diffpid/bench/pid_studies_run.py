@@ -1,0 +1,257 @@
+"""``diffpid bench bias|synonyms|homonyms|uniqueness``: resumable runs and results tables.
+
+Cases come from the shapes world (:mod:`diffpid.bench.pid_studies`, :mod:`diffpid.bench.uniqueness`)
+or from a user's CSV / JSON-lines file (:func:`read_pair_cases`: ``prompt``, ``word_1``, ``word_2``
+and optional ``image``, ``group``, ``strength``, ``conditional``, ``key``). For the
+DiffusionPID gender study, :func:`occupation_cases` builds ``"a photo of a GENDER OCCUPATION"``
+cases from a plain list of occupations (one per line).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ParameterError
+from ..runs import Item, ItemResult, file_digest, item_id
+from .pid_studies import (ATOMS, BiasSummary, GroupContrast, PairCase, PairResult, bias_summary, group_contrast,
+                          pair_pid)
+from .study_runs import StoredItem, model_meta, read_rows, run_study
+from .tables import ResultTable, write_table
+from .uniqueness import UniquenessCase, UniquenessSummary, mask_mass, summarize_uniqueness, uniqueness_figure
+
+__all__ = ["bias_table", "contrast_table", "occupation_cases", "read_pair_cases", "run_bias", "run_contrast",
+           "run_pairs", "run_uniqueness"]
+
+_INFO = ATOMS + ("mi_1", "mi_2", "mi_12")
+
+
+def read_pair_cases(path: str | os.PathLike, group: str = "") -> list[PairCase]:
+    """Cases of a CSV / JSON-lines file (columns in the module docstring); image paths relative to it."""
+    folder = Path(path).parent
+    out = []
+    for label, row in read_rows(path, ("prompt", "word_1", "word_2")):
+        image = str(folder / row["image"]) if row.get("image") else None
+        s = row.get("strength")
+        try:
+            strength = float(s) if s else None
+        except ValueError as err:
+            raise ParameterError(f"{Path(path).name} {label}: strength {s!r} is not a number") from err
+        cond = (row.get("conditional") or "").lower() in ("1", "true", "yes")
+        out.append(PairCase(image, row["prompt"], row["word_1"], row["word_2"], cond, row.get("group") or group,
+                            row.get("key") or f"{row['word_1']} {row['word_2']}", strength))
+    return out
+
+
+def occupation_cases(path: str | os.PathLike, genders: Sequence[str] = ("male", "female"),
+                     template: str = "a photo of a {gender} {occupation}", images: int = 1) -> list[PairCase]:
+    """DiffusionPID's gender-bias cases from a list of occupations (one per line; ``#`` comments).
+
+    Every (gender, occupation) pair gets ``images`` generated images (the image is ``None``:
+    generated from the prompt with the item's seed); the sources are the gender word and the
+    occupation.
+    """
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ParameterError(f"cannot read the occupation list {str(path)!r}; one occupation per line") from err
+    jobs = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    if not jobs:
+        raise ParameterError(f"{path} lists no occupations; write one per line")
+    if "{gender}" not in template or "{occupation}" not in template:
+        raise ParameterError("the template needs {gender} and {occupation}, e.g. 'a photo of a {gender} {occupation}'")
+    out = []
+    for job in jobs:
+        for g in genders:
+            for k in range(images):
+                out.append(PairCase(None, template.format(gender=g, occupation=job), g, job, group=g,
+                                    key=f"{g} {job}#{k}" if images > 1 else f"{g} {job}"))
+    return out
+
+
+def _image_key(image: Any) -> Any:
+    if image is None:
+        return None
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            return "sha256:" + file_digest(image)
+        except OSError:
+            return "unreadable:" + os.path.abspath(image)
+    arr = np.ascontiguousarray(np.asarray(image, dtype=np.float32))
+    return "array:" + hashlib.sha256(arr.tobytes()).hexdigest()
+
+
+def _from_store(s: StoredItem) -> PairResult:
+    v = s.values
+    case = PairCase(None, v["prompt"], v["word_1"], v["word_2"], v["conditional"], v["group"], v["key"], v["strength"])
+    maps = {k: np.asarray(s.arrays[k], dtype=np.float64) for k in ATOMS if k in s.arrays}
+    return PairResult(case, v["values"], v["stderrs"], v["pixel_redundancy"], maps, tuple(v["conditions"]))
+
+
+def run_pairs(name: str, cases: Sequence[PairCase], out: str | os.PathLike, *, model: Any = None, samples: int = 32,
+              sampler: str = "adaptive", seed: int = 0, masks: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+              progress: bool = False) -> tuple[list[PairResult], list[StoredItem], Any]:
+    """One pointwise PID per case through the resumable store.
+
+    Args:
+        name: the study (run folder ``out/NAME-<hash>``).
+        cases: the cases, in table order.
+        out: output folder.
+        model: ``None`` (the shapes model), a folder or hub id, or a loaded model.
+        samples, sampler: as :func:`diffpid.pid`.
+        seed: run seed.
+        masks: per case two ``(h, w)`` masks stored beside the maps (uniqueness).
+        progress: progress bar.
+
+    Returns:
+        The done cases' results, their stored items (arrays: atom maps, the image, masks), and
+        the run summary.
+    """
+    from ..explain import resolve_model
+
+    if not isinstance(samples, int) or samples < 1:
+        raise ParameterError(f"samples must be a positive integer, got {samples!r}")
+    if not cases:
+        raise ParameterError(f"no {name} cases; give at least one")
+    info = model_meta(model)
+    items = []
+    for i, c in enumerate(cases):
+        content = ("pair/1", _image_key(c.image), c.prompt, c.word_1, c.word_2, c.conditional, c.group, c.key,
+                   c.strength)
+        items.append(Item(item_id(*content), (c, None if masks is None else masks[i]), c.key or f"{c.word_1} {c.word_2}"))
+    loaded: list[Any] = []
+
+    def compute(item: Item, item_seed: int) -> ItemResult:
+        case, mask = item.data
+        if not loaded:
+            loaded.append(resolve_model(model))
+        m = loaded[0]
+        r = pair_pid(m, case, samples=samples, sampler=sampler, seed=item_seed % (2**31))
+        values = {"prompt": case.prompt, "word_1": case.word_1, "word_2": case.word_2, "conditional": case.conditional,
+                  "group": case.group, "key": case.key, "strength": case.strength, "values": r.values,
+                  "stderrs": r.stderrs, "pixel_redundancy": r.pixel_redundancy, "conditions": list(r.conditions)}
+        arrays = {k: np.asarray(v, dtype=np.float32) for k, v in r.maps.items()}
+        if mask is not None:
+            arrays["mask_1"], arrays["mask_2"] = np.asarray(mask[0], bool), np.asarray(mask[1], bool)
+            if isinstance(case.image, np.ndarray) or hasattr(case.image, "shape"):
+                arrays["image"] = np.asarray(m.decode(m.check_x(case.image))[0], dtype=np.uint8)
+        return ItemResult(values, arrays)
+
+    params = dict(model=info["model"], samples=samples, sampler=sampler)
+    run = run_study(name, items, compute, out=out, parameters=params, seed=seed, progress=progress)
+    return [_from_store(s) for s in run.items], list(run.items), run.summary
+
+
+def _meta(model: Any, results: Sequence[PairResult], summary: Any, samples: int, seed: int, extra: dict | None) -> dict:
+    return {**model_meta(model), "cases": len(results), "failed": len(summary.failed), "samples": samples,
+            "seed": seed, **(extra or {})}
+
+
+def _per_case(results: Sequence[PairResult]) -> list[dict]:
+    return [{"prompt": r.case.prompt, "word_1": r.case.word_1, "word_2": r.case.word_2, "group": r.case.group,
+             "key": r.case.key, "strength": r.case.strength, "conditions": list(r.conditions), **r.values,
+             **{f"{k}_stderr": v for k, v in r.stderrs.items()}, "pixel_redundancy": r.pixel_redundancy,
+             "redundant_share": r.redundant_share} for r in results]
+
+
+def bias_table(s: BiasSummary, meta: dict) -> ResultTable:
+    """Per pair: planted strength, mean redundancy, normalised redundancy, pixel-level redundancy."""
+    order = np.argsort(-s.normalized, kind="stable")
+    rows = tuple((s.keys[i], None if not np.isfinite(s.strength[i]) else float(s.strength[i]), float(s.redundancy[i]),
+                  float(s.normalized[i]), float(s.pixel_redundancy[i])) for i in order)
+    notes = [f"Highest redundancy: {s.top}."]
+    if s.spearman is not None:
+        notes.append(f"Spearman rank correlation of the normalised redundancy with the planted strength: "
+                     f"{s.spearman.value:.3f} +- {s.spearman.stderr:.3f} (bootstrap over {s.spearman.items} pairs); "
+                     f"of the pixel-level redundancy: {s.spearman_pixel.value:.3f} +- {s.spearman_pixel.stderr:.3f}.")
+    notes.append("Redundancy: image-level minimum-MI redundancy of the two words (PID against the empty prompt, "
+                 "joint = the full prompt), averaged over each pair's images, min-max normalised over the pairs; "
+                 "pixel-level: sum over pixels of the minimum of the two words' information maps.")
+    cols = ("pair", "planted strength", "redundancy (nats)", "normalised", "pixel redundancy (nats)")
+    return ResultTable("Bias: redundancy of attribute and object words", cols, rows, tuple(notes), meta)
+
+
+def run_bias(cases: Sequence[PairCase], out: str | os.PathLike, *, model: Any = None, samples: int = 32,
+             sampler: str = "adaptive", seed: int = 0, resamples: int = 1000, meta: dict | None = None,
+             progress: bool = False) -> tuple[BiasSummary, ResultTable]:
+    """The bias study: ``OUT/bias.md`` and ``bias.json`` (arguments as :func:`run_pairs`)."""
+    results, _, summary = run_pairs("bias", cases, out, model=model, samples=samples, sampler=sampler, seed=seed,
+                                    progress=progress)
+    if not results:
+        raise ParameterError(f"every bias case failed (see {summary.directory})")
+    s = bias_summary(results, resamples=resamples, seed=seed)
+    table = bias_table(s, _meta(model, results, summary, samples, seed, meta))
+    write_table(out, "bias", table, extra={"cases": _per_case(results)})
+    return s, table
+
+
+def contrast_table(title: str, contrasts: Sequence[GroupContrast], meta: dict, notes: Sequence[str]) -> ResultTable:
+    """One row per (metric, group) and one per metric for the difference of the contrasted groups."""
+    rows = []
+    for c in contrasts:
+        for g, mean, se, n in c.groups:
+            rows.append((c.metric, g, mean, se, n))
+        rows.append((c.metric, f"{c.first} - {c.second}", c.difference.value, c.difference.stderr, c.difference.items))
+    return ResultTable(title, ("metric", "group", "mean", "stderr", "cases"), tuple(rows), tuple(notes), meta)
+
+
+def run_contrast(name: str, cases: Sequence[PairCase], out: str | os.PathLike, *, first: str, second: str,
+                 metrics: Sequence[str], title: str, notes: Sequence[str] = (), model: Any = None, samples: int = 32,
+                 sampler: str = "adaptive", seed: int = 0, resamples: int = 1000, meta: dict | None = None,
+                 progress: bool = False) -> tuple[list[GroupContrast], ResultTable]:
+    """A two-group study (synonyms, homonyms): ``OUT/NAME.md`` and ``.json``.
+
+    Args:
+        name: the study's name (``synonyms``, ``homonyms``).
+        cases: cases of (at least) the groups ``first`` and ``second``.
+        first, second: the groups compared.
+        metrics: the metrics compared (first is the study's headline).
+        title, notes: the table's title and notes.
+        Other arguments as :func:`run_pairs`.
+    """
+    results, _, summary = run_pairs(name, cases, out, model=model, samples=samples, sampler=sampler, seed=seed,
+                                    progress=progress)
+    if not results:
+        raise ParameterError(f"every {name} case failed (see {summary.directory})")
+    contrasts = [group_contrast(results, m, first, second, resamples=resamples, seed=seed) for m in metrics]
+    table = contrast_table(title, contrasts, _meta(model, results, summary, samples, seed, meta), notes)
+    write_table(out, name, table, extra={"cases": _per_case(results)})
+    return contrasts, table
+
+
+def run_uniqueness(cases: Sequence[UniquenessCase], out: str | os.PathLike, *, model: Any = None, samples: int = 32,
+                   sampler: str = "adaptive", seed: int = 0, figure_cases: int = 6, meta: dict | None = None,
+                   progress: bool = False) -> tuple[UniquenessSummary, ResultTable]:
+    """Unique-information maps of two objects' words: ``OUT/uniqueness.md``, ``.json`` and ``uniqueness.png``."""
+    from ..run_store import write_atomic
+
+    pairs = [c.pair for c in cases]
+    results, stored, summary = run_pairs("uniqueness", pairs, out, model=model, samples=samples, sampler=sampler,
+                                         seed=seed, masks=[(c.mask_1, c.mask_2) for c in cases], progress=progress)
+    if not results:
+        raise ParameterError(f"every uniqueness case failed (see {summary.directory})")
+    masses = []
+    for r, s in zip(results, stored):
+        m1, m2 = s.arrays["mask_1"], s.arrays["mask_2"]
+        masses += [mask_mass(r.maps["unique_1"], m1, m2), mask_mass(r.maps["unique_2"], m2, m1)]
+    u = summarize_uniqueness(masses)
+    rows = (("own object", u.own, u.own_stderr, u.own_area), ("other object", u.other, u.other_stderr, u.other_area))
+    notes = (f"{u.maps} unique maps (two per case: U1 of the first word, U2 of the second); a map has more mass on "
+             f"its own object than on the other in {100 * u.hit_rate:.1f}% of them.",
+             "Share: a unique map's mass inside the object's mask over its total mass; flat-map share: the mask's "
+             "area (what a map spread evenly would give). CPID of the two words given the rest of the caption.")
+    table = ResultTable("Uniqueness maps: where each word's unique information lies",
+                        ("mask", "share of the unique map", "stderr", "flat-map share"), rows, notes,
+                        _meta(model, results, summary, samples, seed, meta))
+    write_table(out, "uniqueness", table, extra={"cases": _per_case(results),
+                                                 "mass": [m.__dict__ for m in masses]})
+    shown = [(r, s) for r, s in zip(results, stored) if "image" in s.arrays][:figure_cases]
+    if shown:
+        png = uniqueness_figure([s.arrays["image"] for _, s in shown], [r.maps for r, _ in shown],
+                                [r.case.prompt or "" for r, _ in shown], [(r.case.word_1, r.case.word_2) for r, _ in shown])
+        write_atomic(Path(out) / "uniqueness.png", png)
+    return u, table
