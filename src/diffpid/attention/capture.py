@@ -66,6 +66,7 @@ class _Call:
         self.count = 0
         self.layers: dict[int, torch.Tensor] = {}  # layer -> (R, T, H, W) mean over heads
         self.heads: dict[int, torch.Tensor] = {}  # layer -> (R, heads, T, H, W)
+        self.sel: torch.Tensor | None = None  # the labelled rows' indices on the UNet's device
 
 
 def _arg(args: tuple, kwargs: dict, pos: int, name: str) -> Any:
@@ -243,13 +244,14 @@ class AttentionCapture:
         call = self._call
         if call is None or not call.index:
             return
-        idx = call.index
-        sel = torch.tensor(idx, device=hs.device)
-        if mask is not None and mask.shape[0] == hs.shape[0]:
-            mask = mask.index_select(0, sel)
-        if temb is not None and temb.shape[0] == hs.shape[0]:
-            temb = temb.index_select(0, sel)
-        probs = attention_probabilities(attn, hs.index_select(0, sel), ehs.index_select(0, sel), mask, temb)
+        b = hs.shape[0]
+        if len(call.index) < b:  # compute only the captured rows
+            if call.sel is None or call.sel.device != hs.device:
+                call.sel = torch.tensor(call.index, device=hs.device)
+            mask = mask.index_select(0, call.sel) if mask is not None and mask.shape[0] == b else mask
+            temb = temb.index_select(0, call.sel) if temb is not None and temb.shape[0] == b else temb
+            hs, ehs = hs.index_select(0, call.sel), ehs.index_select(0, call.sel)
+        probs = attention_probabilities(attn, hs, ehs, mask, temb)
         if self.tokens is not None:
             if self.tokens[-1] >= probs.shape[-1]:
                 raise ShapeError(f"token {self.tokens[-1]} asked for, but the layer attends to {probs.shape[-1]} tokens")
