@@ -118,6 +118,10 @@ def test_probabilities_sum_to_one_and_reproduce_the_layer_output(unet):
         mixed = (p @ v).transpose(1, 2).reshape(2, 256, -1)
         out = attn.to_out[0](mixed)
         assert torch.allclose(out, attn(hs, encoder_hidden_states=ehs), atol=1e-5)
+    # through the capture, at a layer's own resolution: the token maps sum to 1 at every pixel
+    with AttentionCapture(unet, "p", layers=[FIRST]) as cap:
+        _run(unet, torch.randn(1, 4, 16, 16, generator=g), torch.randn(1, 77, 32, generator=g))
+    assert torch.allclose(cap.token_maps().sum(0), torch.ones(16, 16), atol=1e-5)
 
 
 def test_processor_keyword_arguments_pass_through():
