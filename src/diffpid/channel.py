@@ -107,10 +107,11 @@ class Sampler:
         done = 0
         while done < n:
             m = min(chunk, n - done)
-            u = torch.rand(m, generator=generator, dtype=torch.float64)
-            a, w = self.levels(u)
-            eps = torch.randn((m, *shape), generator=generator)
-            yield Draw(a, w, eps)
+            # one (u, eps) pair after the other, so that the draws do not depend on the chunk size
+            pairs = [(torch.rand(1, generator=generator, dtype=torch.float64), torch.randn((1, *shape), generator=generator))
+                     for _ in range(m)]
+            a, w = self.levels(torch.cat([p[0] for p in pairs]))
+            yield Draw(a, w, torch.cat([p[1] for p in pairs]))
             done += m
 
 
