@@ -55,6 +55,10 @@ class TextMixture(Model):
         self.name = "text-mixture"
 
     def encode_prompt(self, prompt: str):
+        from diffpid.errors import ConditionError
+
+        if prompt and prompt not in self.captions:
+            raise ConditionError(f"unknown caption {prompt!r}")
         return self.mixture.encode_prompt(self.captions[prompt] if prompt else None)
 
     def eps(self, x_a, logsnr, conditions):
