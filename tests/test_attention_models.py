@@ -104,6 +104,11 @@ def test_sdxl_and_pixel_space(sdxl_path, pixel_path):
         assert m.maps.shape == (1, *model.resolution) and np.isfinite(m.maps).all() and m.maps.max() > 0
         assert m.tokens == (token_span(prompt, word, model),)
         assert len(m.head_maps) == len(m.layers) and m.head_maps[0].shape[1:] == (1, *model.resolution)
+    # a component folder samples with its own DDIM loop, batch [prompt, negative]: rows found by embedding
+    gen = attention_maps(model, "a red cat", ["cat"], steps=3, seed=1)
+    with AttentionCapture(model.unet, "a red cat", tokenizer=model.tokenizers[0], layout=["a red cat", ""]) as cap:
+        model.generate("a red cat", seed=1, steps=3)
+    assert gen.steps == 3 and np.allclose(gen.maps, cap.maps(["cat"], size=model.resolution).maps, atol=1e-6)
 
 
 def test_eps_that_breaks_the_row_layout_is_caught(sd):
