@@ -339,13 +339,12 @@ class AttentionCapture:
 
     def _prompt(self, prompt: str | None) -> str:
         if prompt is None:
-            return self.prompts[-1] if len(self.prompts) == 1 else self._need_prompt()
+            if len(self.prompts) > 1:
+                raise ParameterError(f"several prompts were captured; name one of {list(self.prompts)}")
+            return self.prompts[0]
         if prompt not in self.prompts:
             raise ParameterError(f"{prompt!r} was not captured; captured prompts: {list(self.prompts)}")
         return prompt
-
-    def _need_prompt(self) -> str:
-        raise ParameterError(f"several prompts were captured; name one of {list(self.prompts)}")
 
     def _get(self, prompt: str | None, image: int) -> tuple[str, _Acc]:
         prompt = self._prompt(prompt)
