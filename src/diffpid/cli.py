@@ -155,6 +155,20 @@ def build_parser() -> argparse.ArgumentParser:
     bc = bench.add_parser("compositional", help="caption ranking by information (shapes swap sets, ARO)")
     compositional_run.add_arguments(bc)
     bc.set_defaults(func=cmd_bench, bench_command=compositional_run.command)
+    from .bench import intervention_run, pid_studies_cli as studies
+
+    bi = bench.add_parser("intervention", help="image change after omitting/swapping a word vs CMI and attention")
+    intervention_run.add_arguments(bi)
+    bi.set_defaults(func=cmd_bench, bench_command=intervention_run.command)
+    for name, add, run, text in (
+        ("bias", studies.add_bias, studies.bias, "redundancy of attribute and object words vs planted bias"),
+        ("synonyms", studies.add_synonyms, studies.synonyms, "redundancy of synonyms vs unrelated word pairs"),
+        ("homonyms", studies.add_homonyms, studies.homonyms, "synergy of an ambiguous word with its neighbour"),
+        ("uniqueness", studies.add_uniqueness, studies.uniqueness, "unique-information maps of two objects' words"),
+    ):
+        bs = bench.add_parser(name, help=text)
+        add(bs)
+        bs.set_defaults(func=cmd_bench, bench_command=run)
 
     # further subcommands (train-shapes, explain, bench, run, runs) register here
     return p

@@ -19,10 +19,11 @@ from ..errors import ParameterError
 from ..runs import Item, ItemResult, file_digest, item_id
 from .correlation import Estimate
 from .intervention import Intervention, InterventionCase, InterventionSummary, intervene, summarize_interventions
-from .study_runs import StoredItem, model_meta, read_rows, run_study
+from .common import model_facts
+from .study_runs import StoredItem, read_rows, run_study
 from .tables import ResultTable, write_table
 
-__all__ = ["intervention_table", "read_cases", "run_intervention", "shapes_cases"]
+__all__ = ["add_arguments", "command", "intervention_table", "read_cases", "run_intervention", "shapes_cases"]
 
 MODES = ("omit", "swap")
 
@@ -175,7 +176,7 @@ def run_intervention(
             raise ParameterError(f"{label} must be a positive integer, got {v!r}")
     if not cases:
         raise ParameterError("no intervention items; give at least one")
-    info = model_meta(model)
+    info = model_facts(model)
     items = [Item(item_id("intervention/1", _case_key(c), c.caption, c.word, c.replacement), c, label)
              for label, c in cases]
     loaded: list[Any] = []
@@ -200,3 +201,38 @@ def run_intervention(
     per_item = [{"name": s.name, **r.values()} for s, r in zip(run.items, results)]
     write_table(out, table_name, table, extra={"items": per_item})
     return summary, table
+
+
+def add_arguments(p: Any) -> None:
+    """Arguments of ``diffpid bench intervention``."""
+    p.add_argument("--items", default=None, help="CSV/JSONL with caption, word[, image, replacement, id] "
+                   "(default: shapes-world scenes)")
+    p.add_argument("--n", type=int, default=24, help="shapes-world items")
+    p.add_argument("--mode", choices=MODES, default="omit", help="shapes world: omit the word or swap it")
+    p.add_argument("--model", default=None, help="diffusers folder or hub id (default: the embedded shapes model)")
+    p.add_argument("--steps", type=int, default=25, help="DDIM steps of inversion, regeneration and attention")
+    p.add_argument("--samples", type=int, default=32, help="(a, eps) draws of each information estimate")
+    p.add_argument("--guidance", type=float, default=1.0, help="guidance of inversion and regeneration (1 = none)")
+    p.add_argument("--no-attention", action="store_true", help="skip the attention baseline")
+    p.add_argument("--sampler", default="adaptive", help="log-SNR sampler: adaptive, sobol, published, uniform")
+    p.add_argument("--seed", type=int, default=0, help="run seed (shapes scenes, estimator draws, bootstrap)")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--out", required=True, help="folder for the resumable run and the results table")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def command(args: Any) -> int:
+    """Run ``diffpid bench intervention`` and print the table."""
+    from .tables import to_markdown
+
+    if args.items is None:
+        cases, dataset = shapes_cases(args.n, args.seed, args.mode), "shapes"
+        meta = {"world_seed": args.seed, "mode": args.mode}
+    else:
+        cases, dataset, meta = read_cases(args.items), "file", {"items_file": str(args.items)}
+    _, table = run_intervention(cases, args.out, model=args.model, steps=args.steps, samples=args.samples,
+                                guidance=args.guidance, attention=not args.no_attention, sampler=args.sampler,
+                                seed=args.seed, resamples=args.resamples, table_name=f"intervention-{dataset}",
+                                meta=meta, progress=not args.no_progress)
+    print(to_markdown(table))
+    return 0 if table.meta.get("failed", 0) == 0 else 1

@@ -76,7 +76,8 @@ class PairResult:
 
     Args:
         case: the case (its image left out).
-        values, stderrs: ``{"redundancy", "unique_1", "unique_2", "synergy", "mi_1", "mi_2", "mi_12"}``.
+        values, stderrs: ``{"redundancy", "unique_1", "unique_2", "synergy", "mi_1", "mi_2", "mi_12",
+            "per_snr_redundancy"}`` (the last: the minimum taken per noise draw and pixel, :func:`diffpid.pid`).
         pixel_redundancy: sum over pixels of ``min(map_1, map_2)`` of the two words' information maps.
         maps: ``{atom: (h, w)}`` pixel maps of the four atoms.
         conditions: the four prompts compared.
@@ -124,7 +125,7 @@ def pair_pid(model: Model, case: PairCase, *, samples: int = 32, sampler: Any = 
             full_prompt=full, samples=samples, sampler=sampler, batch_size=batch_size, redundancy=redundancy,
             seed=seed)
     named = dict(zip(ATOMS, r.atoms))
-    named.update(mi_1=r.mi_1, mi_2=r.mi_2, mi_12=r.mi_12)
+    named.update(mi_1=r.mi_1, mi_2=r.mi_2, mi_12=r.mi_12, per_snr_redundancy=r.per_snr_redundancy)
     values = {k: float(v.value) for k, v in named.items()}
     stderrs = {k: float(v.stderr) for k, v in named.items()}
     pixel_r = float(np.minimum(r.mi_1.pixel_map, r.mi_2.pixel_map).sum())
@@ -247,9 +248,11 @@ class BiasSummary:
         redundancy: ``(n_pairs,)`` mean image-level redundancy of each pair (nats).
         normalized: ``(n_pairs,)`` min-max normalised redundancy.
         pixel_redundancy: ``(n_pairs,)`` mean pixel-level redundancy.
+        per_snr_redundancy: ``(n_pairs,)`` mean per-noise-level redundancy.
         strength: ``(n_pairs,)`` planted strengths (NaN where none).
-        spearman, spearman_pixel: rank correlation of the (image / pixel-level) redundancy with
-            the strength, bootstrap over pairs (``None`` without strengths).
+        spearman, spearman_pixel, spearman_per_snr: rank correlation of the image-level,
+            pixel-level and per-noise-level redundancy with the strength, bootstrap over pairs
+            (``None`` without strengths).
         top: the pair with the highest normalised redundancy.
     """
 
@@ -257,9 +260,11 @@ class BiasSummary:
     redundancy: np.ndarray
     normalized: np.ndarray
     pixel_redundancy: np.ndarray
+    per_snr_redundancy: np.ndarray
     strength: np.ndarray
     spearman: Estimate | None
     spearman_pixel: Estimate | None
+    spearman_per_snr: Estimate | None
     top: str
 
 
@@ -269,15 +274,16 @@ def bias_summary(results: Sequence[PairResult], *, resamples: int = 1000, seed: 
         raise ParameterError("no bias results to summarise; run at least one pair")
     keys, red, first = _by_key(results, "redundancy")
     _, pix, _ = _by_key(results, "pixel_redundancy")
+    _, snr, _ = _by_key(results, "per_snr_redundancy")
     strength = np.array([np.nan if r.case.strength is None else r.case.strength for r in first])
     norm = minmax(red)
-    rho = rho_pix = None
-    if np.isfinite(strength).sum() >= 2:
-        ok = np.isfinite(strength)
-        s, n, p = strength[ok], norm[ok], pix[ok]
-        rho = bootstrap(lambda i: spearman(n[i], s[i]), int(ok.sum()), resamples=resamples, seed=seed)
-        rho_pix = bootstrap(lambda i: spearman(p[i], s[i]), int(ok.sum()), resamples=resamples, seed=seed)
-    return BiasSummary(tuple(keys), red, norm, pix, strength, rho, rho_pix, keys[int(np.argmax(red))])
+    rhos: list[Estimate | None] = [None, None, None]
+    ok = np.isfinite(strength)
+    if ok.sum() >= 2:
+        s = strength[ok]
+        for j, v in enumerate((norm[ok], pix[ok], snr[ok])):
+            rhos[j] = bootstrap(lambda i, v=v: spearman(v[i], s[i]), int(ok.sum()), resamples=resamples, seed=seed)
+    return BiasSummary(tuple(keys), red, norm, pix, snr, strength, *rhos, keys[int(np.argmax(red))])
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,9 @@ import numpy as np
 from ..errors import ParameterError
 from ..runs import Item, ItemResult, file_digest, item_id
 from .pid_studies import (ATOMS, BiasSummary, GroupContrast, PairCase, PairResult, bias_summary, group_contrast,
-                          pair_pid)
-from .study_runs import StoredItem, model_meta, read_rows, run_study
+                          metric_of, pair_pid)
+from .common import model_facts
+from .study_runs import StoredItem, read_rows, run_study
 from .tables import ResultTable, write_table
 from .uniqueness import UniquenessCase, UniquenessSummary, mask_mass, summarize_uniqueness, uniqueness_figure
 
@@ -117,7 +118,7 @@ def run_pairs(name: str, cases: Sequence[PairCase], out: str | os.PathLike, *, m
         raise ParameterError(f"samples must be a positive integer, got {samples!r}")
     if not cases:
         raise ParameterError(f"no {name} cases; give at least one")
-    info = model_meta(model)
+    info = model_facts(model)
     items = []
     for i, c in enumerate(cases):
         content = ("pair/1", _image_key(c.image), c.prompt, c.word_1, c.word_2, c.conditional, c.group, c.key,
@@ -147,7 +148,7 @@ def run_pairs(name: str, cases: Sequence[PairCase], out: str | os.PathLike, *, m
 
 
 def _meta(model: Any, results: Sequence[PairResult], summary: Any, samples: int, seed: int, extra: dict | None) -> dict:
-    return {**model_meta(model), "cases": len(results), "failed": len(summary.failed), "samples": samples,
+    return {**model_facts(model), "cases": len(results), "failed": len(summary.failed), "samples": samples,
             "seed": seed, **(extra or {})}
 
 
@@ -162,30 +163,34 @@ def bias_table(s: BiasSummary, meta: dict) -> ResultTable:
     """Per pair: planted strength, mean redundancy, normalised redundancy, pixel-level redundancy."""
     order = np.argsort(-s.normalized, kind="stable")
     rows = tuple((s.keys[i], None if not np.isfinite(s.strength[i]) else float(s.strength[i]), float(s.redundancy[i]),
-                  float(s.normalized[i]), float(s.pixel_redundancy[i])) for i in order)
+                  float(s.normalized[i]), float(s.pixel_redundancy[i]), float(s.per_snr_redundancy[i])) for i in order)
     notes = [f"Highest redundancy: {s.top}."]
     if s.spearman is not None:
         notes.append(f"Spearman rank correlation of the normalised redundancy with the planted strength: "
                      f"{s.spearman.value:.3f} +- {s.spearman.stderr:.3f} (bootstrap over {s.spearman.items} pairs); "
-                     f"of the pixel-level redundancy: {s.spearman_pixel.value:.3f} +- {s.spearman_pixel.stderr:.3f}.")
+                     f"of the pixel-level redundancy: {s.spearman_pixel.value:.3f} +- {s.spearman_pixel.stderr:.3f}; "
+                     f"of the per-noise-level redundancy: {s.spearman_per_snr.value:.3f} +- "
+                     f"{s.spearman_per_snr.stderr:.3f}.")
     notes.append("Redundancy: image-level minimum-MI redundancy of the two words (PID against the empty prompt, "
                  "joint = the full prompt), averaged over each pair's images, min-max normalised over the pairs; "
-                 "pixel-level: sum over pixels of the minimum of the two words' information maps.")
-    cols = ("pair", "planted strength", "redundancy (nats)", "normalised", "pixel redundancy (nats)")
+                 "pixel-level: sum over pixels of the minimum of the two words' information maps; per noise level: "
+                 "the minimum per (a, eps) draw and pixel inside the integral (redundancy='per_snr').")
+    cols = ("pair", "planted strength", "redundancy (nats)", "normalised", "pixel redundancy (nats)",
+            "per-noise-level redundancy (nats)")
     return ResultTable("Bias: redundancy of attribute and object words", cols, rows, tuple(notes), meta)
 
 
 def run_bias(cases: Sequence[PairCase], out: str | os.PathLike, *, model: Any = None, samples: int = 32,
              sampler: str = "adaptive", seed: int = 0, resamples: int = 1000, meta: dict | None = None,
-             progress: bool = False) -> tuple[BiasSummary, ResultTable]:
-    """The bias study: ``OUT/bias.md`` and ``bias.json`` (arguments as :func:`run_pairs`)."""
+             table_name: str = "bias", progress: bool = False) -> tuple[BiasSummary, ResultTable]:
+    """The bias study: ``OUT/TABLE_NAME.md`` and ``.json`` (arguments as :func:`run_pairs`)."""
     results, _, summary = run_pairs("bias", cases, out, model=model, samples=samples, sampler=sampler, seed=seed,
                                     progress=progress)
     if not results:
         raise ParameterError(f"every bias case failed (see {summary.directory})")
     s = bias_summary(results, resamples=resamples, seed=seed)
     table = bias_table(s, _meta(model, results, summary, samples, seed, meta))
-    write_table(out, "bias", table, extra={"cases": _per_case(results)})
+    write_table(out, table_name, table, extra={"cases": _per_case(results)})
     return s, table
 
 
@@ -202,8 +207,8 @@ def contrast_table(title: str, contrasts: Sequence[GroupContrast], meta: dict, n
 def run_contrast(name: str, cases: Sequence[PairCase], out: str | os.PathLike, *, first: str, second: str,
                  metrics: Sequence[str], title: str, notes: Sequence[str] = (), model: Any = None, samples: int = 32,
                  sampler: str = "adaptive", seed: int = 0, resamples: int = 1000, meta: dict | None = None,
-                 progress: bool = False) -> tuple[list[GroupContrast], ResultTable]:
-    """A two-group study (synonyms, homonyms): ``OUT/NAME.md`` and ``.json``.
+                 table_name: str | None = None, progress: bool = False) -> tuple[list[GroupContrast], ResultTable]:
+    """A two-group study (synonyms, homonyms): ``OUT/TABLE_NAME.md`` and ``.json`` (default name: ``NAME``).
 
     Args:
         name: the study's name (``synonyms``, ``homonyms``).
@@ -218,15 +223,20 @@ def run_contrast(name: str, cases: Sequence[PairCase], out: str | os.PathLike, *
     if not results:
         raise ParameterError(f"every {name} case failed (see {summary.directory})")
     contrasts = [group_contrast(results, m, first, second, resamples=resamples, seed=seed) for m in metrics]
+    per_key: dict[str, list[float]] = {}
+    for r in results:
+        per_key.setdefault(r.case.key or f"{r.case.word_1} {r.case.word_2}", []).append(metric_of(r, metrics[0]))
+    breakdown = ", ".join(f"{k}: {np.mean(v):.3f}" for k, v in per_key.items())
+    notes = (*notes, f"Mean {metrics[0]} per pair: {breakdown}.")
     table = contrast_table(title, contrasts, _meta(model, results, summary, samples, seed, meta), notes)
-    write_table(out, name, table, extra={"cases": _per_case(results)})
+    write_table(out, table_name or name, table, extra={"cases": _per_case(results)})
     return contrasts, table
 
 
 def run_uniqueness(cases: Sequence[UniquenessCase], out: str | os.PathLike, *, model: Any = None, samples: int = 32,
                    sampler: str = "adaptive", seed: int = 0, figure_cases: int = 6, meta: dict | None = None,
-                   progress: bool = False) -> tuple[UniquenessSummary, ResultTable]:
-    """Unique-information maps of two objects' words: ``OUT/uniqueness.md``, ``.json`` and ``uniqueness.png``."""
+                   table_name: str = "uniqueness", progress: bool = False) -> tuple[UniquenessSummary, ResultTable]:
+    """Unique-information maps of two objects' words: ``OUT/TABLE_NAME.md``, ``.json`` and ``.png``."""
     from ..run_store import write_atomic
 
     pairs = [c.pair for c in cases]
@@ -247,11 +257,11 @@ def run_uniqueness(cases: Sequence[UniquenessCase], out: str | os.PathLike, *, m
     table = ResultTable("Uniqueness maps: where each word's unique information lies",
                         ("mask", "share of the unique map", "stderr", "flat-map share"), rows, notes,
                         _meta(model, results, summary, samples, seed, meta))
-    write_table(out, "uniqueness", table, extra={"cases": _per_case(results),
+    write_table(out, table_name, table, extra={"cases": _per_case(results),
                                                  "mass": [m.__dict__ for m in masses]})
     shown = [(r, s) for r, s in zip(results, stored) if "image" in s.arrays][:figure_cases]
     if shown:
         png = uniqueness_figure([s.arrays["image"] for _, s in shown], [r.maps for r, _ in shown],
                                 [r.case.prompt or "" for r, _ in shown], [(r.case.word_1, r.case.word_2) for r, _ in shown])
-        write_atomic(Path(out) / "uniqueness.png", png)
+        write_atomic(Path(out) / f"{table_name}.png", png)
     return u, table

@@ -2,8 +2,8 @@
 
 A study is a list of :class:`~diffpid.runs.Item` and a per-item function; :func:`run_study`
 runs the items not yet stored (each result written atomically, so a killed run resumes),
-then returns every done item's values and arrays in item order. :func:`model_meta` records
-which model was measured, with the training step of a shapes-model checkpoint.
+then returns every done item's values and arrays in item order; :func:`read_rows` reads a
+user's CSV or JSON-lines item file.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 from ..runs import Item, ItemResult, RunSummary, collect, run_items
 from ..run_store import RunStore
 
-__all__ = ["StoredItem", "StudyRun", "checkpoint_step", "model_meta", "read_rows", "run_study"]
+__all__ = ["StoredItem", "StudyRun", "read_rows", "run_study"]
 
 
 @dataclass(frozen=True)
@@ -49,36 +49,6 @@ class StudyRun:
 
     summary: RunSummary
     items: tuple[StoredItem, ...]
-
-
-def checkpoint_step(model: Any) -> int | None:
-    """The training step of a shapes-model folder (``training.json``), ``None`` when unknown.
-
-    Args:
-        model: ``None`` (the shipped shapes model) or a model folder path; anything else gives ``None``.
-    """
-    if model is None:
-        from ..models.shapes import default_model_path
-
-        folder = default_model_path()
-    elif isinstance(model, (str, os.PathLike)) and Path(model).is_dir():
-        folder = Path(model)
-    else:
-        return None
-    try:
-        facts = json.loads((folder / "training.json").read_text())
-    except (OSError, ValueError):
-        return None
-    step = facts.get("steps") if isinstance(facts, dict) else None
-    return int(step) if isinstance(step, (int, float)) else None
-
-
-def model_meta(model: Any) -> dict[str, Any]:
-    """``{"model": ..., "checkpoint_step": ...}`` for a results table (the run's model key)."""
-    from ..run_words import model_key
-
-    key = model_key(model) if model is None or isinstance(model, (str, os.PathLike)) else getattr(model, "name", "model")
-    return {"model": str(key), "checkpoint_step": checkpoint_step(model)}
 
 
 def run_study(

@@ -11,7 +11,6 @@ and redundancy maps side by side for the report.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from typing import Sequence
 

@@ -1,0 +1,139 @@
+"""Command-line arguments and commands of ``diffpid bench bias|synonyms|homonyms|uniqueness``.
+
+Without a case file every study runs on the shapes world with the embedded model (or
+``--model``); with ``--cases FILE`` (CSV / JSON lines: ``prompt, word_1, word_2`` and optional
+``image, group, strength, conditional, key``) it runs on any model. ``bias --occupations FILE``
+builds DiffusionPID's gender study from a list of occupations.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .pid_studies import bias_cases, homonym_cases, synonym_cases
+from .pid_studies_run import occupation_cases, read_pair_cases, run_bias, run_contrast, run_uniqueness
+from .tables import to_markdown
+from .uniqueness import uniqueness_cases
+
+__all__ = ["add_bias", "add_homonyms", "add_synonyms", "add_uniqueness", "bias", "homonyms", "synonyms", "uniqueness"]
+
+SYNONYM_NOTES = (
+    "Shapes world: images of squares; the synonym pair is ('square', 'box'), the unrelated pairs are the image's "
+    "colour or size word with 'square' or 'box'. PID of the two words against the empty prompt (joint: 'y1 y2').",
+    "redundant_share = R / m(y1 y2): near 1 when the words say the same thing, about min / (m1 + m2) <= 1/2 when "
+    "their informations add up. Raw redundancy R = min(m1, m2) does not tell synonyms from unrelated words that "
+    "carry as much information.",
+)
+HOMONYM_NOTES = (
+    "Shapes world: 'orange' before a shape word is the colour, alone it is the fruit (a circle of any colour). "
+    "Homonym pairs: ('orange', SHAPE) in 'a orange SHAPE'; controls: other colours with the same shapes. PID against "
+    "the empty prompt with the full prompt as the joint; synergy S = m12 - m1 - m2 + R.",
+)
+
+
+def _common(p: Any, samples: int = 32) -> None:
+    p.add_argument("--model", default=None, help="diffusers folder or hub id (default: the embedded shapes model)")
+    p.add_argument("--samples", type=int, default=samples, help="(a, eps) draws per decomposition")
+    p.add_argument("--sampler", default="adaptive", help="log-SNR sampler: adaptive, sobol, published, uniform")
+    p.add_argument("--seed", type=int, default=0, help="run seed (scenes, estimator draws, bootstrap)")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--out", required=True, help="folder for the resumable run and the results table")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _kw(args: Any, dataset: str, meta: dict) -> dict:
+    return dict(model=args.model, samples=args.samples, sampler=args.sampler, seed=args.seed,
+                meta={"dataset": dataset, **meta}, progress=not args.no_progress)
+
+
+def _name(study: str, dataset: str) -> str:
+    return f"{study}-{dataset}"
+
+
+def add_bias(p: Any) -> None:
+    """Arguments of ``diffpid bench bias``."""
+    p.add_argument("--cases", default=None, help="CSV/JSONL of prompt, word_1 (attribute), word_2 (object)[, strength, image]")
+    p.add_argument("--occupations", default=None, help="text file, one occupation per line (DiffusionPID gender study)")
+    p.add_argument("--genders", default="male,female", help="comma-separated gender words for --occupations")
+    p.add_argument("--template", default="a photo of a {gender} {occupation}", help="prompt template for --occupations")
+    p.add_argument("--images", type=int, default=2, help="images per pair")
+    p.add_argument("--generated", action="store_true", help="shapes world: generate the images instead of drawing scenes")
+    _common(p)
+
+
+def bias(args: Any) -> int:
+    """Run the bias study and print its table."""
+    if args.cases:
+        cases, dataset = read_pair_cases(args.cases, group="bias"), "file"
+    elif args.occupations:
+        genders = [g.strip() for g in args.genders.split(",") if g.strip()]
+        cases, dataset = occupation_cases(args.occupations, genders, args.template, args.images), "occupations"
+    else:
+        cases, dataset = bias_cases(args.images, args.seed, args.generated), "shapes"
+    _, table = run_bias(cases, args.out, resamples=args.resamples, table_name=_name("bias", dataset),
+                        **_kw(args, dataset, {"images_per_pair": args.images}))
+    print(to_markdown(table))
+    return 0 if table.meta.get("failed", 0) == 0 else 1
+
+
+def add_synonyms(p: Any) -> None:
+    """Arguments of ``diffpid bench synonyms``."""
+    p.add_argument("--cases", default=None, help="CSV/JSONL of prompt, word_1, word_2, group (synonym / unrelated)[, image]")
+    p.add_argument("--images", type=int, default=8, help="shapes world: square scenes")
+    _common(p)
+
+
+def synonyms(args: Any) -> int:
+    """Run the synonym study and print its table."""
+    cases, dataset = (read_pair_cases(args.cases), "file") if args.cases else (synonym_cases(args.images, args.seed), "shapes")
+    _, table = run_contrast("synonyms", cases, args.out, first="synonym", second="unrelated",
+                            metrics=("redundant_share", "redundancy", "unique_1", "unique_2", "pixel_redundancy"),
+                            title="Synonyms: redundancy of synonyms against unrelated words",
+                            notes=SYNONYM_NOTES if dataset == "shapes" else (), resamples=args.resamples,
+                            table_name=_name("synonyms", dataset),
+                            **_kw(args, dataset, {"images": args.images}))
+    print(to_markdown(table))
+    return 0 if table.meta.get("failed", 0) == 0 else 1
+
+
+def add_homonyms(p: Any) -> None:
+    """Arguments of ``diffpid bench homonyms``."""
+    p.add_argument("--cases", default=None, help="CSV/JSONL of prompt, word_1, word_2, group (homonym / control)[, image]")
+    p.add_argument("--images", type=int, default=2, help="shapes world: scenes per prompt")
+    p.add_argument("--shapes", default="circle,square,triangle,diamond", help="shapes world: shape words")
+    p.add_argument("--controls", default="red,blue,green", help="shapes world: control colours")
+    _common(p)
+
+
+def homonyms(args: Any) -> int:
+    """Run the homonym study and print its table."""
+    if args.cases:
+        cases, dataset = read_pair_cases(args.cases), "file"
+    else:
+        split = lambda v: [w.strip() for w in v.split(",") if w.strip()]  # noqa: E731
+        cases, dataset = homonym_cases(args.images, args.seed, split(args.controls), split(args.shapes)), "shapes"
+    _, table = run_contrast("homonyms", cases, args.out, first="homonym", second="control",
+                            metrics=("synergy", "redundancy", "mi_12"),
+                            title="Homonyms: synergy of the ambiguous word with its neighbour",
+                            notes=HOMONYM_NOTES if dataset == "shapes" else (), resamples=args.resamples,
+                            table_name=_name("homonyms", dataset),
+                            **_kw(args, dataset, {"images": args.images}))
+    print(to_markdown(table))
+    return 0 if table.meta.get("failed", 0) == 0 else 1
+
+
+def add_uniqueness(p: Any) -> None:
+    """Arguments of ``diffpid bench uniqueness``."""
+    p.add_argument("--n", type=int, default=16, help="two-object shapes scenes")
+    p.add_argument("--role", choices=("shape", "color", "size"), default="shape", help="which word of each object")
+    p.add_argument("--figure-cases", type=int, default=6, help="cases drawn in uniqueness.png")
+    _common(p)
+
+
+def uniqueness(args: Any) -> int:
+    """Run the uniqueness-map study on the shapes world and print its table."""
+    kw = _kw(args, "shapes", {"role": args.role})
+    _, table = run_uniqueness(uniqueness_cases(args.n, args.seed, args.role), args.out,
+                              figure_cases=args.figure_cases, table_name="uniqueness-shapes", **kw)
+    print(to_markdown(table))
+    return 0 if table.meta.get("failed", 0) == 0 else 1
