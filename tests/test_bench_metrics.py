@@ -120,7 +120,7 @@ def test_write_table_markdown_and_json(tmp_path):
                     notes=("a note",), meta={"samples": 16, "seed": 0})
     md, js = write_table(tmp_path / "out", "loc", t, extra={"curve": np.arange(3.0)})
     text = md.read_text()
-    assert "| cmi | 0.4123 | 0.3000 |" in text and "| whole image | - | - |" in text
+    assert "| cmi | 0.4123 | 0.30 |" in text and "| whole image | - | - |" in text
     assert "samples: 16; seed: 0" in text and "- a note" in text
     doc = json.loads(js.read_text())
     assert doc["rows"][0] == {"method": "cmi", "mIoU": 0.41234, "threshold": 0.3}

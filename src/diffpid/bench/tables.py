@@ -44,7 +44,7 @@ class ResultTable:
 
 
 def format_value(v: Any) -> str:
-    """A cell as text: floats with 2 decimals (4 below 1), NaN and None as a dash."""
+    """A cell as text: floats with 2 decimals (4 below 1 unless 2 suffice), NaN and None as a dash."""
     if v is None:
         return "-"
     if isinstance(v, float):
@@ -52,7 +52,7 @@ def format_value(v: Any) -> str:
             return "-"
         if abs(v) >= 1e5 or (v != 0 and abs(v) < 1e-3):
             return f"{v:.4g}"
-        return f"{v:.2f}" if abs(v) >= 1 or v == 0 else f"{v:.4f}"
+        return f"{v:.2f}" if v == round(v, 2) or abs(v) >= 1 else f"{v:.4f}"
     return str(v).replace("|", "\\|")
 
 
