@@ -116,7 +116,7 @@ def test_localization_bench_on_coco_it(tmp_path):
     items = coco_it_items(data)
     assert len(items) == 3 and len({i.id for i in items}) == 3
     case = items[1].data()
-    assert case.word == "table" and case.mask.shape == (30, 40) and case.mi_prompt == "table"
+    assert case.word == "table" and case.mask.shape == (30, 40) and case.mi_prompt == "dining table"
     rep = run_localization(items, out=str(tmp_path / "out"), model=pixel_folder(), dataset="coco-it",
                            methods=("cmi", "attention", "whole_image"), samples=3, steps=2, progress=False)
     assert rep.summary.done == 3 and not rep.summary.failed

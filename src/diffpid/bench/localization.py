@@ -4,7 +4,7 @@ For each (image, caption, word, mask), every method gives a map of where the wor
 
 - ``cmi``: the pixel map of ``i_o(x; word | caption without the word)``;
 - ``mi``: the pixel map of ``i_o(x; word)`` against the empty prompt (the published MI
-  variant conditions on the object word alone);
+  variant conditions on the object alone: COCO-IT's category name);
 - ``attention``: DAAM cross-attention of the word along a deterministic DDIM inversion of
   the image under the caption (a trajectory);
 - ``attention_info``: DAAM attention collected at the noise levels the information

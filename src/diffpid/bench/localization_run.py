@@ -74,14 +74,14 @@ def coco_it_items(dataset: Any, n: int | None = None, start: int = 0) -> list[It
 
 @dataclass(frozen=True)
 class _CocoCase:
-    """Loads one COCO-IT row as a :class:`LocalizationCase` when called."""
+    """Loads one COCO-IT row as a :class:`LocalizationCase` when called (MI prompt: the category, as published)."""
 
     dataset: Any
     row: Any
 
     def __call__(self) -> LocalizationCase:
         r = self.row
-        return LocalizationCase(self.dataset.image_path(r), r.caption, r.word, self.dataset.mask(r), mi_prompt=r.word)
+        return LocalizationCase(self.dataset.image_path(r), r.caption, r.word, self.dataset.mask(r), mi_prompt=r.label)
 
 
 @dataclass(frozen=True)
