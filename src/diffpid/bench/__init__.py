@@ -5,4 +5,7 @@
 - :mod:`.localization`: unsupervised localization (CMI, MI, attention, attention at information
   noise levels, whole image) on the shapes world and COCO-IT.
 - :mod:`.compositional`: compositional understanding (ARO and the shapes world's swap sets).
+- :mod:`.localization_run`, :mod:`.compositional_run`: their items, resumable runs and tables
+  (``diffpid bench localization`` / ``diffpid bench compositional``).
+- :mod:`.common`: the model argument of every bench and its facts for the tables.
 """
