@@ -37,11 +37,11 @@ def _x(model, seed=0):
 def test_intervene_matches_its_parts(pixel):
     x = _x(pixel)
     case = InterventionCase(x, "a red cat on a table", "cat")
-    r = intervene(pixel, case, steps=4, samples=8, seed=3)
+    r = intervene(pixel, case, steps=4, samples=8, seed=3, lowest=-3.0)
     assert r.edited == "a red on a table"
     full, edit = pixel.encode_prompt(case.caption), pixel.encode_prompt(r.edited)
-    noise = ddim_invert(pixel, x, full, 4)
-    rec, out = ddim_generate(pixel, noise, full, 4)[0], ddim_generate(pixel, noise, edit, 4)[0]
+    noise = ddim_invert(pixel, x, full, 4, lowest=-3.0)
+    rec, out = ddim_generate(pixel, noise, full, 4, lowest=-3.0)[0], ddim_generate(pixel, noise, edit, 4, lowest=-3.0)[0]
     assert np.allclose(r.reconstruction, rec.numpy(), atol=1e-5)
     assert np.allclose(r.edited_x, out.numpy(), atol=1e-5)
     change = ((out - rec) ** 2).sum(0).double().numpy()

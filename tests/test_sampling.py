@@ -24,8 +24,12 @@ def test_levels_follow_the_model_range_clipped():
     m, _ = _gaussian(0.1)
     lv = ddim_levels(m, 4)
     assert lv.tolist() == pytest.approx([12.0, 6.0, 0.0, -6.0, -12.0])
+    assert ddim_levels(m, 3, lowest=-6.0).tolist() == pytest.approx([12.0, 6.0, 0.0, -6.0])
+    assert ddim_levels(m, 4, lowest=-20.0).tolist() == pytest.approx(lv.tolist())  # never below the range
     with pytest.raises(ParameterError):
         ddim_levels(m, 0)
+    with pytest.raises(ParameterError):
+        ddim_levels(m, 2, lowest=13.0)
 
 
 def test_inversion_matches_the_linear_flow_of_a_gaussian():
@@ -45,6 +49,18 @@ def test_inversion_matches_the_linear_flow_of_a_gaussian():
     z = ddim_invert(m, x, m.unconditional(), 1600)[0]
     back = ddim_generate(m, z, m.unconditional(), 1600)[0]
     assert torch.allclose(back, x, atol=1e-2)
+
+
+def test_lowest_level_is_where_inversion_stops():
+    var = 0.2
+    m, mu = _gaussian(var)
+    x = mu + 0.3
+    z = ddim_invert(m, x, m.unconditional(), 800, lowest=-3.0)
+    s_hi, s_lo = 1 / (1 + math.exp(-12.0)), 1 / (1 + math.exp(3.0))
+    exact = math.sqrt(s_lo) * mu + (x - math.sqrt(s_hi) * mu) * _std(-3.0, var) / _std(12.0, var)
+    assert torch.allclose(z[0], exact, atol=5e-3)
+    back = ddim_generate(m, z, m.unconditional(), 800, lowest=-3.0)[0]
+    assert torch.allclose(back, x, atol=5e-3)
 
 
 def test_round_trip_is_exact_for_a_point_mass_and_improves_with_steps():

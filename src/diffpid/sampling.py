@@ -1,8 +1,8 @@
 """Deterministic DDIM (eta 0) on a :class:`~diffpid.models.base.Model`: inversion and regeneration.
 
 Both run on the same grid of log-SNR levels, uniform from the top of the model's range
-(clipped to 12) down to its bottom (clipped to -12), the grid of
-:func:`diffpid.attention.ddim_inversion`. One step from level ``a`` to ``a'`` predicts the
+(clipped to 12) down to its bottom (clipped to -12, or to a chosen ``lowest`` level), by
+default the grid of :func:`diffpid.attention.ddim_inversion`. One step from level ``a`` to ``a'`` predicts the
 clean data from the noise prediction at ``a`` and re-noises it deterministically::
 
     x0 = (x - sqrt(sig(-a)) e) / sqrt(sig(a)),    x' = sqrt(sig(a')) x0 + sqrt(sig(-a')) e
@@ -24,16 +24,21 @@ from .models.base import Model
 __all__ = ["ddim_generate", "ddim_invert", "ddim_levels", "ddim_step", "round_trip_error"]
 
 
-def ddim_levels(model: Model, steps: int) -> torch.Tensor:
+def ddim_levels(model: Model, steps: int, lowest: float | None = None) -> torch.Tensor:
     """``(steps + 1,)`` float64 log-SNR levels from high (clean end) to low (noise end).
 
     Args:
         model: the denoiser (its ``logsnr_range``, clipped to ``[-12, 12]``).
         steps: number of steps (model calls of one pass).
+        lowest: stop at this log-SNR instead of the bottom of the range (when it is higher).
     """
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ParameterError(f"steps must be a positive integer, got {steps!r}")
     lo, hi = max(float(model.logsnr_range[0]), -12.0), min(float(model.logsnr_range[1]), 12.0)
+    if lowest is not None:
+        if not lowest < hi:
+            raise ParameterError(f"lowest log-SNR {lowest} must be below the top of the model's range {hi:.3g}")
+        lo = max(lo, float(lowest))
     return torch.linspace(hi, lo, steps + 1, dtype=torch.float64)
 
 
@@ -66,7 +71,7 @@ def _check(model: Model, x: torch.Tensor, guidance: float) -> torch.Tensor:
 
 @torch.no_grad()
 def ddim_invert(model: Model, x: torch.Tensor, condition: Any, steps: int = 50, *, guidance: float = 1.0,
-                unconditional: Any = None) -> torch.Tensor:
+                unconditional: Any = None, lowest: float | None = None) -> torch.Tensor:
     """Deterministic DDIM inversion of clean data ``x`` under ``condition`` to the noise end of the grid.
 
     Args:
@@ -77,13 +82,15 @@ def ddim_invert(model: Model, x: torch.Tensor, condition: Any, steps: int = 50, 
         guidance: classifier-free guidance scale (1 = the conditional prediction only, as the
             published intervention; other values also evaluate ``unconditional``).
         unconditional: the unconditional condition for guidance (default ``model.unconditional()``).
+        lowest: stop at this log-SNR (see :func:`ddim_levels`); the same value must be given
+            to :func:`ddim_generate`.
 
     Returns:
         ``(b, *data_shape)`` the state at the lowest log-SNR of :func:`ddim_levels`.
     """
     x = _check(model, x, guidance)
     unc = unconditional if unconditional is not None or guidance == 1.0 else model.unconditional()
-    levels = ddim_levels(model, steps)
+    levels = ddim_levels(model, steps, lowest)
     for i in range(steps):
         a, a2 = float(levels[i]), float(levels[i + 1])
         x = ddim_step(x, _guided_eps(model, x, a, condition, unc, guidance), a, a2)
@@ -92,7 +99,7 @@ def ddim_invert(model: Model, x: torch.Tensor, condition: Any, steps: int = 50, 
 
 @torch.no_grad()
 def ddim_generate(model: Model, noise: torch.Tensor, condition: Any, steps: int = 50, *, guidance: float = 1.0,
-                  unconditional: Any = None) -> torch.Tensor:
+                  unconditional: Any = None, lowest: float | None = None) -> torch.Tensor:
     """Deterministic DDIM sampling from the noise end of the grid back to clean data.
 
     Args:
@@ -100,14 +107,14 @@ def ddim_generate(model: Model, noise: torch.Tensor, condition: Any, steps: int 
         noise: ``(*data_shape)`` or ``(b, *data_shape)`` state at the lowest level of
             :func:`ddim_levels` (e.g. from :func:`ddim_invert`, or ``sqrt(sig(-a_min))`` times
             standard normal noise for a fresh sample).
-        condition, steps, guidance, unconditional: as :func:`ddim_invert`.
+        condition, steps, guidance, unconditional, lowest: as :func:`ddim_invert`.
 
     Returns:
         ``(b, *data_shape)`` data at the top of the grid (the clean end).
     """
     x = _check(model, noise, guidance)
     unc = unconditional if unconditional is not None or guidance == 1.0 else model.unconditional()
-    levels = ddim_levels(model, steps).flip(0)
+    levels = ddim_levels(model, steps, lowest).flip(0)
     for i in range(steps):
         a, a2 = float(levels[i]), float(levels[i + 1])
         x = ddim_step(x, _guided_eps(model, x, a, condition, unc, guidance), a, a2)

@@ -148,6 +148,7 @@ def run_intervention(
     steps: int = 25,
     samples: int = 32,
     guidance: float = 1.0,
+    lowest: float | None = -6.0,
     attention: bool = True,
     sampler: str = "adaptive",
     seed: int = 0,
@@ -162,7 +163,7 @@ def run_intervention(
         cases: ``(label, case)`` pairs (:func:`shapes_cases`, :func:`read_cases`).
         out: output folder (the run's item store lives in ``out/intervention-<hash>/``).
         model: ``None`` (the shapes model), a diffusers folder or hub id, or a loaded model.
-        steps, samples, guidance, attention, sampler: as :func:`~diffpid.bench.intervention.intervene`.
+        steps, samples, guidance, lowest, attention, sampler: as :func:`~diffpid.bench.intervention.intervene`.
         seed: run seed (item seeds derive from it).
         resamples: bootstrap resamples.
         table_name: stem of the table files.
@@ -184,19 +185,20 @@ def run_intervention(
     def compute(item: Item, item_seed: int) -> ItemResult:
         if not loaded:
             loaded.append(resolve_model(model))
-        r = intervene(loaded[0], item.data, steps=steps, samples=samples, guidance=guidance, attention=attention,
-                      sampler=sampler, seed=item_seed % (2**31))
+        r = intervene(loaded[0], item.data, steps=steps, samples=samples, guidance=guidance, lowest=lowest,
+                      attention=attention, sampler=sampler, seed=item_seed % (2**31))
         return ItemResult(r.values(), r.arrays())
 
     params = dict(model=info["model"], steps=steps, samples=samples, guidance=float(guidance),
-                  attention=bool(attention), sampler=sampler)
+                  lowest=None if lowest is None else float(lowest), attention=bool(attention), sampler=sampler)
     run = run_study("intervention", items, compute, out=out, parameters=params, seed=seed, progress=progress)
     results = [_from_store(s) for s in run.items]
     if not results:
         raise ParameterError(f"every item failed (see {run.summary.directory}); check the captions and words")
     summary = summarize_interventions(results, resamples=resamples, seed=seed)
     table_meta = {**info, "items": len(results), "failed": len(run.summary.failed), "steps": steps,
-                  "samples": samples, "guidance": float(guidance), "seed": seed, **(meta or {})}
+                  "samples": samples, "guidance": float(guidance), "lowest_logsnr": lowest, "seed": seed,
+                  **(meta or {})}
     table = intervention_table(summary, table_meta)
     per_item = [{"name": s.name, **r.values()} for s, r in zip(run.items, results)]
     write_table(out, table_name, table, extra={"items": per_item})
@@ -213,6 +215,7 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--steps", type=int, default=25, help="DDIM steps of inversion, regeneration and attention")
     p.add_argument("--samples", type=int, default=32, help="(a, eps) draws of each information estimate")
     p.add_argument("--guidance", type=float, default=1.0, help="guidance of inversion and regeneration (1 = none)")
+    p.add_argument("--lowest", type=float, default=-6.0, help="log-SNR the inversion stops at (above the model's range)")
     p.add_argument("--no-attention", action="store_true", help="skip the attention baseline")
     p.add_argument("--sampler", default="adaptive", help="log-SNR sampler: adaptive, sobol, published, uniform")
     p.add_argument("--seed", type=int, default=0, help="run seed (shapes scenes, estimator draws, bootstrap)")
@@ -231,7 +234,8 @@ def command(args: Any) -> int:
     else:
         cases, dataset, meta = read_cases(args.items), "file", {"items_file": str(args.items)}
     _, table = run_intervention(cases, args.out, model=args.model, steps=args.steps, samples=args.samples,
-                                guidance=args.guidance, attention=not args.no_attention, sampler=args.sampler,
+                                guidance=args.guidance, lowest=args.lowest, attention=not args.no_attention,
+                                sampler=args.sampler,
                                 seed=args.seed, resamples=args.resamples, table_name=f"intervention-{dataset}",
                                 meta=meta, progress=not args.no_progress)
     print(to_markdown(table))
