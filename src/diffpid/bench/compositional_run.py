@@ -180,7 +180,7 @@ def compositional_table(dataset: str, *, micro: Accuracy, macro: MacroAccuracy, 
     def pct(v: float) -> float:
         return round(100 * v, 2)
 
-    rows = ((f"i_o(x; caption) (orthogonal)", pct(macro.value), pct(macro.stderr), pct(micro.value),
+    rows = (("i_o(x; caption) (orthogonal)", pct(macro.value), pct(macro.stderr), pct(micro.value),
              pct(micro.stderr), macro.included, pct(chance), pub[0], pub[1]),
             ("i(x; caption) (standard)", pct(standard_macro.value), pct(standard_macro.stderr),
              pct(standard_micro.value), pct(standard_micro.stderr), standard_macro.included, pct(chance), None, None))
