@@ -232,7 +232,7 @@ def command(args: Any) -> int:
     rep = run_compositional(items, out=args.out, dataset=args.dataset, model=args.model, samples=args.samples,
                             sampler=args.sampler, seed=args.seed, batch_size=args.batch_size, min_count=args.min_group,
                             dtype=dtypes[args.dtype], progress=not args.no_progress)
-    if rep.micro.items:
+    if rep.micro.items and process_state().is_main_process:  # one table, written once under accelerate
         write_table(args.out, f"compositional-{args.dataset}", rep.table)
         print(to_markdown(rep.table))
     return 0 if not rep.summary.remaining and rep.micro.items else 1

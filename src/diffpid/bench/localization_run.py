@@ -221,7 +221,7 @@ def command(args: Any) -> int:
                            methods=[m.strip() for m in args.methods.split(",") if m.strip()], samples=args.samples,
                            steps=args.steps, sampler=args.sampler, seed=args.seed, batch_size=args.batch_size,
                            maps=args.maps, dtype=dtypes[args.dtype], progress=not args.no_progress)
-    if rep.scores:
+    if rep.scores and process_state().is_main_process:  # one table, written once under accelerate
         write_table(args.out, f"localization-{args.dataset}", rep.table)
         print(to_markdown(rep.table))
     return 0 if not rep.summary.remaining and rep.scores else 1
