@@ -116,4 +116,5 @@ def test_cli_bench_compositional_shapes(tmp_path):
     assert main(args) == 0
     doc = json.loads((out / "compositional-shapes-relation.json").read_text())
     assert doc["meta"]["items"] == 2 and doc["rows"][0]["chance %"] == pytest.approx(33.33)
+    assert sum(g["items"] for g in doc["detail"]["groups"]) == 2
     assert main(["bench", "compositional", "--dataset", "vg-relation", "--out", str(out), "--no-progress"]) == 2

@@ -142,6 +142,8 @@ def test_cli_bench_localization_shapes(tmp_path):
     assert doc["meta"]["training_steps"] == 7 and doc["meta"]["items"] == 2
     methods = [r["method"] for r in doc["rows"]]
     assert methods[0] == "CMI" and methods[-1] == "whole image" and len(methods) == 5
+    curve = doc["detail"]["miou_per_threshold"]["cmi"]
+    assert len(curve) == 50 and max(curve) == pytest.approx(doc["rows"][0]["mIoU %"] / 100, abs=5e-5)
     assert "| CMI |" in (out / "localization-shapes.md").read_text()
     assert main(args) == 0  # resumed: nothing left to compute
     assert main(["bench", "localization", "--model", str(model), "--methods", "cmi,bogus", "--items", "1",

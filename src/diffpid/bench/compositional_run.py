@@ -233,6 +233,11 @@ def command(args: Any) -> int:
                             sampler=args.sampler, seed=args.seed, batch_size=args.batch_size, min_count=args.min_group,
                             dtype=dtypes[args.dtype], progress=not args.no_progress)
     if rep.micro.items and process_state().is_main_process:  # one table, written once under accelerate
-        write_table(args.out, f"compositional-{args.dataset}", rep.table)
+        detail = {"groups": [{"group": g.group, "accuracy": g.accuracy.value, "items": g.accuracy.items,
+                              "included": g.included} for g in rep.macro.groups],
+                  "standard_groups": [{"group": g.group, "accuracy": g.accuracy.value, "items": g.accuracy.items,
+                                       "included": g.included} for g in rep.standard_macro.groups],
+                  "run": str(rep.summary.directory)}
+        write_table(args.out, f"compositional-{args.dataset}", rep.table, extra=detail)
         print(to_markdown(rep.table))
     return 0 if not rep.summary.remaining and rep.micro.items else 1

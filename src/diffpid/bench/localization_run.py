@@ -222,6 +222,9 @@ def command(args: Any) -> int:
                            steps=args.steps, sampler=args.sampler, seed=args.seed, batch_size=args.batch_size,
                            maps=args.maps, dtype=dtypes[args.dtype], progress=not args.no_progress)
     if rep.scores and process_state().is_main_process:  # one table, written once under accelerate
-        write_table(args.out, f"localization-{args.dataset}", rep.table)
+        detail = {"thresholds": [float(t) for t in THRESHOLDS],
+                  "miou_per_threshold": {sc.method: [float(v) for v in sc.sweep.per_threshold] for sc in rep.scores},
+                  "run": str(rep.summary.directory)}
+        write_table(args.out, f"localization-{args.dataset}", rep.table, extra=detail)
         print(to_markdown(rep.table))
     return 0 if not rep.summary.remaining and rep.scores else 1
