@@ -145,10 +145,10 @@ def run_intervention(
     out: str | os.PathLike,
     *,
     model: Any = None,
-    steps: int = 25,
+    steps: int = 100,
     samples: int = 32,
     guidance: float = 1.0,
-    lowest: float | None = -6.0,
+    lowest: float | None = None,
     attention: bool = True,
     sampler: str = "adaptive",
     seed: int = 0,
@@ -212,10 +212,11 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--n", type=int, default=24, help="shapes-world items")
     p.add_argument("--mode", choices=MODES, default="omit", help="shapes world: omit the word or swap it")
     p.add_argument("--model", default=None, help="diffusers folder or hub id (default: the embedded shapes model)")
-    p.add_argument("--steps", type=int, default=25, help="DDIM steps of inversion, regeneration and attention")
+    p.add_argument("--steps", type=int, default=100, help="DDIM steps of inversion, regeneration and attention")
     p.add_argument("--samples", type=int, default=32, help="(a, eps) draws of each information estimate")
     p.add_argument("--guidance", type=float, default=1.0, help="guidance of inversion and regeneration (1 = none)")
-    p.add_argument("--lowest", type=float, default=-6.0, help="log-SNR the inversion stops at (above the model's range)")
+    p.add_argument("--lowest", type=float, default=None,
+                   help="log-SNR the inversion stops at (default: the model's lowest, clipped to -12)")
     p.add_argument("--no-attention", action="store_true", help="skip the attention baseline")
     p.add_argument("--sampler", default="adaptive", help="log-SNR sampler: adaptive, sobol, published, uniform")
     p.add_argument("--seed", type=int, default=0, help="run seed (shapes scenes, estimator draws, bootstrap)")
