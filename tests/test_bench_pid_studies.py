@@ -43,6 +43,9 @@ def test_pair_pid_equals_diffpid_pid(pixel):
         assert r.stderrs["unique_1"] == pytest.approx(ref.unique_1.stderr)
         assert r.values["mi_12"] == pytest.approx(ref.mi_12.value)
         assert r.values["per_snr_redundancy"] == pytest.approx(ref.per_snr_redundancy.value)
+        s1, s2, s12 = ref.mi_1.standard_value, ref.mi_2.standard_value, ref.mi_12.standard_value
+        assert r.values["standard_redundancy"] == pytest.approx(min(s1, s2))
+        assert r.values["standard_synergy"] == pytest.approx(s12 - max(s1, s2))
         assert r.pixel_redundancy == pytest.approx(np.minimum(ref.mi_1.pixel_map, ref.mi_2.pixel_map).sum())
         assert r.redundant_share == pytest.approx(ref.redundancy.value / ref.mi_12.value)
         assert np.allclose(r.maps["unique_2"], ref.unique_2.pixel_map)
@@ -66,7 +69,7 @@ def test_planted_bias_strengths_and_cases():
 
 def _result(key, group, strength, **values):
     base = dict(redundancy=0.0, unique_1=0.0, unique_2=0.0, synergy=0.0, mi_1=1.0, mi_2=1.0, mi_12=2.0,
-                per_snr_redundancy=0.0)
+                per_snr_redundancy=0.0, standard_redundancy=0.0)
     base.update(values)
     return PairResult(PairCase(None, None, "a", "b", group=group, key=key, strength=strength), base,
                       {k: 0.0 for k in base}, values.get("pix", 0.0), {}, ("", "a", "b", "a b"))
@@ -81,10 +84,11 @@ def test_bias_summary_hand_computed():
     assert s.redundancy.tolist() == [2.0, 5.0, 4.0, 0.0]
     assert s.normalized.tolist() == pytest.approx([0.4, 1.0, 0.8, 0.0])
     want = spearman([2, 5, 4, 0], [0.1, 0.9, 0.5, 0.2])
-    assert s.spearman.value == pytest.approx(want) == pytest.approx(0.8)
-    assert s.spearman_per_snr.value == pytest.approx(-0.8)
-    assert np.isfinite(s.spearman.stderr)
-    assert bias_summary([_result("a", "bias", None, redundancy=1.0)]).spearman is None
+    assert s.spearman["redundancy"].value == pytest.approx(want) == pytest.approx(0.8)
+    assert s.spearman["per_snr_redundancy"].value == pytest.approx(-0.8)
+    assert s.means["per_snr_redundancy"].tolist() == [-2.0, -5.0, -4.0, 0.0]
+    assert np.isfinite(s.spearman["redundancy"].stderr)
+    assert bias_summary([_result("a", "bias", None, redundancy=1.0)]).spearman == {}
     assert minmax(s.redundancy).tolist() == s.normalized.tolist()
 
 

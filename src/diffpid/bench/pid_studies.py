@@ -38,7 +38,7 @@ from ..models.base import Model
 from .correlation import Estimate, bootstrap, minmax, spearman
 
 __all__ = [
-    "BiasSummary", "GroupContrast", "PairCase", "PairResult", "bias_cases", "bias_summary", "group_contrast",
+    "BIAS_METRICS", "BiasSummary", "GroupContrast", "PairCase", "PairResult", "bias_cases", "bias_summary", "group_contrast",
     "homonym_cases", "pair_pid", "synonym_cases",
 ]
 
@@ -77,7 +77,10 @@ class PairResult:
     Args:
         case: the case (its image left out).
         values, stderrs: ``{"redundancy", "unique_1", "unique_2", "synergy", "mi_1", "mi_2", "mi_12",
-            "per_snr_redundancy"}`` (the last: the minimum taken per noise draw and pixel, :func:`diffpid.pid`).
+            "per_snr_redundancy"}`` (the last: the minimum taken per noise draw and pixel, :func:`diffpid.pid`);
+            ``values`` also has ``standard_mi_1/2/12``, ``standard_redundancy`` and ``standard_synergy``:
+            the decomposition of the standard estimator ``i = log p(x|y) / p(x)`` from the same
+            run (no errors; ``i_o`` is the pointwise MI only on average, see the README).
         pixel_redundancy: sum over pixels of ``min(map_1, map_2)`` of the two words' information maps.
         maps: ``{atom: (h, w)}`` pixel maps of the four atoms.
         conditions: the four prompts compared.
@@ -128,6 +131,10 @@ def pair_pid(model: Model, case: PairCase, *, samples: int = 32, sampler: Any = 
     named.update(mi_1=r.mi_1, mi_2=r.mi_2, mi_12=r.mi_12, per_snr_redundancy=r.per_snr_redundancy)
     values = {k: float(v.value) for k, v in named.items()}
     stderrs = {k: float(v.stderr) for k, v in named.items()}
+    # the same decomposition from the standard estimator i = log p(x|y)/p(x) (same engine run)
+    s1, s2, s12 = (float(getattr(r, k).standard_value) for k in ("mi_1", "mi_2", "mi_12"))
+    values.update(standard_redundancy=min(s1, s2), standard_synergy=s12 - max(s1, s2), standard_mi_1=s1,
+                  standard_mi_2=s2, standard_mi_12=s12)
     pixel_r = float(np.minimum(r.mi_1.pixel_map, r.mi_2.pixel_map).sum())
     maps = {k: np.asarray(named[k].pixel_map, dtype=np.float64) for k in ATOMS}
     return PairResult(PairCase(None, case.prompt, case.word_1, case.word_2, case.conditional, case.group, case.key,
@@ -239,6 +246,10 @@ def metric_of(r: PairResult, metric: str) -> float:
     return r.values[metric]
 
 
+BIAS_METRICS = ("redundancy", "pixel_redundancy", "per_snr_redundancy", "standard_redundancy")
+"""What the bias study ranks: image-level, pixel-level, per-noise-level and standard-estimator redundancy."""
+
+
 @dataclass(frozen=True)
 class BiasSummary:
     """Per-pair redundancy, normalised over the set, and its rank correlation with the planted strength.
@@ -247,43 +258,38 @@ class BiasSummary:
         keys: the pairs, in first-seen order.
         redundancy: ``(n_pairs,)`` mean image-level redundancy of each pair (nats).
         normalized: ``(n_pairs,)`` min-max normalised redundancy.
-        pixel_redundancy: ``(n_pairs,)`` mean pixel-level redundancy.
-        per_snr_redundancy: ``(n_pairs,)`` mean per-noise-level redundancy.
+        means: per metric of :data:`BIAS_METRICS`, ``(n_pairs,)`` means over each pair's images.
         strength: ``(n_pairs,)`` planted strengths (NaN where none).
-        spearman, spearman_pixel, spearman_per_snr: rank correlation of the image-level,
-            pixel-level and per-noise-level redundancy with the strength, bootstrap over pairs
-            (``None`` without strengths).
-        top: the pair with the highest normalised redundancy.
+        spearman: per metric of :data:`BIAS_METRICS`, Spearman's rho with the strength and its
+            bootstrap error over pairs (empty without strengths); the first is the headline.
+        top: the pair with the highest redundancy.
     """
 
     keys: tuple[str, ...]
     redundancy: np.ndarray
     normalized: np.ndarray
-    pixel_redundancy: np.ndarray
-    per_snr_redundancy: np.ndarray
+    means: dict[str, np.ndarray]
     strength: np.ndarray
-    spearman: Estimate | None
-    spearman_pixel: Estimate | None
-    spearman_per_snr: Estimate | None
+    spearman: dict[str, Estimate]
     top: str
 
 
 def bias_summary(results: Sequence[PairResult], *, resamples: int = 1000, seed: int = 0) -> BiasSummary:
-    """Average each pair's redundancy over its images, normalise, and rank-correlate with the strength."""
+    """Average each pair's redundancies over its images, normalise, and rank-correlate with the strength."""
     if not results:
         raise ParameterError("no bias results to summarise; run at least one pair")
-    keys, red, first = _by_key(results, "redundancy")
-    _, pix, _ = _by_key(results, "pixel_redundancy")
-    _, snr, _ = _by_key(results, "per_snr_redundancy")
+    keys, _, first = _by_key(results, "redundancy")
+    means = {m: _by_key(results, m)[1] for m in BIAS_METRICS}
+    red = means["redundancy"]
     strength = np.array([np.nan if r.case.strength is None else r.case.strength for r in first])
-    norm = minmax(red)
-    rhos: list[Estimate | None] = [None, None, None]
+    rhos: dict[str, Estimate] = {}
     ok = np.isfinite(strength)
     if ok.sum() >= 2:
         s = strength[ok]
-        for j, v in enumerate((norm[ok], pix[ok], snr[ok])):
-            rhos[j] = bootstrap(lambda i, v=v: spearman(v[i], s[i]), int(ok.sum()), resamples=resamples, seed=seed)
-    return BiasSummary(tuple(keys), red, norm, pix, snr, strength, *rhos, keys[int(np.argmax(red))])
+        for m in BIAS_METRICS:
+            v = means[m][ok]
+            rhos[m] = bootstrap(lambda i, v=v: spearman(v[i], s[i]), int(ok.sum()), resamples=resamples, seed=seed)
+    return BiasSummary(tuple(keys), red, minmax(red), means, strength, rhos, keys[int(np.argmax(red))])
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from ..runs import Item, ItemResult, file_digest, item_id
-from .pid_studies import (ATOMS, BiasSummary, GroupContrast, PairCase, PairResult, bias_summary, group_contrast,
+from .pid_studies import (ATOMS, BIAS_METRICS, BiasSummary, GroupContrast, PairCase, PairResult, bias_summary, group_contrast,
                           metric_of, pair_pid)
 from .common import model_facts
 from .study_runs import StoredItem, read_rows, run_study
@@ -160,23 +160,24 @@ def _per_case(results: Sequence[PairResult]) -> list[dict]:
 
 
 def bias_table(s: BiasSummary, meta: dict) -> ResultTable:
-    """Per pair: planted strength, mean redundancy, normalised redundancy, pixel-level redundancy."""
+    """Per pair: planted strength, mean redundancy, normalised redundancy, and the other redundancies."""
     order = np.argsort(-s.normalized, kind="stable")
     rows = tuple((s.keys[i], None if not np.isfinite(s.strength[i]) else float(s.strength[i]), float(s.redundancy[i]),
-                  float(s.normalized[i]), float(s.pixel_redundancy[i]), float(s.per_snr_redundancy[i])) for i in order)
+                  float(s.normalized[i]), *(float(s.means[m][i]) for m in BIAS_METRICS[1:])) for i in order)
     notes = [f"Highest redundancy: {s.top}."]
-    if s.spearman is not None:
+    if s.spearman:
+        rho = s.spearman["redundancy"]
+        others = "; ".join(f"{m}: {e.value:.3f} +- {e.stderr:.3f}" for m, e in s.spearman.items() if m != "redundancy")
         notes.append(f"Spearman rank correlation of the normalised redundancy with the planted strength: "
-                     f"{s.spearman.value:.3f} +- {s.spearman.stderr:.3f} (bootstrap over {s.spearman.items} pairs); "
-                     f"of the pixel-level redundancy: {s.spearman_pixel.value:.3f} +- {s.spearman_pixel.stderr:.3f}; "
-                     f"of the per-noise-level redundancy: {s.spearman_per_snr.value:.3f} +- "
-                     f"{s.spearman_per_snr.stderr:.3f}.")
+                     f"{rho.value:.3f} +- {rho.stderr:.3f} (bootstrap over {rho.items} pairs). Other redundancies: "
+                     f"{others}.")
     notes.append("Redundancy: image-level minimum-MI redundancy of the two words (PID against the empty prompt, "
                  "joint = the full prompt), averaged over each pair's images, min-max normalised over the pairs; "
-                 "pixel-level: sum over pixels of the minimum of the two words' information maps; per noise level: "
-                 "the minimum per (a, eps) draw and pixel inside the integral (redundancy='per_snr').")
-    cols = ("pair", "planted strength", "redundancy (nats)", "normalised", "pixel redundancy (nats)",
-            "per-noise-level redundancy (nats)")
+                 "pixel: sum over pixels of the minimum of the two words' information maps; per noise level: the "
+                 "minimum per (a, eps) draw and pixel inside the integral; standard: min of the standard estimates "
+                 "log p(x|y)/p(x) from the same run.")
+    cols = ("pair", "planted strength", "redundancy (nats)", "normalised", "pixel redundancy",
+            "per-noise-level redundancy", "standard-estimator redundancy")
     return ResultTable("Bias: redundancy of attribute and object words", cols, rows, tuple(notes), meta)
 
 
