@@ -189,7 +189,8 @@ def run_intervention(
                       attention=attention, sampler=sampler, seed=item_seed % (2**31))
         return ItemResult(r.values(), r.arrays())
 
-    params = dict(model=info["model"], steps=steps, samples=samples, guidance=float(guidance),
+    params = dict(model=info["model"], training_steps=info.get("training_steps"), steps=steps, samples=samples,
+                  guidance=float(guidance),
                   lowest=None if lowest is None else float(lowest), attention=bool(attention), sampler=sampler)
     run = run_study("intervention", items, compute, out=out, parameters=params, seed=seed, progress=progress)
     results = [_from_store(s) for s in run.items]

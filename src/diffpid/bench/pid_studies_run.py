@@ -142,7 +142,7 @@ def run_pairs(name: str, cases: Sequence[PairCase], out: str | os.PathLike, *, m
                 arrays["image"] = np.asarray(m.decode(m.check_x(case.image))[0], dtype=np.uint8)
         return ItemResult(values, arrays)
 
-    params = dict(model=info["model"], samples=samples, sampler=sampler)
+    params = dict(model=info["model"], training_steps=info.get("training_steps"), samples=samples, sampler=sampler)
     run = run_study(name, items, compute, out=out, parameters=params, seed=seed, progress=progress)
     return [_from_store(s) for s in run.items], list(run.items), run.summary
 

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Prompt intervention and the DiffusionPID studies on the shapes world with the embedded checkpoint.
+# Writes the tables (and uniqueness-shapes.png) into benchmarks/results/; the resumable runs go to $WORK
+# (default /tmp/diffpid-bench), so a stopped run continues when the script is started again.
+# Usage: bash benchmarks/shapes_pid_studies.sh [SAMPLES] [INTERVENTION_ITEMS] [INTERVENTION_STEPS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORK=${WORK:-/tmp/diffpid-bench}
+SAMPLES=${1:-32}
+ITEMS=${2:-24}
+STEPS=${3:-100}
+export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+RESULTS=benchmarks/results
+
+diffpid bench intervention --n "$ITEMS" --steps "$STEPS" --samples "$SAMPLES" --seed 0 --out "$WORK/intervention" --no-progress
+cp "$WORK/intervention/intervention-shapes.md" "$WORK/intervention/intervention-shapes.json" "$RESULTS/"
+
+diffpid bench bias --images 2 --samples "$SAMPLES" --seed 0 --out "$WORK/bias" --no-progress
+diffpid bench synonyms --images 8 --samples "$SAMPLES" --seed 0 --out "$WORK/synonyms" --no-progress
+diffpid bench homonyms --images 2 --samples "$SAMPLES" --seed 0 --out "$WORK/homonyms" --no-progress
+diffpid bench uniqueness --n 16 --samples "$SAMPLES" --seed 0 --out "$WORK/uniqueness" --no-progress
+for s in bias synonyms homonyms uniqueness; do
+    cp "$WORK/$s/$s-shapes.md" "$WORK/$s/$s-shapes.json" "$RESULTS/"
+done
+cp "$WORK/uniqueness/uniqueness-shapes.png" "$RESULTS/"
