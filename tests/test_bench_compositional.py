@@ -57,6 +57,15 @@ def test_candidates_share_one_engine_run():
         assert r.stderr[k] == pytest.approx(alone.stderr, rel=1e-9)
         assert r.standard[k] == pytest.approx(alone.standard_value, rel=1e-9)
     assert r.scores[4] == r.scores[0]  # duplicated candidate: one condition, identical score
+    # margins of the correct caption (index 0) with paired errors; for the standard estimator the margin over
+    # caption j is the information of the correct caption against caption j, sample by sample
+    assert r.margins == pytest.approx(r.scores[0] - r.scores, rel=1e-6, abs=1e-6)
+    assert r.standard_margins == pytest.approx(r.standard[0] - r.standard, rel=1e-6, abs=1e-6)
+    assert r.margin_stderr[0] == 0 and r.margin_stderr[4] == pytest.approx(0, abs=1e-9)
+    for j in (1, 2, 3):
+        pair = mutual_information(model, x, CAPTIONS[0], CAPTIONS[j], samples=24, sampler="uniform", seed=5)
+        assert r.standard_margins[j] == pytest.approx(pair.standard_value, rel=1e-6)
+        assert r.standard_margin_stderr[j] == pytest.approx(pair.standard_stderr, rel=1e-6)
     with pytest.raises(ParameterError):
         score_captions(model, x, ["a red circle"], samples=4)
     with pytest.raises(ParameterError):
@@ -99,6 +108,8 @@ def test_run_compositional_accuracy_and_resume(tmp_path):
     assert rep.standard_macro.value == 1.0 and rep.standard_macro.included == 2
     assert rep.micro.value == 0.0 and rep.macro.value == 0.0
     assert rep.chance == 0.5
+    assert rep.standard_margin.mean > 10 and rep.standard_margin.sure_right == 1.0
+    assert rep.margin.mean < -10 and rep.margin.sure_wrong == 1.0
     orth, std = rep.table.rows
     assert std[1] == 100.0 and std[3] == 100.0 and std[6] == 50.0 and orth[3] == 0.0
     again = run_compositional(items, out=str(tmp_path), dataset="planted", model=model, samples=48, progress=False)
@@ -118,3 +129,13 @@ def test_cli_bench_compositional_shapes(tmp_path):
     assert doc["meta"]["items"] == 2 and doc["rows"][0]["chance %"] == pytest.approx(33.33)
     assert sum(g["items"] for g in doc["detail"]["groups"]) == 2
     assert main(["bench", "compositional", "--dataset", "vg-relation", "--out", str(out), "--no-progress"]) == 2
+
+
+def test_margin_summary_by_hand():
+    from diffpid.bench.compositional_run import margin_summary
+
+    m = margin_summary([[0.0, 1.0, 3.0], [-2.0, 0.0], [0.0, 0.1]], [[0, 0.2, 0.2], [0.5, 0], [0, 0.2]], [0, 1, 0])
+    # worst margins 1.0 (se 0.2: sure right), -2.0 (se 0.5: sure wrong), 0.1 (se 0.2: undecided)
+    assert m.mean == pytest.approx((1.0 - 2.0 + 0.1) / 3)
+    assert m.stderr == pytest.approx(np.std([1.0, -2.0, 0.1], ddof=1) / np.sqrt(3))
+    assert m.sure_right == pytest.approx(1 / 3) and m.sure_wrong == pytest.approx(1 / 3)

@@ -54,6 +54,9 @@ class CaptionScores:
         standard, standard_stderr: ``(k,)`` standard estimator ``i(x; caption)``.
         predicted: argmax of ``scores``; standard_predicted: argmax of ``standard``.
         correct: index of the correct caption.
+        margins, margin_stderr: ``(k,)`` ``scores[correct] - scores[j]`` and the standard error of
+            that difference under common random numbers (0 for ``j = correct``).
+        standard_margins, standard_margin_stderr: the same for the standard estimator.
     """
 
     scores: np.ndarray
@@ -63,6 +66,10 @@ class CaptionScores:
     predicted: int
     standard_predicted: int
     correct: int
+    margins: np.ndarray
+    margin_stderr: np.ndarray
+    standard_margins: np.ndarray
+    standard_margin_stderr: np.ndarray
 
     @property
     def is_correct(self) -> bool:
@@ -91,7 +98,7 @@ def score_captions(model: Model, x: Any, captions: Sequence[str], correct: int =
         ParameterError: fewer than two candidates, an empty candidate, or ``correct`` out of range.
         ConditionError: a caption the model cannot encode (too long, unknown words).
     """
-    from ..estimate import Difference, estimate
+    from ..estimate import Combination, Difference, estimate
 
     captions = [str(c) for c in captions]
     if len(captions) < 2:
@@ -102,15 +109,24 @@ def score_captions(model: Model, x: Any, captions: Sequence[str], correct: int =
         raise ParameterError(f"correct index {correct} is outside 0..{len(captions) - 1}")
     prompts = [""] + list(dict.fromkeys(captions))
     conds = [model.encode_prompt(p) for p in prompts]
-    terms = [Difference(prompts.index(c), 0) for c in captions]
+    k = len(captions)
+    terms: list = [Difference(prompts.index(c), 0) for c in captions]
+    # margins of the correct caption over each other one, accumulated draw by draw (paired errors)
+    others = [j for j in range(k) if j != correct]
+    terms += [Combination((terms[correct], terms[j]), (1.0, -1.0)) for j in others]
     if tuple(np.shape(x)) == tuple(model.data_shape):
         x = x[None]
     run = estimate(model, x, conds, terms, samples=samples, sampler=sampler, batch_size=batch_size, seed=seed)
-    s = np.array([float(t.value[0]) for t in run.terms])
-    se = np.array([float(t.stderr[0]) for t in run.terms])
-    st = np.array([float(t.standard_value[0]) for t in run.terms])
-    sse = np.array([float(t.standard_stderr[0]) for t in run.terms])
-    return CaptionScores(s, se, st, sse, int(np.argmax(s)), int(np.argmax(st)), int(correct))
+
+    def column(attr: str, part: slice) -> np.ndarray:
+        return np.array([float(getattr(t, attr)[0]) for t in run.terms[part]])
+
+    s, se = column("value", slice(0, k)), column("stderr", slice(0, k))
+    st, sse = column("standard_value", slice(0, k)), column("standard_stderr", slice(0, k))
+    margins = [np.zeros(k) for _ in range(4)]
+    for m, attr in zip(margins, ("value", "stderr", "standard_value", "standard_stderr")):
+        m[others] = column(attr, slice(k, None))
+    return CaptionScores(s, se, st, sse, int(np.argmax(s)), int(np.argmax(st)), int(correct), *margins)
 
 
 def _image(scene: Any) -> np.ndarray:

@@ -27,8 +27,8 @@ PUBLISHED = {"vg-relation": (72.0, 64.6), "vg-attribution": (69.1, 51.4), "coco-
              "flickr-order": (49.3, 40.5)}
 """Macro accuracy (%) of Stable Diffusion 2.1-base (Kong et al., ICLR 2024) and CLIP (ARO)."""
 
-__all__ = ["CompositionalReport", "DATASETS", "aro_items", "compositional_items", "compositional_table",
-           "macro_filters", "run_compositional"]
+__all__ = ["CompositionalReport", "DATASETS", "MarginSummary", "aro_items", "compositional_items",
+           "compositional_table", "macro_filters", "margin_summary", "run_compositional"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,38 @@ def macro_filters(dataset: str) -> tuple[int, frozenset]:
 
 
 @dataclass(frozen=True)
+class MarginSummary:
+    """How far the correct caption's score lies above the best wrong one, over items (nats).
+
+    Args:
+        mean, stderr: mean over items of ``score[correct] - max_j score[wrong j]`` and its standard error.
+        sure_right, sure_wrong: fractions of items whose margin is above ``+2`` / below ``-2`` of its
+            paired Monte Carlo standard error (the rest are undecided at this number of samples).
+    """
+
+    mean: float
+    stderr: float
+    sure_right: float
+    sure_wrong: float
+
+
+def margin_summary(margins: Sequence[Sequence[float]], stderr: Sequence[Sequence[float]],
+                   correct: Sequence[int]) -> MarginSummary:
+    """:class:`MarginSummary` of per-item margins ``(k,)`` (0 at the correct index) and their paired errors."""
+    if not margins:
+        return MarginSummary(float("nan"), float("nan"), float("nan"), float("nan"))
+    worst, worst_se = [], []
+    for m, se, c in zip(margins, stderr, correct):
+        j = min((j for j in range(len(m)) if j != c), key=lambda j: m[j])
+        worst.append(m[j])
+        worst_se.append(se[j])
+    w, e = np.asarray(worst, dtype=np.float64), np.asarray(worst_se, dtype=np.float64)
+    n = len(w)
+    return MarginSummary(float(w.mean()), float(w.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
+                         float(np.mean(w > 2 * e)), float(np.mean(w < -2 * e)))
+
+
+@dataclass(frozen=True)
 class CompositionalReport:
     """A compositional run: micro and macro accuracy of both estimators, and the table.
 
@@ -101,6 +133,7 @@ class CompositionalReport:
         summary: the run's :class:`~diffpid.runs.RunSummary`.
         micro, macro: accuracy of the orthogonal scores ``i_o``.
         standard_micro, standard_macro: accuracy of the standard scores ``i``.
+        margin, standard_margin: margins of the correct caption over the best wrong one.
         chance: expected accuracy of a random pick (mean of ``1/k``).
         table: the results table.
     """
@@ -110,6 +143,8 @@ class CompositionalReport:
     macro: MacroAccuracy
     standard_micro: Accuracy
     standard_macro: MacroAccuracy
+    margin: MarginSummary
+    standard_margin: MarginSummary
     chance: float
     table: ResultTable
 
@@ -154,7 +189,9 @@ def run_compositional(items: Sequence[Item], *, out: str, dataset: str, model: A
         return ItemResult({"captions": list(case.captions), "correct": case.correct, "group": case.group,
                            "scores": r.scores.tolist(), "stderr": r.stderr.tolist(), "standard": r.standard.tolist(),
                            "standard_stderr": r.standard_stderr.tolist(), "predicted": r.predicted,
-                           "standard_predicted": r.standard_predicted})
+                           "standard_predicted": r.standard_predicted, "margins": r.margins.tolist(),
+                           "margin_stderr": r.margin_stderr.tolist(), "standard_margins": r.standard_margins.tolist(),
+                           "standard_margin_stderr": r.standard_margin_stderr.tolist()})
 
     summary = run_items(items, compute, out=out, parameters=params, seed=seed, name="compositional", state=state,
                         progress=progress)
@@ -165,7 +202,11 @@ def run_compositional(items: Sequence[Item], *, out: str, dataset: str, model: A
     chance = float(np.mean([1 / len(v["captions"]) for v in done])) if done else float("nan")
     rep = dict(micro=accuracy(ok), macro=macro_accuracy(ok, groups, min_count=min_count, exclude=exclude),
                standard_micro=accuracy(ok_s),
-               standard_macro=macro_accuracy(ok_s, groups, min_count=min_count, exclude=exclude))
+               standard_macro=macro_accuracy(ok_s, groups, min_count=min_count, exclude=exclude),
+               margin=margin_summary([v["margins"] for v in done], [v["margin_stderr"] for v in done],
+                                     [v["correct"] for v in done]),
+               standard_margin=margin_summary([v["standard_margins"] for v in done],
+                                              [v["standard_margin_stderr"] for v in done], [v["correct"] for v in done]))
     facts = model_facts(model) | {"items": len(done), "failed": len(summary.failed), "samples": samples,
                                   "sampler": sampler, "seed": seed}
     table = compositional_table(dataset, chance=chance, facts=facts, **rep)
@@ -173,23 +214,32 @@ def run_compositional(items: Sequence[Item], *, out: str, dataset: str, model: A
 
 
 def compositional_table(dataset: str, *, micro: Accuracy, macro: MacroAccuracy, standard_micro: Accuracy,
-                        standard_macro: MacroAccuracy, chance: float, facts: dict) -> ResultTable:
-    """Accuracy (%) of both estimators, chance level, and the published numbers for ARO sets."""
+                        standard_macro: MacroAccuracy, margin: MarginSummary, standard_margin: MarginSummary,
+                        chance: float, facts: dict) -> ResultTable:
+    """Accuracy (%) of both estimators, margins, chance level, and the published numbers for ARO sets."""
     pub = PUBLISHED.get(dataset, (None, None))
 
     def pct(v: float) -> float:
         return round(100 * v, 2)
 
+    def nats(v: float) -> float:
+        return round(v, 4)
+
     rows = (("i_o(x; caption) (orthogonal)", pct(macro.value), pct(macro.stderr), pct(micro.value),
-             pct(micro.stderr), macro.included, pct(chance), pub[0], pub[1]),
+             pct(micro.stderr), macro.included, pct(chance), nats(margin.mean), nats(margin.stderr),
+             pct(margin.sure_right), pct(margin.sure_wrong), pub[0], pub[1]),
             ("i(x; caption) (standard)", pct(standard_macro.value), pct(standard_macro.stderr),
-             pct(standard_micro.value), pct(standard_micro.stderr), standard_macro.included, pct(chance), None, None))
+             pct(standard_micro.value), pct(standard_micro.stderr), standard_macro.included, pct(chance),
+             nats(standard_margin.mean), nats(standard_margin.stderr), pct(standard_margin.sure_right),
+             pct(standard_margin.sure_wrong), None, None))
     notes = ["argmax over candidates of the caption's information against \"\"; every candidate and \"\" share one "
              "engine run per image (common random numbers); ties go to the first candidate.",
              "macro: mean of per-group accuracies (" + ("relations without ARO's symmetric ones" if dataset ==
              "vg-relation" else "attribute pairs with >= 25 items" if dataset == "vg-attribution" else
              "swapped attribute" if dataset == "shapes-attribute" else "relation word" if dataset ==
              "shapes-relation" else "one group: all items") + "); standard errors binomial.",
+             "margin: score of the correct caption minus the best wrong one (nats), mean over items; sure right / "
+             "sure wrong: items whose margin is beyond 2 paired Monte Carlo standard errors.",
              "published: Stable Diffusion 2.1-base with 100 samples (Kong et al., ICLR 2024) and CLIP ViT-B/32 (ARO)."]
     per_group = "; ".join(f"{g.group} {pct(g.accuracy.value)}% of {g.accuracy.items}" + ("" if g.included else " (left out)")
                           for g in macro.groups)
@@ -197,7 +247,8 @@ def compositional_table(dataset: str, *, micro: Accuracy, macro: MacroAccuracy, 
         notes.append("per group (i_o): " + per_group)
     return ResultTable(f"Compositional understanding on {dataset}",
                        ("score", "macro acc %", "macro stderr %", "micro acc %", "micro stderr %", "groups",
-                        "chance %", "published SD 2.1 %", "published CLIP %"), rows, tuple(notes), facts)
+                        "chance %", "mean margin", "margin stderr", "sure right %", "sure wrong %",
+                        "published SD 2.1 %", "published CLIP %"), rows, tuple(notes), facts)
 
 
 def add_arguments(p: Any) -> None:
