@@ -67,6 +67,19 @@ def test_planted_bias_strengths_and_cases():
     assert all(c.image is None for c in bias_cases(1, generated=True))
 
 
+def test_bias_reference_closed_form():
+    from diffpid.bench.pid_studies import bias_reference
+
+    ref = bias_reference(draws=40_000, seed=1)
+    assert len(ref) == 28
+    # uniform colour prior: i(shape) = log 1 / (P(one object) P(shape)) = log(1 / (0.4 * 0.25)) = log 10 < i(colour)
+    for k in ("blue circle", "green square", "white diamond"):
+        assert ref[k] == pytest.approx(np.log(10), abs=0.12)
+    # the shape word of a non-red triangle contradicts its colour (prior 1/60): the lowest redundancy
+    low = [ref[f"{c} triangle"] for c in ("yellow", "green", "blue", "pink", "white")]
+    assert max(low) < 0.7 < ref["red triangle"] < ref["blue circle"]
+
+
 def _result(key, group, strength, **values):
     base = dict(redundancy=0.0, unique_1=0.0, unique_2=0.0, synergy=0.0, mi_1=1.0, mi_2=1.0, mi_12=2.0,
                 per_snr_redundancy=0.0, standard_redundancy=0.0)
@@ -165,6 +178,7 @@ def test_commands_end_to_end(shapes_path, tmp_path, study, extra, capsys):
         assert (tmp_path / "uniqueness-shapes.png").read_bytes().startswith(b"\x89PNG")
     if study == "bias":
         assert len(doc["rows"]) == 28 and "Spearman" in " ".join(doc["notes"])
+        assert doc["rows"][0]["perfect model, standard"] is not None
 
 
 def test_intervention_command(shapes_path, tmp_path):

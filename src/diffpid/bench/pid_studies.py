@@ -38,7 +38,7 @@ from ..models.base import Model
 from .correlation import Estimate, bootstrap, minmax, spearman
 
 __all__ = [
-    "BIAS_METRICS", "BiasSummary", "GroupContrast", "PairCase", "PairResult", "bias_cases", "bias_summary", "group_contrast",
+    "BIAS_METRICS", "BiasSummary", "bias_reference", "GroupContrast", "PairCase", "PairResult", "bias_cases", "bias_summary", "group_contrast",
     "homonym_cases", "pair_pid", "synonym_cases",
 ]
 
@@ -148,6 +148,38 @@ def bias_strength(color: str, shape: str) -> float:
     if shape != "triangle":
         return 1.0 / len(COLORS)
     return TRIANGLE_RED_PROB if color == "red" else (1.0 - TRIANGLE_RED_PROB) / (len(COLORS) - 1)
+
+
+def bias_reference(draws: int = 200_000, seed: int = 0) -> dict[str, float]:
+    """Standard min-MI redundancy of each (colour, shape) pair for a perfect model of the shapes world.
+
+    Pointwise ``i(x; y) = log p(x | y) / p(x)`` over what the words are about: the class
+    (colour, shape) of a single-object image, and that it has one object. ``p(x | "COLOUR")``
+    has a uniform shape, ``p(x | "SHAPE")`` the colour prior ``P(colour | shape)``, and ``p(x)``
+    is the world's marginal, estimated from ``draws`` drawn scenes (size and position are
+    independent of the words and cancel). Returns ``{"COLOUR SHAPE": min(i(colour), i(shape))}``.
+
+    Args:
+        draws: scenes drawn for the marginal.
+        seed: seed of the draws.
+    """
+    from ..worlds.shapes import COLORS, SHAPES, sample_plan
+
+    rng = random.Random(seed)
+    counts: dict[tuple[str, str], int] = {}
+    for _ in range(draws):
+        plan = sample_plan(rng, training=True)
+        if len(plan.objects) == 1:
+            o = plan.objects[0]
+            counts[(o.color, o.shape)] = counts.get((o.color, o.shape), 0) + 1
+    out = {}
+    for c in COLORS:
+        for s in SHAPES:
+            marginal = counts.get((c, s), 0) / draws  # P(one object, colour, shape)
+            if marginal == 0:
+                raise ParameterError(f"no drawn scene is a {c} {s}; draw more scenes")
+            out[f"{c} {s}"] = min(float(np.log(1 / len(SHAPES) / marginal)), float(np.log(bias_strength(c, s) / marginal)))
+    return out
 
 
 def _scene(caption: str, seed: int) -> torch.Tensor:

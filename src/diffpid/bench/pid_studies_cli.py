@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .pid_studies import bias_cases, homonym_cases, synonym_cases
+from .pid_studies import bias_cases, bias_reference, homonym_cases, synonym_cases
 from .pid_studies_run import occupation_cases, read_pair_cases, run_bias, run_contrast, run_uniqueness
 from .tables import to_markdown
 from .uniqueness import uniqueness_cases
@@ -70,8 +70,9 @@ def bias(args: Any) -> int:
         cases, dataset = occupation_cases(args.occupations, genders, args.template, args.images), "occupations"
     else:
         cases, dataset = bias_cases(args.images, args.seed, args.generated), "shapes"
+    reference = bias_reference() if dataset == "shapes" else None
     _, table = run_bias(cases, args.out, resamples=args.resamples, table_name=_name("bias", dataset),
-                        **_kw(args, dataset, {"images_per_pair": args.images}))
+                        reference=reference, **_kw(args, dataset, {"images_per_pair": args.images}))
     print(to_markdown(table))
     return 0 if table.meta.get("failed", 0) == 0 else 1
 

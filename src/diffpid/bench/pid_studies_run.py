@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from ..runs import Item, ItemResult, file_digest, item_id
+from .correlation import spearman
 from .pid_studies import (ATOMS, BIAS_METRICS, BiasSummary, GroupContrast, PairCase, PairResult, bias_summary, group_contrast,
                           metric_of, pair_pid)
 from .common import model_facts
@@ -159,12 +160,21 @@ def _per_case(results: Sequence[PairResult]) -> list[dict]:
              "redundant_share": r.redundant_share} for r in results]
 
 
-def bias_table(s: BiasSummary, meta: dict) -> ResultTable:
-    """Per pair: planted strength, mean redundancy, normalised redundancy, and the other redundancies."""
+def bias_table(s: BiasSummary, meta: dict, reference: dict[str, float] | None = None) -> ResultTable:
+    """Per pair: planted strength, mean redundancy, normalised redundancy, the other redundancies
+    and, when given, a perfect model's standard redundancy (:func:`~diffpid.bench.pid_studies.bias_reference`)."""
     order = np.argsort(-s.normalized, kind="stable")
+    ref = [reference.get(k) for k in s.keys] if reference else None
     rows = tuple((s.keys[i], None if not np.isfinite(s.strength[i]) else float(s.strength[i]), float(s.redundancy[i]),
-                  float(s.normalized[i]), *(float(s.means[m][i]) for m in BIAS_METRICS[1:])) for i in order)
+                  float(s.normalized[i]), *(float(s.means[m][i]) for m in BIAS_METRICS[1:]),
+                  *((ref[i],) if ref else ())) for i in order)
     notes = [f"Highest redundancy: {s.top}."]
+    if ref and s.spearman and all(v is not None for v in ref):
+        ok = np.isfinite(s.strength)
+        rho = spearman(np.asarray(ref, dtype=float)[ok], s.strength[ok])
+        notes.append(f"A perfect model's standard redundancy (closed form over the world's classes, marginal from "
+                     f"drawn scenes) has Spearman {rho:.3f} with the strength; its highest pair is "
+                     f"{s.keys[int(np.nanargmax(np.asarray(ref, dtype=float)))]}.")
     if s.spearman:
         rho = s.spearman["redundancy"]
         others = "; ".join(f"{m}: {e.value:.3f} +- {e.stderr:.3f}" for m, e in s.spearman.items() if m != "redundancy")
@@ -177,20 +187,22 @@ def bias_table(s: BiasSummary, meta: dict) -> ResultTable:
                  "minimum per (a, eps) draw and pixel inside the integral; standard: min of the standard estimates "
                  "log p(x|y)/p(x) from the same run.")
     cols = ("pair", "planted strength", "redundancy (nats)", "normalised", "pixel redundancy",
-            "per-noise-level redundancy", "standard-estimator redundancy")
+            "per-noise-level redundancy", "standard-estimator redundancy") + (("perfect model, standard",) if ref else ())
     return ResultTable("Bias: redundancy of attribute and object words", cols, rows, tuple(notes), meta)
 
 
 def run_bias(cases: Sequence[PairCase], out: str | os.PathLike, *, model: Any = None, samples: int = 32,
              sampler: str = "adaptive", seed: int = 0, resamples: int = 1000, meta: dict | None = None,
-             table_name: str = "bias", progress: bool = False) -> tuple[BiasSummary, ResultTable]:
-    """The bias study: ``OUT/TABLE_NAME.md`` and ``.json`` (arguments as :func:`run_pairs`)."""
+             table_name: str = "bias", reference: dict[str, float] | None = None,
+             progress: bool = False) -> tuple[BiasSummary, ResultTable]:
+    """The bias study: ``OUT/TABLE_NAME.md`` and ``.json`` (arguments as :func:`run_pairs`; ``reference``:
+    a perfect model's redundancy per pair key, shown beside the measured one)."""
     results, _, summary = run_pairs("bias", cases, out, model=model, samples=samples, sampler=sampler, seed=seed,
                                     progress=progress)
     if not results:
         raise ParameterError(f"every bias case failed (see {summary.directory})")
     s = bias_summary(results, resamples=resamples, seed=seed)
-    table = bias_table(s, _meta(model, results, summary, samples, seed, meta))
+    table = bias_table(s, _meta(model, results, summary, samples, seed, meta), reference)
     write_table(out, table_name, table, extra={"cases": _per_case(results)})
     return s, table
 
