@@ -60,8 +60,8 @@ def test_planted_bias_strengths_and_cases():
     assert bias_strength("blue", "triangle") == pytest.approx(0.1 / 6)
     assert bias_strength("red", "circle") == pytest.approx(1 / 7)
     cases = bias_cases(images=2, seed=1)
-    assert len(cases) == 7 * 4 * 2
-    assert sum(c.strength for c in cases if c.key.endswith("triangle")) == pytest.approx(2 * 1.0)  # a distribution
+    assert len(cases) == 6 * 4 * 2 and not any(c.word_1 == "orange" for c in cases)  # alone, "orange" is the fruit
+    assert sum(c.strength for c in cases if c.key.endswith("triangle")) == pytest.approx(2 * (1.0 - 0.1 / 6))
     c = next(c for c in cases if c.key == "red triangle")
     assert (c.prompt, c.word_1, c.word_2) == ("a red triangle", "red", "triangle") and tuple(c.image.shape) == (3, 32, 32)
     assert all(c.image is None for c in bias_cases(1, generated=True))
@@ -125,6 +125,7 @@ def test_synonym_and_homonym_cases_use_true_words():
     assert len(cases) == 15 and sum(c.group == "synonym" for c in cases) == 3
     for c in cases:
         assert c.prompt is None and (c.word_2 in ("square", "box"))
+    assert {c.word_2 for c in homonym_cases()} == {"circle"} and len(homonym_cases()) == 6 * 4
     h = homonym_cases(images=1, controls=("red",), shapes=("circle", "square"))
     assert [(c.word_1, c.word_2, c.group) for c in h] == [("orange", "circle", "homonym"), ("red", "circle", "control"),
                                                           ("orange", "square", "homonym"), ("red", "square", "control")]
@@ -177,7 +178,7 @@ def test_commands_end_to_end(shapes_path, tmp_path, study, extra, capsys):
     if study == "uniqueness":
         assert (tmp_path / "uniqueness-shapes.png").read_bytes().startswith(b"\x89PNG")
     if study == "bias":
-        assert len(doc["rows"]) == 28 and "Spearman" in " ".join(doc["notes"])
+        assert len(doc["rows"]) == 24 and "Spearman" in " ".join(doc["notes"])
         assert doc["rows"][0]["perfect model, standard"] is not None
 
 

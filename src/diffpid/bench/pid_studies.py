@@ -58,6 +58,7 @@ class PairCase:
         group: the case's group in its study (``"synonym"``, ``"unrelated"``, ``"homonym"``...).
         key: cases with the same key are averaged together (e.g. one colour-shape pair).
         strength: a planted strength to correlate with (bias), or ``None``.
+        image_prompt: the prompt a missing image is generated from (default ``prompt``).
     """
 
     image: Any
@@ -68,6 +69,7 @@ class PairCase:
     group: str = ""
     key: str = ""
     strength: float | None = None
+    image_prompt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,7 @@ def pair_pid(model: Model, case: PairCase, *, samples: int = 32, sampler: Any = 
     """
     from ..pid import pid
 
-    x = case_data(model, case.image, case.prompt, seed)
+    x = case_data(model, case.image, case.image_prompt or case.prompt, seed)
     full = case.prompt is not None and not case.conditional
     r = pid(model, x[0], case.word_1, case.word_2, prompt=case.prompt, conditional=case.conditional,
             full_prompt=full, samples=samples, sampler=sampler, batch_size=batch_size, redundancy=redundancy,
@@ -138,7 +140,7 @@ def pair_pid(model: Model, case: PairCase, *, samples: int = 32, sampler: Any = 
     pixel_r = float(np.minimum(r.mi_1.pixel_map, r.mi_2.pixel_map).sum())
     maps = {k: np.asarray(named[k].pixel_map, dtype=np.float64) for k in ATOMS}
     return PairResult(PairCase(None, case.prompt, case.word_1, case.word_2, case.conditional, case.group, case.key,
-                               case.strength), values, stderrs, pixel_r, maps, tuple(r.conditions))
+                               case.strength, case.image_prompt), values, stderrs, pixel_r, maps, tuple(r.conditions))
 
 
 def bias_strength(color: str, shape: str) -> float:
@@ -189,7 +191,10 @@ def _scene(caption: str, seed: int) -> torch.Tensor:
 
 
 def bias_cases(images: int = 2, seed: int = 0, generated: bool = False) -> list[PairCase]:
-    """Every (colour, shape) pair of the shapes world, ``images`` scenes each, words of ``"a COLOUR SHAPE"``.
+    """(colour, shape) pairs of the shapes world, ``images`` scenes each, words of ``"a COLOUR SHAPE"``.
+
+    Orange is left out: alone, the word is the fruit (a circle), so its PID would measure the
+    homonym, not the bias. 6 colours x 4 shapes = 24 pairs.
 
     Args:
         images: scenes per pair (the world's ground truth, or generated when ``generated``).
@@ -199,7 +204,7 @@ def bias_cases(images: int = 2, seed: int = 0, generated: bool = False) -> list[
     from ..worlds.shapes import COLORS, SHAPES
 
     out = []
-    for c in COLORS:
+    for c in (c for c in COLORS if c != "orange"):
         for s in SHAPES:
             prompt = f"a {c} {s}"
             for k in range(images):
@@ -208,13 +213,14 @@ def bias_cases(images: int = 2, seed: int = 0, generated: bool = False) -> list[
     return out
 
 
-def synonym_cases(images: int = 8, seed: int = 0) -> list[PairCase]:
+def synonym_cases(images: int = 8, seed: int = 0, generated: bool = False) -> list[PairCase]:
     """Squares of the shapes world with the synonym pair and unrelated pairs of true words.
 
     For each scene ``"a SIZE COLOUR square"`` (colour not orange): ``("square", "box")`` (group
     ``synonym``) and ``(COLOUR, "square")``, ``(COLOUR, "box")``, ``(SIZE, "square")``,
     ``(SIZE, "box")`` (group ``unrelated``). The words are sources on their own: PID compares
-    ``""``, ``y1``, ``y2`` and ``"y1 y2"``.
+    ``""``, ``y1``, ``y2`` and ``"y1 y2"``. With ``generated`` the image is generated from
+    the scene's caption (seeded per item) instead of drawn from the world.
     """
     from ..worlds.shapes import COLORS, SIZES
 
@@ -223,23 +229,29 @@ def synonym_cases(images: int = 8, seed: int = 0) -> list[PairCase]:
     out = []
     for k in range(images):
         size, colour = rng.choice(tuple(SIZES)), rng.choice(colours)
-        img = _scene(f"a {size} {colour} square", seed * 1000 + k)
-        out.append(PairCase(img, None, "square", "box", group="synonym", key="square box"))
+        caption = f"a {size} {colour} square"
+        img = None if generated else _scene(caption, seed * 1000 + k)
+        out.append(PairCase(img, None, "square", "box", group="synonym", key="square box", image_prompt=caption))
         for a in (colour, size):
             for b in ("square", "box"):
-                out.append(PairCase(img, None, a, b, group="unrelated", key=f"{'colour' if a == colour else 'size'} {b}"))
+                out.append(PairCase(img, None, a, b, group="unrelated", key=f"{'colour' if a == colour else 'size'} {b}",
+                                    image_prompt=caption))
     return out
 
 
-def homonym_cases(images: int = 2, seed: int = 0, controls: Sequence[str] = ("red", "blue", "green"),
-                  shapes: Sequence[str] = ("circle", "square", "triangle", "diamond")) -> list[PairCase]:
+def homonym_cases(images: int = 6, seed: int = 0, controls: Sequence[str] = ("red", "blue", "green"),
+                  shapes: Sequence[str] = ("circle",), generated: bool = False) -> list[PairCase]:
     """``"a COLOUR SHAPE"`` scenes: ``("orange", SHAPE)`` is the homonym pair, other colours the controls.
 
     Args:
         images: scenes per prompt.
         seed: seed of the scenes.
         controls: the control colours.
-        shapes: the shape words.
+        shapes: the shape words. Default: circles only, the one shape the lone "orange" (a
+            circle of any colour) does not contradict; with other shapes the lone word
+            contradicts the image, and ``i_o`` of a contradicting word grows without bound for
+            a perfect model (its synergy then is very negative).
+        generated: generate the images from the prompts (seeded per item) instead of drawing scenes.
     """
     if "orange" in controls:
         raise ParameterError("'orange' is the homonym; choose other control colours")
@@ -248,8 +260,8 @@ def homonym_cases(images: int = 2, seed: int = 0, controls: Sequence[str] = ("re
         for c in ("orange", *controls):
             prompt = f"a {c} {s}"
             for k in range(images):
-                out.append(PairCase(_scene(prompt, seed * 1000 + k), prompt, c, s,
-                                    group="homonym" if c == "orange" else "control", key=f"{c} {s}"))
+                img = None if generated else _scene(prompt, seed * 1000 + k)
+                out.append(PairCase(img, prompt, c, s, group="homonym" if c == "orange" else "control", key=f"{c} {s}"))
     return out
 
 
@@ -267,11 +279,15 @@ def _by_key(results: Sequence[PairResult], metric: str) -> tuple[list[str], np.n
 
 
 def metric_of(r: PairResult, metric: str) -> float:
-    """A case's value of ``metric``: an atom or information name, ``"pixel_redundancy"`` or ``"redundant_share"``."""
+    """A case's value of ``metric``: a name in ``values``, ``"pixel_redundancy"``, ``"redundant_share"`` or
+    ``"standard_redundant_share"`` (the share from the standard estimator)."""
     if metric == "pixel_redundancy":
         return r.pixel_redundancy
     if metric == "redundant_share":
         return r.redundant_share
+    if metric == "standard_redundant_share":
+        m12 = r.values["standard_mi_12"]
+        return r.values["standard_redundancy"] / m12 if m12 > 0 else float("nan")
     if metric not in r.values:
         raise ParameterError(f"unknown metric {metric!r}; use an atom, mi_1/mi_2/mi_12, pixel_redundancy or "
                              "redundant_share")

@@ -3,7 +3,10 @@
 Without a case file every study runs on the shapes world with the embedded model (or
 ``--model``); with ``--cases FILE`` (CSV / JSON lines: ``prompt, word_1, word_2`` and optional
 ``image, group, strength, conditional, key``) it runs on any model. ``bias --occupations FILE``
-builds DiffusionPID's gender study from a list of occupations.
+builds DiffusionPID's gender study from a list of occupations. ``--model shapes-oracle`` runs
+the shapes-world studies on the exact denoiser of single centred objects
+(:class:`~diffpid.bench.shapes_oracle.ShapesOracle`), with images drawn from it: what a
+perfectly trained model would give.
 """
 
 from __future__ import annotations
@@ -28,11 +31,26 @@ HOMONYM_NOTES = (
     "Shapes world: 'orange' before a shape word is the colour, alone it is the fruit (a circle of any colour). "
     "Homonym pairs: ('orange', SHAPE) in 'a orange SHAPE'; controls: other colours with the same shapes. PID against "
     "the empty prompt with the full prompt as the joint; synergy S = m12 - m1 - m2 + R.",
+    "A perfect model, standard estimator, circles: S = log 7 = 1.95 nats for ('orange', 'circle') (the colour "
+    "appears only jointly) against log 4 = 1.39 for other colours (their informations add up).",
 )
 
 
+ORACLE = "shapes-oracle"
+
+
+def _model(args: Any) -> tuple[Any, bool]:
+    """The model argument and whether images must be generated (the oracle draws its own)."""
+    if args.model == ORACLE:
+        from .shapes_oracle import ShapesOracle
+
+        return ShapesOracle(), True
+    return args.model, bool(getattr(args, "generated", False))
+
+
 def _common(p: Any, samples: int = 32) -> None:
-    p.add_argument("--model", default=None, help="diffusers folder or hub id (default: the embedded shapes model)")
+    p.add_argument("--model", default=None, help="diffusers folder or hub id (default: the embedded shapes model); "
+                   f"'{ORACLE}': the exact single-object denoiser of the shapes world")
     p.add_argument("--samples", type=int, default=samples, help="(a, eps) draws per decomposition")
     p.add_argument("--sampler", default="adaptive", help="log-SNR sampler: adaptive, sobol, published, uniform")
     p.add_argument("--seed", type=int, default=0, help="run seed (scenes, estimator draws, bootstrap)")
@@ -42,12 +60,17 @@ def _common(p: Any, samples: int = 32) -> None:
 
 
 def _kw(args: Any, dataset: str, meta: dict) -> dict:
-    return dict(model=args.model, samples=args.samples, sampler=args.sampler, seed=args.seed,
+    return dict(model=_model(args)[0], samples=args.samples, sampler=args.sampler, seed=args.seed,
                 meta={"dataset": dataset, **meta}, progress=not args.no_progress)
 
 
 def _name(study: str, dataset: str) -> str:
     return f"{study}-{dataset}"
+
+
+def _shapes(args: Any) -> str:
+    """The dataset name of a shapes-world run: ``shapes``, or ``shapes-oracle`` on the oracle."""
+    return "shapes-oracle" if args.model == ORACLE else "shapes"
 
 
 def add_bias(p: Any) -> None:
@@ -69,8 +92,8 @@ def bias(args: Any) -> int:
         genders = [g.strip() for g in args.genders.split(",") if g.strip()]
         cases, dataset = occupation_cases(args.occupations, genders, args.template, args.images), "occupations"
     else:
-        cases, dataset = bias_cases(args.images, args.seed, args.generated), "shapes"
-    reference = bias_reference() if dataset == "shapes" else None
+        cases, dataset = bias_cases(args.images, args.seed, _model(args)[1]), _shapes(args)
+    reference = bias_reference() if dataset.startswith("shapes") else None
     _, table = run_bias(cases, args.out, resamples=args.resamples, table_name=_name("bias", dataset),
                         reference=reference, **_kw(args, dataset, {"images_per_pair": args.images}))
     print(to_markdown(table))
@@ -86,11 +109,15 @@ def add_synonyms(p: Any) -> None:
 
 def synonyms(args: Any) -> int:
     """Run the synonym study and print its table."""
-    cases, dataset = (read_pair_cases(args.cases), "file") if args.cases else (synonym_cases(args.images, args.seed), "shapes")
+    if args.cases:
+        cases, dataset = read_pair_cases(args.cases), "file"
+    else:
+        cases, dataset = synonym_cases(args.images, args.seed, _model(args)[1]), _shapes(args)
     _, table = run_contrast("synonyms", cases, args.out, first="synonym", second="unrelated",
-                            metrics=("redundant_share", "redundancy", "unique_1", "unique_2", "pixel_redundancy"),
+                            metrics=("redundant_share", "standard_redundant_share", "redundancy", "unique_1",
+                                     "unique_2", "pixel_redundancy"),
                             title="Synonyms: redundancy of synonyms against unrelated words",
-                            notes=SYNONYM_NOTES if dataset == "shapes" else (), resamples=args.resamples,
+                            notes=SYNONYM_NOTES if dataset != "file" else (), resamples=args.resamples,
                             table_name=_name("synonyms", dataset),
                             **_kw(args, dataset, {"images": args.images}))
     print(to_markdown(table))
@@ -100,8 +127,8 @@ def synonyms(args: Any) -> int:
 def add_homonyms(p: Any) -> None:
     """Arguments of ``diffpid bench homonyms``."""
     p.add_argument("--cases", default=None, help="CSV/JSONL of prompt, word_1, word_2, group (homonym / control)[, image]")
-    p.add_argument("--images", type=int, default=2, help="shapes world: scenes per prompt")
-    p.add_argument("--shapes", default="circle,square,triangle,diamond", help="shapes world: shape words")
+    p.add_argument("--images", type=int, default=6, help="shapes world: scenes per prompt")
+    p.add_argument("--shapes", default="circle", help="shapes world: comma-separated shape words")
     p.add_argument("--controls", default="red,blue,green", help="shapes world: control colours")
     _common(p)
 
@@ -112,11 +139,12 @@ def homonyms(args: Any) -> int:
         cases, dataset = read_pair_cases(args.cases), "file"
     else:
         split = lambda v: [w.strip() for w in v.split(",") if w.strip()]  # noqa: E731
-        cases, dataset = homonym_cases(args.images, args.seed, split(args.controls), split(args.shapes)), "shapes"
+        cases = homonym_cases(args.images, args.seed, split(args.controls), split(args.shapes), _model(args)[1])
+        dataset = _shapes(args)
     _, table = run_contrast("homonyms", cases, args.out, first="homonym", second="control",
-                            metrics=("synergy", "redundancy", "mi_12"),
+                            metrics=("synergy", "standard_synergy", "redundancy", "mi_12"),
                             title="Homonyms: synergy of the ambiguous word with its neighbour",
-                            notes=HOMONYM_NOTES if dataset == "shapes" else (), resamples=args.resamples,
+                            notes=HOMONYM_NOTES if dataset != "file" else (), resamples=args.resamples,
                             table_name=_name("homonyms", dataset),
                             **_kw(args, dataset, {"images": args.images}))
     print(to_markdown(table))
@@ -133,6 +161,10 @@ def add_uniqueness(p: Any) -> None:
 
 def uniqueness(args: Any) -> int:
     """Run the uniqueness-map study on the shapes world and print its table."""
+    from ..errors import ParameterError
+
+    if args.model == ORACLE:
+        raise ParameterError("the shapes oracle has one object per image; uniqueness maps need two: use a model")
     kw = _kw(args, "shapes", {"role": args.role})
     _, table = run_uniqueness(uniqueness_cases(args.n, args.seed, args.role), args.out,
                               figure_cases=args.figure_cases, table_name="uniqueness-shapes", **kw)

@@ -71,7 +71,7 @@ def occupation_cases(path: str | os.PathLike, genders: Sequence[str] = ("male", 
         for g in genders:
             for k in range(images):
                 out.append(PairCase(None, template.format(gender=g, occupation=job), g, job, group=g,
-                                    key=f"{g} {job}#{k}" if images > 1 else f"{g} {job}"))
+                                    key=f"{g} {job}"))
     return out
 
 
@@ -89,7 +89,8 @@ def _image_key(image: Any) -> Any:
 
 def _from_store(s: StoredItem) -> PairResult:
     v = s.values
-    case = PairCase(None, v["prompt"], v["word_1"], v["word_2"], v["conditional"], v["group"], v["key"], v["strength"])
+    case = PairCase(None, v["prompt"], v["word_1"], v["word_2"], v["conditional"], v["group"], v["key"], v["strength"],
+                    v.get("image_prompt"))
     maps = {k: np.asarray(s.arrays[k], dtype=np.float64) for k in ATOMS if k in s.arrays}
     return PairResult(case, v["values"], v["stderrs"], v["pixel_redundancy"], maps, tuple(v["conditions"]))
 
@@ -121,10 +122,14 @@ def run_pairs(name: str, cases: Sequence[PairCase], out: str | os.PathLike, *, m
         raise ParameterError(f"no {name} cases; give at least one")
     info = model_facts(model)
     items = []
+    seen: dict[str, int] = {}
     for i, c in enumerate(cases):
         content = ("pair/1", _image_key(c.image), c.prompt, c.word_1, c.word_2, c.conditional, c.group, c.key,
-                   c.strength)
-        items.append(Item(item_id(*content), (c, None if masks is None else masks[i]), c.key or f"{c.word_1} {c.word_2}"))
+                   c.strength, c.image_prompt)
+        base = item_id(*content)
+        n = seen[base] = seen.get(base, -1) + 1  # cases that repeat (generated images) are replicates
+        items.append(Item(base if n == 0 else item_id(*content, n), (c, None if masks is None else masks[i]),
+                          c.key or f"{c.word_1} {c.word_2}"))
     loaded: list[Any] = []
 
     def compute(item: Item, item_seed: int) -> ItemResult:
@@ -133,7 +138,8 @@ def run_pairs(name: str, cases: Sequence[PairCase], out: str | os.PathLike, *, m
             loaded.append(resolve_model(model))
         m = loaded[0]
         r = pair_pid(m, case, samples=samples, sampler=sampler, seed=item_seed % (2**31))
-        values = {"prompt": case.prompt, "word_1": case.word_1, "word_2": case.word_2, "conditional": case.conditional,
+        values = {"prompt": case.prompt, "image_prompt": case.image_prompt, "word_1": case.word_1, "word_2": case.word_2,
+                  "conditional": case.conditional,
                   "group": case.group, "key": case.key, "strength": case.strength, "values": r.values,
                   "stderrs": r.stderrs, "pixel_redundancy": r.pixel_redundancy, "conditions": list(r.conditions)}
         arrays = {k: np.asarray(v, dtype=np.float32) for k, v in r.maps.items()}
