@@ -109,6 +109,20 @@ def test_shapes_cases_are_deterministic_and_valid():
         shapes_cases(3, mode="blur")
 
 
+def test_single_object_cases_and_replicates_on_the_oracle(tmp_path):
+    from diffpid.bench.intervention_run import single_object_cases
+    from diffpid.bench.shapes_oracle import ShapesOracle
+
+    cases = single_object_cases(30, seed=0, mode="swap")
+    for _, c in cases:
+        assert c.image is None and c.caption.split()[0] == "a" and len(c.caption.split()) == 4
+        assert c.word in c.caption.split() and c.replacement not in (None, c.word, "orange")
+    same = [("a", InterventionCase(None, "a big red circle", "red")), ("b", InterventionCase(None, "a big red circle", "red"))]
+    s, _ = run_intervention(same, tmp_path, model=ShapesOracle(), steps=20, samples=8, resamples=20)
+    assert s.items == 2  # two generated replicates, not one item twice
+    assert s.reconstruction_relative < 1e-3  # the exact denoiser inverts almost exactly
+
+
 def test_read_cases(tmp_path):
     from PIL import Image
 

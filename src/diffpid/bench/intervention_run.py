@@ -23,7 +23,8 @@ from .common import model_facts
 from .study_runs import StoredItem, read_rows, run_study
 from .tables import ResultTable, write_table
 
-__all__ = ["add_arguments", "command", "intervention_table", "read_cases", "run_intervention", "shapes_cases"]
+__all__ = ["add_arguments", "command", "intervention_table", "read_cases", "run_intervention", "shapes_cases",
+           "single_object_cases"]
 
 MODES = ("omit", "swap")
 
@@ -72,6 +73,28 @@ def shapes_cases(n: int = 24, seed: int = 0, mode: str = "omit") -> list[tuple[s
             if len(out) == n:
                 break
         batch += 1
+    return out
+
+
+def single_object_cases(n: int = 24, seed: int = 0, mode: str = "omit") -> list[tuple[str, InterventionCase]]:
+    """``n`` complete single-object captions ``"a SIZE COLOUR SHAPE"`` with a word each; images generated.
+
+    For models whose images are generated from the caption (the shapes oracle): the case's image
+    is ``None``. Colours leave out orange (whose reading depends on its neighbour).
+    """
+    from ..worlds.shapes import COLORS, SHAPES, SIZES
+
+    if mode not in MODES:
+        raise ParameterError(f"mode must be 'omit' or 'swap', got {mode!r}")
+    rng = random.Random(seed)
+    out = []
+    for k in range(n):
+        z, c, s = rng.choice(tuple(SIZES)), rng.choice([c for c in COLORS if c != "orange"]), rng.choice(SHAPES)
+        role, word = rng.choice((("size", z), ("color", c), ("shape", s)))
+        repl = _swap_for(word, role, rng) if mode == "swap" else None
+        if repl == "orange":
+            repl = "red" if word != "red" else "blue"
+        out.append((f"caption {k}", InterventionCase(None, f"a {z} {c} {s}", word, repl)))
     return out
 
 
@@ -178,8 +201,11 @@ def run_intervention(
     if not cases:
         raise ParameterError("no intervention items; give at least one")
     info = model_facts(model)
-    items = [Item(item_id("intervention/1", _case_key(c), c.caption, c.word, c.replacement), c, label)
-             for label, c in cases]
+    items, seen = [], {}
+    for label, c in cases:
+        base = item_id("intervention/1", _case_key(c), c.caption, c.word, c.replacement)
+        n = seen[base] = seen.get(base, -1) + 1  # repeated cases (generated images) are replicates
+        items.append(Item(base if n == 0 else item_id(base, n), c, label))
     loaded: list[Any] = []
 
     def compute(item: Item, item_seed: int) -> ItemResult:
@@ -212,7 +238,8 @@ def add_arguments(p: Any) -> None:
                    "(default: shapes-world scenes)")
     p.add_argument("--n", type=int, default=24, help="shapes-world items")
     p.add_argument("--mode", choices=MODES, default="omit", help="shapes world: omit the word or swap it")
-    p.add_argument("--model", default=None, help="diffusers folder or hub id (default: the embedded shapes model)")
+    p.add_argument("--model", default=None, help="diffusers folder or hub id (default: the embedded shapes model); "
+                   "'shapes-oracle': the exact single-object denoiser, on generated single-object captions")
     p.add_argument("--steps", type=int, default=100, help="DDIM steps of inversion, regeneration and attention")
     p.add_argument("--samples", type=int, default=32, help="(a, eps) draws of each information estimate")
     p.add_argument("--guidance", type=float, default=1.0, help="guidance of inversion and regeneration (1 = none)")
@@ -230,12 +257,19 @@ def command(args: Any) -> int:
     """Run ``diffpid bench intervention`` and print the table."""
     from .tables import to_markdown
 
-    if args.items is None:
+    model = args.model
+    if model == "shapes-oracle":
+        from .shapes_oracle import ShapesOracle
+
+        model = ShapesOracle()
+        cases, dataset = single_object_cases(args.n, args.seed, args.mode), "shapes-oracle"
+        meta = {"world_seed": args.seed, "mode": args.mode}
+    elif args.items is None:
         cases, dataset = shapes_cases(args.n, args.seed, args.mode), "shapes"
         meta = {"world_seed": args.seed, "mode": args.mode}
     else:
         cases, dataset, meta = read_cases(args.items), "file", {"items_file": str(args.items)}
-    _, table = run_intervention(cases, args.out, model=args.model, steps=args.steps, samples=args.samples,
+    _, table = run_intervention(cases, args.out, model=model, steps=args.steps, samples=args.samples,
                                 guidance=args.guidance, lowest=args.lowest, attention=not args.no_attention,
                                 sampler=args.sampler,
                                 seed=args.seed, resamples=args.resamples, table_name=f"intervention-{dataset}",
