@@ -104,18 +104,9 @@ def ddim_inversion(model: Model, x: torch.Tensor, condition: Any, steps: int = 5
     Returns:
         ``(b, *data_shape)`` the state at the bottom of the range (approximately the noise).
     """
-    if not isinstance(steps, int) or steps < 1:
-        raise ParameterError(f"steps must be a positive integer, got {steps!r}")
-    lo, hi = max(float(model.logsnr_range[0]), -12.0), min(float(model.logsnr_range[1]), 12.0)
-    levels = torch.linspace(hi, lo, steps + 1, dtype=torch.float64)
-    x = x.to(model.device, torch.float32)
-    for i in range(steps):
-        a, a2 = levels[i].item(), levels[i + 1].item()
-        e = model.eps(x, torch.full((len(x),), a, device=model.device), [condition])[:, 0].float()
-        s, s2 = torch.sigmoid(torch.tensor(a)), torch.sigmoid(torch.tensor(a2))
-        x0 = (x - (1 - s).sqrt() * e) / s.sqrt()
-        x = s2.sqrt() * x0 + (1 - s2).sqrt() * e
-    return x
+    from ..sampling import ddim_invert  # the same grid and step as the intervention bench
+
+    return ddim_invert(model, x, condition, steps)
 
 
 def _results(cap: AttentionCapture, prompt: str, words: Any, images: int, size: Any, single: bool):
