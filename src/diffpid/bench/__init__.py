@@ -8,4 +8,11 @@
 - :mod:`.localization_run`, :mod:`.compositional_run`: their items, resumable runs and tables
   (``diffpid bench localization`` / ``diffpid bench compositional``).
 - :mod:`.common`: the model argument of every bench and its facts for the tables.
+- :mod:`.intervention` (+ :mod:`.intervention_run`): prompt intervention, image change after
+  omitting or swapping a word against its CMI and attention (``diffpid bench intervention``).
+- :mod:`.pid_studies`, :mod:`.uniqueness` (+ :mod:`.pid_studies_run`, :mod:`.pid_studies_cli`):
+  DiffusionPID's bias, synonym, homonym and uniqueness-map studies (``diffpid bench bias`` ...).
+- :mod:`.correlation`: Pearson, Spearman, bootstrap errors; :mod:`.study_runs`: running a
+  study through the resumable store; :mod:`.shapes_oracle`: the exact single-object denoiser of
+  the shapes world (``--model shapes-oracle``).
 """
