@@ -74,7 +74,7 @@ def calls_to_reach(target: float, budgets, rmse) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reps", type=int, default=16)
-    p.add_argument("--reference", type=int, default=1 << 17)
+    p.add_argument("--reference", type=int, default=1 << 16)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "estimator_efficiency.md"))
     args = p.parse_args()
