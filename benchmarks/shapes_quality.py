@@ -72,8 +72,9 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None, help="training folder: evaluate the EMA of its checkpoint.pt")
     ap.add_argument("--n", type=int, default=200, help="held-out two-object captions")
     ap.add_argument("--singles", type=int, default=100, help="one-object captions")
-    ap.add_argument("--steps", type=int, default=25)
-    ap.add_argument("--guidance", type=float, default=3.0)
+    ap.add_argument("--sampler", default="ddpm", choices=("ddpm", "ddim", "dpm"))
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--guidance", type=float, default=1.5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tag", default="shapes_quality", help="name of the result files")
@@ -99,13 +100,13 @@ def main() -> None:
     pairs = held_out_captions(args.n, args.seed)
     singles = single_captions(args.singles, args.seed)
     t0 = time.time()
-    imgs_pairs = generate_images(comps, pairs, seed=args.seed, steps=args.steps, guidance=args.guidance)
-    imgs_single = generate_images(comps, singles, seed=args.seed + 1, steps=args.steps, guidance=args.guidance)
+    imgs_pairs = generate_images(comps, pairs, args.seed, args.steps, args.guidance, args.sampler)
+    imgs_single = generate_images(comps, singles, args.seed + 1, args.steps, args.guidance, args.sampler)
     seconds = time.time() - t0
     ok_pairs = [check_caption_image(i, c).ok for i, c in zip(imgs_pairs, pairs)]
     ok_single = [check_caption_image(i, c).ok for i, c in zip(imgs_single, singles)]
     report = {
-        "model": source, "training_steps": step, "solver": f"DPM-Solver++ {args.steps} steps",
+        "model": source, "training_steps": step, "solver": f"{args.sampler} {args.steps} steps",
         "guidance": args.guidance, "seed": args.seed,
         "held_out_two_object": rate(ok_pairs), "one_object": rate(ok_single),
         "held_out_attributes": attribute_rates(imgs_pairs, pairs),

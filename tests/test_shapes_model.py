@@ -93,10 +93,15 @@ def test_train_function_checkpoints_resumes_and_exports(tmp_path):
 def test_generate_images_shape_and_determinism():
     comps = build_components(TINY)
     comps.unet.eval(), comps.text_encoder.eval()
-    a = generate_images(comps, ["a red circle", "a box"], seed=1, steps=2, chunk=1)
-    b = generate_images(comps, ["a red circle", "a box"], seed=1, steps=2, chunk=2)
-    assert a.shape == (2, 3, 32, 32) and a.abs().max() <= 1
-    assert torch.allclose(a, b, atol=1e-5)
+    for sampler in ("ddim", "dpm"):
+        a = generate_images(comps, ["a red circle", "a box"], seed=1, steps=2, sampler=sampler, chunk=1)
+        b = generate_images(comps, ["a red circle", "a box"], seed=1, steps=2, sampler=sampler, chunk=2)
+        assert a.shape == (2, 3, 32, 32) and a.abs().max() <= 1
+        assert torch.allclose(a, b, atol=1e-5)
+    c = generate_images(comps, ["a red circle"], seed=1, steps=3, sampler="ddpm")
+    assert torch.equal(c, generate_images(comps, ["a red circle"], seed=1, steps=3, sampler="ddpm"))
+    with pytest.raises(ParameterError):
+        generate_images(comps, ["a box"], sampler="euler")
 
 
 def test_missing_folder_raises_model_load_error(tmp_path):

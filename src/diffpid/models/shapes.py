@@ -220,24 +220,48 @@ def load_shapes_model(path: str | Path | None = None, **kwargs: Any) -> Any:
     return load_model(str(path), **kwargs)
 
 
+SAMPLERS = ("ddpm", "ddim", "dpm")
+
+
+def make_sampler_scheduler(components: ShapesComponents, sampler: str) -> Any:
+    """A diffusers scheduler for generation built from the model's schedule.
+
+    Args:
+        sampler: ``"ddpm"`` (ancestral), ``"ddim"`` (deterministic, eta 0) or ``"dpm"``
+            (DPM-Solver++ 2M, started at half-log-SNR -5.1 as diffusers advises for cosine schedules).
+    """
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+    from ..errors import ParameterError
+
+    config = components.scheduler.config
+    if sampler == "ddpm":
+        return DDPMScheduler.from_config(config)
+    if sampler == "ddim":
+        return DDIMScheduler.from_config(config)
+    if sampler == "dpm":
+        return DPMSolverMultistepScheduler.from_config(config, lambda_min_clipped=-5.1)
+    raise ParameterError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
+
+
 @torch.no_grad()
-def generate_images(components: ShapesComponents, captions: Sequence[str], seed: int = 0, steps: int = 25,
-                    guidance: float = 3.0, chunk: int = 64) -> torch.Tensor:
-    """Sample images for captions with DPM-Solver++ and classifier-free guidance.
+def generate_images(components: ShapesComponents, captions: Sequence[str], seed: int = 0, steps: int = 50,
+                    guidance: float = 1.5, sampler: str = "ddpm", chunk: int = 64) -> torch.Tensor:
+    """Sample images for captions with classifier-free guidance.
 
     Args:
         components: the model (eval mode).
         captions: ``n`` captions.
-        seed: seed of the initial noise (image ``i`` is the same whatever the chunking).
-        steps: solver steps.
+        seed: seed of the initial noise and of the ancestral noise (one generator per chunk,
+            so image ``i`` depends on the chunking only through the ancestral noise).
+        steps: sampler steps.
         guidance: classifier-free guidance scale (1 = no guidance); the unconditional caption is ``""``.
+        sampler: see :func:`make_sampler_scheduler`.
         chunk: images per UNet batch.
 
     Returns:
         ``(n, 3, 32, 32)`` images in [-1, 1].
     """
-    from diffusers import DPMSolverMultistepScheduler
-
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(len(captions), 3, 32, 32, generator=g)
     uncond = encode_captions(components, [""])
@@ -246,14 +270,15 @@ def generate_images(components: ShapesComponents, captions: Sequence[str], seed:
         part = list(captions[s : s + chunk])
         cond = encode_captions(components, part)
         both = torch.cat([uncond.expand(len(part), -1, -1), cond])
-        # the cosine schedule ends at log-SNR -19.8; start where the data prediction is stable
-        sched = DPMSolverMultistepScheduler.from_config(components.scheduler.config, lambda_min_clipped=-5.1)
+        sched = make_sampler_scheduler(components, sampler)
         sched.set_timesteps(steps)
+        step_gen = torch.Generator().manual_seed(seed + 1 + s)
         x = noise[s : s + chunk]
         for t in sched.timesteps:
             e = components.unet(torch.cat([x, x]), t, encoder_hidden_states=both).sample
             e_u, e_c = e.chunk(2)
-            x = sched.step(e_u + guidance * (e_c - e_u), t, x).prev_sample
+            eps = e_u + guidance * (e_c - e_u)
+            x = sched.step(eps, t, x, generator=step_gen).prev_sample if sampler == "ddpm" else sched.step(eps, t, x).prev_sample
         out.append(x.clamp(-1, 1))
     return torch.cat(out)
 
