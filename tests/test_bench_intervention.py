@@ -50,6 +50,7 @@ def test_intervene_matches_its_parts(pixel):
     info = mutual_information(pixel, x, case.caption, r.edited, samples=8, seed=3)
     assert r.information == pytest.approx(info.value) and r.information_stderr == pytest.approx(info.stderr)
     assert np.allclose(r.information_map, info.pixel_map)
+    assert r.standard_information == pytest.approx(info.standard_value) and np.allclose(r.standard_map, info.standard_map)
     att = attention_maps(pixel, x, ["cat"], case.caption, method="inversion", steps=4, size=(16, 16))
     assert np.allclose(r.attention_map, att["cat"]) and r.attention == pytest.approx(float(att["cat"].sum()))
     assert r.values()["edited"] == r.edited and set(r.arrays()) >= {"change_map", "information_map", "attention_map"}
@@ -82,6 +83,7 @@ def test_summary_correlations_equal_hand_computed():
     info = [2 * c + 1 for c in change]               # pixel r = 1 in every image, totals linear: image r = 1
     att = [rng.random((2, 2)) for _ in range(6)]
     s = summarize_interventions(_synthetic(change, info, att), resamples=50)
+    assert s.image_standard is None  # the synthetic results carry no standard maps
     assert s.image_information.value == pytest.approx(1.0) and s.pixel_information.value == pytest.approx(1.0)
     assert s.image_attention.value == pytest.approx(pearson([c.sum() for c in change], [a.sum() for a in att]))
     per = [pearson(c.ravel(), a.ravel()) for c, a in zip(change, att)]
@@ -139,7 +141,7 @@ def test_read_cases(tmp_path):
 def test_run_end_to_end_and_resume(shapes_path, tmp_path):
     cases = shapes_cases(3, seed=0)
     s, table = run_intervention(cases, tmp_path, model=shapes_path, steps=3, samples=4, resamples=50)
-    assert s.items == 3 and len(table.rows) == 3
+    assert s.items == 3 and len(table.rows) == 4 and s.pixel_standard is not None
     doc = json.loads((tmp_path / "intervention.json").read_text())
     assert doc["meta"]["items"] == 3 and len(doc["detail"]["items"]) == 3
     assert (tmp_path / "intervention.md").read_text().startswith("### Prompt intervention")

@@ -76,7 +76,9 @@ class Intervention:
         reconstruction_mse: mean squared error per coordinate of the reconstruction against ``x``.
         reconstruction_relative: ``||x_rec - x||^2 / ||x||^2``.
         attention: total of the word's attention map (``None`` without attention).
+        standard_information: the standard estimate ``i = log p(x|caption) / p(x|edited)`` of the same run.
         change_map, information_map: ``(h, w)`` per-pixel change and information.
+        standard_map: ``(h, w)`` per-pixel standard estimate.
         attention_map: ``(h, w)`` attention (``None`` without attention).
         x, reconstruction, edited_x: ``(*data_shape)`` the data, its reconstruction and the edit.
     """
@@ -96,13 +98,16 @@ class Intervention:
     x: np.ndarray
     reconstruction: np.ndarray
     edited_x: np.ndarray
+    standard_information: float = float("nan")
+    standard_map: np.ndarray | None = None
 
     def values(self) -> dict[str, Any]:
         """The scalar results as a JSON-ready mapping (what a run stores per item)."""
         return {"caption": self.caption, "word": self.word, "edited": self.edited, "information": self.information,
                 "information_stderr": self.information_stderr, "change": self.change,
                 "reconstruction_mse": self.reconstruction_mse,
-                "reconstruction_relative": self.reconstruction_relative, "attention": self.attention}
+                "reconstruction_relative": self.reconstruction_relative, "attention": self.attention,
+                "standard_information": self.standard_information}
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The maps and data as float32 arrays (what a run stores beside the values)."""
@@ -110,6 +115,8 @@ class Intervention:
                "reconstruction": self.reconstruction, "edited_x": self.edited_x}
         if self.attention_map is not None:
             out["attention_map"] = self.attention_map
+        if self.standard_map is not None:
+            out["standard_map"] = self.standard_map
         return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
 
 
@@ -193,7 +200,8 @@ def intervene(
     return Intervention(
         case.caption, case.word, edited, float(info.value), float(info.stderr), float(change_map.sum()), mse, rel,
         att, change_map, np.asarray(info.pixel_map, dtype=np.float64), att_map, x[0].cpu().numpy(),
-        rec[0].cpu().numpy(), out[0].cpu().numpy(),
+        rec[0].cpu().numpy(), out[0].cpu().numpy(), float(info.standard_value),
+        np.asarray(info.standard_map, dtype=np.float64),
     )
 
 
@@ -206,6 +214,8 @@ class InterventionSummary:
             (totals) and across pixels (per image, averaged), with bootstrap errors.
         image_attention, pixel_attention: the same for attention (``None`` without attention maps).
         image_information_rank: Spearman's rho of the totals (robust to a few huge changes).
+        image_standard, pixel_standard: the correlations with the standard estimator ``i`` instead
+            of ``i_o`` (``None`` when the results lack it).
         reconstruction_mse, reconstruction_relative: mean round-trip errors over items.
         relative_change: mean ``||x_edit - x_rec||^2 / ||x||^2`` (the edits' scale, to compare
             with the reconstruction error).
@@ -221,6 +231,8 @@ class InterventionSummary:
     reconstruction_relative: float
     relative_change: float
     items: int
+    image_standard: Estimate | None = None
+    pixel_standard: Estimate | None = None
 
 
 def summarize_interventions(results: Sequence[Intervention], *, resamples: int = 1000,
@@ -242,10 +254,15 @@ def summarize_interventions(results: Sequence[Intervention], *, resamples: int =
         image_att = image_level_correlation([r.change for r in with_att], [r.attention for r in with_att], **kw)
         pixel_att = pixel_level_correlation([r.change_map for r in with_att], [r.attention_map for r in with_att], **kw)
     rel_change = [r.change / max(float(np.square(r.x).sum()), 1e-30) for r in results]
+    image_std = pixel_std = None
+    if all(r.standard_map is not None for r in results):
+        image_std = image_level_correlation(change, [r.standard_information for r in results], **kw)
+        pixel_std = pixel_level_correlation([r.change_map for r in results], [r.standard_map for r in results], **kw)
     return InterventionSummary(
         image_level_correlation(change, info, **kw),
         pixel_level_correlation([r.change_map for r in results], [r.information_map for r in results], **kw),
         image_att, pixel_att, image_level_correlation(change, info, rank=True, **kw),
         float(np.mean([r.reconstruction_mse for r in results])),
         float(np.mean([r.reconstruction_relative for r in results])), float(np.mean(rel_change)), len(results),
+        image_std, pixel_std,
     )

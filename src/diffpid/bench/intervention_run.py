@@ -132,7 +132,8 @@ def _from_store(s: StoredItem) -> Intervention:
     att = a.get("attention_map")
     return Intervention(v["caption"], v["word"], v["edited"], v["information"], v["information_stderr"], v["change"],
                         v["reconstruction_mse"], v["reconstruction_relative"], v["attention"], a["change_map"],
-                        a["information_map"], att, a["x"], a["reconstruction"], a["edited_x"])
+                        a["information_map"], att, a["x"], a["reconstruction"], a["edited_x"],
+                        v.get("standard_information", float("nan")), a.get("standard_map"))
 
 
 def _cell(e: Estimate | None) -> tuple[Any, Any]:
@@ -147,6 +148,8 @@ def intervention_table(summary: InterventionSummary, meta: dict[str, Any]) -> Re
         ("attention (DAAM along the inversion)", *_cell(summary.image_attention), *_cell(summary.pixel_attention),
          "0.24", "0.21"),
         ("CMI, Spearman of the totals", *_cell(summary.image_information_rank), None, None, "-", "-"),
+        ("CMI, standard estimator i (same run)", *_cell(summary.image_standard), *_cell(summary.pixel_standard),
+         "-", "-"),
     )
     notes = (
         f"{summary.items} items; reconstruction (inversion then regeneration under the unchanged caption): "
@@ -203,7 +206,7 @@ def run_intervention(
     info = model_facts(model)
     items, seen = [], {}
     for label, c in cases:
-        base = item_id("intervention/1", _case_key(c), c.caption, c.word, c.replacement)
+        base = item_id("intervention/2", _case_key(c), c.caption, c.word, c.replacement)
         n = seen[base] = seen.get(base, -1) + 1  # repeated cases (generated images) are replicates
         items.append(Item(base if n == 0 else item_id(base, n), c, label))
     loaded: list[Any] = []
