@@ -112,6 +112,9 @@ def test_group_contrast_hand_computed():
     groups = {g: (m, se, n) for g, m, se, n in c.groups}
     assert groups["synonym"] == pytest.approx((2.0, 1.0, 2)) and groups["unrelated"] == pytest.approx((1.0, 1 / 3 ** 0.5, 3))
     assert c.difference.value == pytest.approx(1.0) and 0.5 < c.difference.stderr < 1.6
+    nan = group_contrast(rs + [_result("s", "synonym", None, redundancy=1.0, mi_12=0.0)], "redundant_share",
+                         "synonym", "unrelated", resamples=10)
+    assert dict((g, n) for g, _, _, n in nan.groups)["synonym"] == 2  # the undefined share is left out
     share = group_contrast(rs, "redundant_share", "synonym", "unrelated", resamples=10)
     assert dict((g, m) for g, m, _, _ in share.groups)["synonym"] == pytest.approx(1.0)  # mean of 1/2 and 3/2
     with pytest.raises(ParameterError):

@@ -368,10 +368,15 @@ def group_contrast(results: Sequence[PairResult], metric: str, first: str, secon
         metric: an atom (``"redundancy"``, ``"synergy"``...), ``"redundant_share"`` or ``"pixel_redundancy"``.
         first, second: the two groups.
         resamples, seed: bootstrap of the difference.
+
+    Cases whose metric is undefined (NaN, e.g. a share with ``m12 <= 0``) are left out.
     """
     by: dict[str, list[float]] = {}
     for r in results:
-        by.setdefault(r.case.group, []).append(metric_of(r, metric))
+        v = metric_of(r, metric)
+        by.setdefault(r.case.group, [])
+        if np.isfinite(v):  # an undefined share (m12 <= 0) is left out
+            by[r.case.group].append(v)
     for g in (first, second):
         if not by.get(g):
             raise ParameterError(f"no results in group {g!r}; the groups are {sorted(by)}")
