@@ -112,9 +112,13 @@ def test_coco_it_errors(tmp_path):
 
 
 def test_localization_bench_on_coco_it(tmp_path):
-    data = CocoIT(write_coco(tmp_path / "coco"))
+    rows = [(7, "dog", "a dog and a dog on the table", "a  and a  on the table", "dog"),
+            (7, "dining table", "a dog on the table", "a dog on the ", "table"),
+            (9, "dining table", "the big table", "the big ", "table"),
+            (9, "dining table", "the big table", "the big ", "table")]  # a repeated row is one item
+    data = CocoIT(write_coco(tmp_path / "coco", rows))
     items = coco_it_items(data)
-    assert len(items) == 3 and len({i.id for i in items}) == 3
+    assert len(data) == 4 and len(items) == 3 and len({i.id for i in items}) == 3
     case = items[1].data()
     assert case.word == "table" and case.mask.shape == (30, 40) and case.mi_prompt == "dining table"
     rep = run_localization(items, out=str(tmp_path / "out"), model=pixel_folder(), dataset="coco-it",
@@ -124,7 +128,7 @@ def test_localization_bench_on_coco_it(tmp_path):
     # whole image: mask fraction of each mask resized (nearest) to the model's 16x16 images
     from diffpid.bench.localization import resize_mask
 
-    fr = [resize_mask(data.mask(r), (16, 16)).mean() for r in data.rows]
+    fr = [resize_mask(data.mask(r), (16, 16)).mean() for r in data.rows[:3]]
     assert by["whole_image"].miou == pytest.approx(np.mean(fr))
     assert 0 <= by["cmi"].miou <= 1 and by["cmi"].items == 3
 

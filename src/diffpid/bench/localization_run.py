@@ -63,12 +63,17 @@ def shapes_items(n: int, seed: int = 0) -> list[Item]:
 
 
 def coco_it_items(dataset: Any, n: int | None = None, start: int = 0) -> list[Item]:
-    """Items of a :class:`~diffpid.datasets.coco_it.CocoIT` dataset (rows ``start .. start+n``); loaded lazily."""
+    """Items of a :class:`~diffpid.datasets.coco_it.CocoIT` dataset (rows ``start .. start+n``); loaded lazily.
+
+    A row repeating an earlier one (same image, category, caption and word) is the same item and is kept once.
+    """
     rows = dataset.rows[start: None if n is None else start + n]
-    out = []
+    out, seen = [], set()
     for r in rows:
-        out.append(Item(item_id(ITEM_VERSION, "coco-it", r.image_id, r.label, r.caption, r.word),
-                        _CocoCase(dataset, r), f"{r.image_id}: {r.word}"))
+        i = item_id(ITEM_VERSION, "coco-it", r.image_id, r.label, r.caption, r.word)
+        if i not in seen:
+            seen.add(i)
+            out.append(Item(i, _CocoCase(dataset, r), f"{r.image_id}: {r.word} (line {r.line})"))
     return out
 
 
