@@ -18,6 +18,7 @@ from .models.mixture import GaussianMixture
 from .models.shapes import default_model_path, load_shapes_model
 from .pid import PID, Atom, pid
 from .pid_dataset import DatasetPID, average_pid, dataset_pid
+from .sampling import ddim_generate, ddim_invert
 from .runs import Item, ItemResult, RunSummary, collect, run_items, summarize
 
 __version__ = "0.1.0"
@@ -31,4 +32,5 @@ __all__ = [
     "AttentionCapture", "AttentionInformation", "AttentionMaps", "attention_and_information", "attention_maps",
     "Item", "ItemResult", "RunSummary", "collect", "run_items", "summarize",
     "default_model_path", "load_shapes_model",
+    "ddim_generate", "ddim_invert",
 ]
