@@ -46,6 +46,10 @@ class TrainSettings:
         uniform_share: share of timesteps drawn uniformly over all 1000.
         seed: seed of initialisation and of the training generator.
         checkpoint_every: steps between checkpoints.
+        loss_weight_cap: 0 for the plain epsilon MSE; otherwise each sample's epsilon MSE is
+            weighted by ``min(1 + 1/snr, cap)`` (the v-prediction weighting, capped), which
+            puts the low log-SNR levels, where the caption decides colours and layout, back
+            into the loss: there the epsilon error is ``snr`` times the image error, tiny.
     """
 
     batch_size: int = 32
@@ -61,6 +65,7 @@ class TrainSettings:
     uniform_share: float = 0.2
     seed: int = 0
     checkpoint_every: int = 200
+    loss_weight_cap: float = 50.0
 
 
 def logsnr_table(components: ShapesComponents) -> torch.Tensor:
@@ -96,7 +101,11 @@ def diffusion_loss(components: ShapesComponents, images: torch.Tensor, captions:
     x_t = ac.sqrt() * images + (1 - ac).sqrt() * eps
     cond = components.text_encoder(tokenize(components.tokenizer, captions)).last_hidden_state
     pred = components.unet(x_t, t, encoder_hidden_states=cond).sample
-    return torch.mean((pred - eps) ** 2)
+    per_sample = ((pred - eps) ** 2).mean(dim=(1, 2, 3))
+    if settings.loss_weight_cap > 0:
+        a = table[t]
+        per_sample = per_sample * torch.clamp(1 + torch.exp(-a), max=settings.loss_weight_cap)
+    return per_sample.mean()
 
 
 class Trainer:
@@ -170,7 +179,8 @@ class Trainer:
         if not path.exists():
             raise ParameterError(f"no checkpoint at {path}; start without --resume or pass the --out of an earlier run")
         state = torch.load(path, map_location="cpu", weights_only=False)
-        settings = replace(TrainSettings(**state["settings"]), **(settings_override or {}))
+        stored = {"loss_weight_cap": 0.0, **state["settings"]}  # checkpoints older than the weighting
+        settings = replace(TrainSettings(**stored), **(settings_override or {}))
         trainer = cls(config_from_dict(state["config"]), settings)
         trainer.components.unet.load_state_dict(state["unet"])
         trainer.components.text_encoder.load_state_dict(state["text_encoder"])
@@ -203,7 +213,7 @@ class Trainer:
 
 def train(out: str | Path, steps: int, resume: bool = False, config: ShapesConfig = ShapesConfig(),
           settings: TrainSettings = TrainSettings(), lr: float | None = None, export: str | Path | None = None,
-          progress: bool = True) -> Trainer:
+          progress: bool = True, loss_weight_cap: float | None = None) -> Trainer:
     """Train (or continue) until ``steps`` total steps, checkpointing into ``out``.
 
     Args:
@@ -212,13 +222,14 @@ def train(out: str | Path, steps: int, resume: bool = False, config: ShapesConfi
         resume: continue from ``out/checkpoint.pt`` (its architecture and settings win).
         config, settings: for a fresh run.
         lr: override the learning rate (fresh or resumed).
+        loss_weight_cap: override the loss weighting (fresh or resumed; see :class:`TrainSettings`).
         export: folder to write the EMA model to when training stops.
         progress: show a tqdm bar.
     """
     from tqdm import tqdm
 
     out = Path(out)
-    override = {"lr": lr} if lr is not None else {}
+    override = {k: v for k, v in (("lr", lr), ("loss_weight_cap", loss_weight_cap)) if v is not None}
     if resume:
         trainer = Trainer.load(out, override)
     else:
