@@ -52,7 +52,8 @@ def cmd_train_shapes(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     settings = TrainSettings(batch_size=args.batch_size, seed=args.seed, checkpoint_every=args.checkpoint_every)
-    trainer = train(args.out, args.steps, resume=args.resume, settings=settings, lr=args.lr, export=args.export)
+    trainer = train(args.out, args.steps, resume=args.resume, settings=settings, lr=args.lr, export=args.export,
+                    loss_weight_cap=args.loss_weight_cap)
     recent = trainer.recent[-100:]
     mean = sum(recent) / len(recent) if recent else float("nan")
     print(f"step {trainer.step}, mean loss of the last {len(recent)} steps {mean:.4f}; checkpoint in {args.out}"
@@ -112,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     t.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt exactly where it stopped")
     t.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3, or the checkpoint's)")
+    t.add_argument("--loss-weight-cap", type=float, default=None,
+                   help="weight each sample's eps MSE by min(1 + 1/snr, cap); 0 = plain MSE (default 50, or the checkpoint's)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--checkpoint-every", type=int, default=200)
     t.add_argument("--export", default=None, help="folder to write the EMA model to at the end (diffusers layout)")
