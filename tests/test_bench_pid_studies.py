@@ -115,6 +115,9 @@ def test_group_contrast_hand_computed():
     nan = group_contrast(rs + [_result("s", "synonym", None, redundancy=1.0, mi_12=0.0)], "redundant_share",
                          "synonym", "unrelated", resamples=10)
     assert dict((g, n) for g, _, _, n in nan.groups)["synonym"] == 2  # the undefined share is left out
+    frac = group_contrast([_result("s", "synonym", None, redundancy=0.5, mi_1=2.0, mi_2=0.5)], "redundant_fraction",
+                          "synonym", "synonym", resamples=10)
+    assert frac.groups[0][1] == pytest.approx(0.25)
     share = group_contrast(rs, "redundant_share", "synonym", "unrelated", resamples=10)
     assert dict((g, m) for g, m, _, _ in share.groups)["synonym"] == pytest.approx(1.0)  # mean of 1/2 and 3/2
     with pytest.raises(ParameterError):

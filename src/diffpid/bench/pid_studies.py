@@ -279,12 +279,16 @@ def _by_key(results: Sequence[PairResult], metric: str) -> tuple[list[str], np.n
 
 
 def metric_of(r: PairResult, metric: str) -> float:
-    """A case's value of ``metric``: a name in ``values``, ``"pixel_redundancy"``, ``"redundant_share"`` or
+    """A case's value of ``metric``: a name in ``values``, ``"pixel_redundancy"``, ``"redundant_share"``
+    (``R / m12``), ``"redundant_fraction"`` (``R / max(m1, m2)``, which needs no joint condition) or
     ``"standard_redundant_share"`` (the share from the standard estimator)."""
     if metric == "pixel_redundancy":
         return r.pixel_redundancy
     if metric == "redundant_share":
         return r.redundant_share
+    if metric == "redundant_fraction":
+        top = max(r.values["mi_1"], r.values["mi_2"])
+        return r.values["redundancy"] / top if top > 0 else float("nan")
     if metric == "standard_redundant_share":
         m12 = r.values["standard_mi_12"]
         return r.values["standard_redundancy"] / m12 if m12 > 0 else float("nan")

@@ -25,7 +25,8 @@ SYNONYM_NOTES = (
     "colour or size word with 'square' or 'box'. PID of the two words against the empty prompt (joint: 'y1 y2').",
     "redundant_share = R / m(y1 y2): near 1 when the words say the same thing, about min / (m1 + m2) <= 1/2 when "
     "their informations add up. Raw redundancy R = min(m1, m2) does not tell synonyms from unrelated words that "
-    "carry as much information.",
+    "carry as much information. redundant_fraction = R / max(m1, m2) needs no joint prompt ('square box' is "
+    "outside the world's grammar): 1 for synonyms, i(size or colour) / i(shape) or its inverse otherwise.",
 )
 HOMONYM_NOTES = (
     "Shapes world: 'orange' before a shape word is the colour, alone it is the fruit (a circle of any colour). "
@@ -114,8 +115,8 @@ def synonyms(args: Any) -> int:
     else:
         cases, dataset = synonym_cases(args.images, args.seed, _model(args)[1]), _shapes(args)
     _, table = run_contrast("synonyms", cases, args.out, first="synonym", second="unrelated",
-                            metrics=("redundant_share", "standard_redundant_share", "redundancy", "unique_1",
-                                     "unique_2", "pixel_redundancy"),
+                            metrics=("redundant_share", "redundant_fraction", "standard_redundant_share",
+                                     "redundancy", "unique_1", "unique_2", "pixel_redundancy"),
                             title="Synonyms: redundancy of synonyms against unrelated words",
                             notes=SYNONYM_NOTES if dataset != "file" else (), resamples=args.resamples,
                             table_name=_name("synonyms", dataset),
