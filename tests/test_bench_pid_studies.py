@@ -146,6 +146,16 @@ def test_mask_mass_and_uniqueness_summary():
     mm = mask_mass(m, own, other)
     assert (mm.own, mm.other, mm.own_area, mm.other_area) == pytest.approx((1 / 6, 5 / 6, 0.25, 0.5))
     assert np.isnan(mask_mass(np.zeros((2, 2)), own, other).own)
+    from diffpid.bench.uniqueness import dilate
+
+    g = np.zeros((5, 5), bool)
+    g[2, 2] = True
+    assert dilate(g).sum() == 9 and dilate(g, 2).all()
+    a_, b_ = np.zeros((1, 6), bool), np.zeros((1, 6), bool)
+    a_[0, 0], b_[0, 2] = True, True
+    line = np.arange(6.0)[None]
+    grown = mask_mass(line, a_, b_, grow=1)   # grown: own 0-1, other 1-3; pixel 1 is claimed by both: neither
+    assert (grown.own, grown.other) == pytest.approx((0.0, (2 + 3) / 15))
     s = summarize_uniqueness([mm, mask_mass(m, other, own), mask_mass(np.zeros((2, 2)), own, other)])
     assert s.maps == 2 and s.hit_rate == pytest.approx(0.5) and s.own == pytest.approx(0.5)
     cases = uniqueness_cases(4, seed=0)

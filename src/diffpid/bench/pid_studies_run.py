@@ -254,8 +254,10 @@ def run_contrast(name: str, cases: Sequence[PairCase], out: str | os.PathLike, *
 
 def run_uniqueness(cases: Sequence[UniquenessCase], out: str | os.PathLike, *, model: Any = None, samples: int = 32,
                    sampler: str = "adaptive", seed: int = 0, figure_cases: int = 6, meta: dict | None = None,
-                   table_name: str = "uniqueness", progress: bool = False) -> tuple[UniquenessSummary, ResultTable]:
-    """Unique-information maps of two objects' words: ``OUT/TABLE_NAME.md``, ``.json`` and ``.png``."""
+                   table_name: str = "uniqueness", grow: int = 1,
+                   progress: bool = False) -> tuple[UniquenessSummary, ResultTable]:
+    """Unique-information maps of two objects' words: ``OUT/TABLE_NAME.md``, ``.json`` and ``.png``
+    (``grow``: object masks grown by this many pixels, see :func:`~diffpid.bench.uniqueness.mask_mass`)."""
     from ..run_store import write_atomic
 
     pairs = [c.pair for c in cases]
@@ -266,16 +268,17 @@ def run_uniqueness(cases: Sequence[UniquenessCase], out: str | os.PathLike, *, m
     masses = []
     for r, s in zip(results, stored):
         m1, m2 = s.arrays["mask_1"], s.arrays["mask_2"]
-        masses += [mask_mass(r.maps["unique_1"], m1, m2), mask_mass(r.maps["unique_2"], m2, m1)]
+        masses += [mask_mass(r.maps["unique_1"], m1, m2, grow), mask_mass(r.maps["unique_2"], m2, m1, grow)]
     u = summarize_uniqueness(masses)
     rows = (("own object", u.own, u.own_stderr, u.own_area), ("other object", u.other, u.other_stderr, u.other_area))
     notes = (f"{u.maps} unique maps (two per case: U1 of the first word, U2 of the second); a map has more mass on "
              f"its own object than on the other in {100 * u.hit_rate:.1f}% of them.",
-             "Share: a unique map's mass inside the object's mask over its total mass; flat-map share: the mask's "
-             "area (what a map spread evenly would give). CPID of the two words given the rest of the caption.")
+             f"Share: a unique map's mass inside the object's mask (grown by {grow} pixel(s): shape information "
+             "lies on the edges) over its total mass; flat-map share: the mask's area (what a map spread evenly "
+             "would give). CPID of the two words given the rest of the caption.")
     table = ResultTable("Uniqueness maps: where each word's unique information lies",
                         ("mask", "share of the unique map", "stderr", "flat-map share"), rows, notes,
-                        _meta(model, results, summary, samples, seed, meta))
+                        _meta(model, results, summary, samples, seed, {"mask_grow": grow, **(meta or {})}))
     write_table(out, table_name, table, extra={"cases": _per_case(results),
                                                  "mass": [m.__dict__ for m in masses]})
     shown = [(r, s) for r, s in zip(results, stored) if "image" in s.arrays][:figure_cases]

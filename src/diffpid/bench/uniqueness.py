@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import ParameterError, ShapeError
 from .pid_studies import PairCase
 
-__all__ = ["MaskMass", "UniquenessCase", "UniquenessSummary", "mask_mass", "summarize_uniqueness", "uniqueness_cases",
+__all__ = ["MaskMass", "UniquenessCase", "UniquenessSummary", "dilate", "mask_mass", "summarize_uniqueness", "uniqueness_cases",
            "uniqueness_figure"]
 
 
@@ -89,10 +89,34 @@ class MaskMass:
     other_area: float
 
 
-def mask_mass(m: np.ndarray, own: np.ndarray, other: np.ndarray) -> MaskMass:
-    """Mass shares of map ``m`` ``(h, w)`` inside the masks ``own`` and ``other`` ``(h, w)`` (negatives clipped)."""
+def dilate(mask: np.ndarray, pixels: int = 1) -> np.ndarray:
+    """A boolean ``(h, w)`` mask grown by ``pixels`` in every direction (3x3 square steps)."""
+    out = np.asarray(mask, dtype=bool).copy()
+    for _ in range(pixels):
+        p = np.pad(out, 1)
+        out = np.zeros_like(out)
+        for dy in (0, 1, 2):
+            for dx in (0, 1, 2):
+                out |= p[dy:dy + out.shape[0], dx:dx + out.shape[1]]
+    return out
+
+
+def mask_mass(m: np.ndarray, own: np.ndarray, other: np.ndarray, grow: int = 0) -> MaskMass:
+    """Mass shares of map ``m`` ``(h, w)`` inside the masks ``own`` and ``other`` ``(h, w)`` (negatives clipped).
+
+    Args:
+        m: the map.
+        own, other: the two objects' masks.
+        grow: grow both masks by this many pixels first (shape information lies on the edges,
+            half of it outside a mask drawn at coverage 1/2); pixels both grown masks claim count
+            for neither.
+    """
     m = np.clip(np.asarray(m, dtype=np.float64), 0, None)
     own, other = np.asarray(own, dtype=bool), np.asarray(other, dtype=bool)
+    if grow:
+        own, other = dilate(own, grow), dilate(other, grow)
+        both = own & other
+        own, other = own & ~both, other & ~both
     if m.shape != own.shape or m.shape != other.shape:
         raise ShapeError(f"map {m.shape} and masks {own.shape}, {other.shape} differ in shape")
     total = m.sum()
