@@ -157,6 +157,7 @@ def add_uniqueness(p: Any) -> None:
     p.add_argument("--n", type=int, default=16, help="two-object shapes scenes")
     p.add_argument("--role", choices=("shape", "color", "size"), default="shape", help="which word of each object")
     p.add_argument("--figure-cases", type=int, default=6, help="cases drawn in uniqueness.png")
+    p.add_argument("--grow", type=int, default=1, help="grow the object masks by this many pixels for the shares")
     _common(p)
 
 
@@ -168,6 +169,6 @@ def uniqueness(args: Any) -> int:
         raise ParameterError("the shapes oracle has one object per image; uniqueness maps need two: use a model")
     kw = _kw(args, "shapes", {"role": args.role})
     _, table = run_uniqueness(uniqueness_cases(args.n, args.seed, args.role), args.out,
-                              figure_cases=args.figure_cases, table_name="uniqueness-shapes", **kw)
+                              figure_cases=args.figure_cases, table_name="uniqueness-shapes", grow=args.grow, **kw)
     print(to_markdown(table))
     return 0 if table.meta.get("failed", 0) == 0 else 1
