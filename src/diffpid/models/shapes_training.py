@@ -1,6 +1,7 @@
 """Training of the shapes model on freshly rendered shapes-world batches.
 
-Standard recipe for a small pixel diffusion model: epsilon-prediction MSE, AdamW with
+Standard recipe for a small pixel diffusion model: epsilon-prediction MSE (each sample
+weighted by ``min(1 + 1/snr, 50)``, see :class:`TrainSettings`), AdamW with
 linear warmup then a constant rate, gradient clipping, an EMA of the weights (the EMA is
 what gets exported), classifier-free dropout through the world's empty captions, and
 noise levels drawn as log-SNR from a truncated logistic (loc 1, scale 2: the range
