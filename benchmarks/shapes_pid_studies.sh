@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Prompt intervention and the DiffusionPID studies on the shapes world with the embedded checkpoint.
 # Writes the tables (and uniqueness-shapes.png) into benchmarks/results/; the resumable runs go to $WORK
-# (default /tmp/diffpid-bench), so a stopped run continues when the script is started again.
+# (default /tmp/diffpid-bench-pid), so a stopped run continues when the script is started again.
 # Usage: bash benchmarks/shapes_pid_studies.sh [SAMPLES] [INTERVENTION_ITEMS] [INTERVENTION_STEPS]   (ORACLE=0: skip the oracle)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WORK=${WORK:-/tmp/diffpid-bench}
+WORK=${WORK:-/tmp/diffpid-bench-pid}
 SAMPLES=${1:-32}
 ITEMS=${2:-24}
 STEPS=${3:-100}
