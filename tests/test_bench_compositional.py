@@ -134,8 +134,9 @@ def test_cli_bench_compositional_shapes(tmp_path):
 def test_margin_summary_by_hand():
     from diffpid.bench.compositional_run import margin_summary
 
-    m = margin_summary([[0.0, 1.0, 3.0], [-2.0, 0.0], [0.0, 0.1]], [[0, 0.2, 0.2], [0.5, 0], [0, 0.2]], [0, 1, 0])
-    # worst margins 1.0 (se 0.2: sure right), -2.0 (se 0.5: sure wrong), 0.1 (se 0.2: undecided)
-    assert m.mean == pytest.approx((1.0 - 2.0 + 0.1) / 3)
-    assert m.stderr == pytest.approx(np.std([1.0, -2.0, 0.1], ddof=1) / np.sqrt(3))
-    assert m.sure_right == pytest.approx(1 / 3) and m.sure_wrong == pytest.approx(1 / 3)
+    m = margin_summary([[0.0, 1.0, 3.0], [-2.0, 0.0], [0.0, 0.1, -1.0]],
+                       [[0, 0.2, 0.2], [0.5, 0], [0, 0.2, 0.3]], [0, 1, 0])
+    # average margins 2.0 (both sure: right), -2.0 (sure wrong), -0.45 (one undecided, one sure wrong)
+    assert m.mean == pytest.approx((2.0 - 2.0 - 0.45) / 3)
+    assert m.stderr == pytest.approx(np.std([2.0, -2.0, -0.45], ddof=1) / np.sqrt(3))
+    assert m.sure_right == pytest.approx(1 / 3) and m.sure_wrong == pytest.approx(2 / 3)

@@ -95,12 +95,16 @@ def macro_filters(dataset: str) -> tuple[int, frozenset]:
 
 @dataclass(frozen=True)
 class MarginSummary:
-    """How far the correct caption's score lies above the best wrong one, over items (nats).
+    """How far the correct caption's score lies above the wrong ones, over items (nats).
 
     Args:
-        mean, stderr: mean over items of ``score[correct] - max_j score[wrong j]`` and its standard error.
-        sure_right, sure_wrong: fractions of items whose margin is above ``+2`` / below ``-2`` of its
-            paired Monte Carlo standard error (the rest are undecided at this number of samples).
+        mean, stderr: mean over items of the average margin ``score[correct] - score[j]`` over the wrong
+            candidates ``j`` (0 in expectation for a model that cannot tell them apart), and its
+            standard error over items.
+        sure_right: fraction of items whose margin over every wrong candidate exceeds 2 of its paired
+            Monte Carlo standard errors.
+        sure_wrong: fraction of items where some wrong candidate beats the correct one by more than 2
+            paired standard errors (the rest are undecided at this number of samples).
     """
 
     mean: float
@@ -114,15 +118,16 @@ def margin_summary(margins: Sequence[Sequence[float]], stderr: Sequence[Sequence
     """:class:`MarginSummary` of per-item margins ``(k,)`` (0 at the correct index) and their paired errors."""
     if not margins:
         return MarginSummary(float("nan"), float("nan"), float("nan"), float("nan"))
-    worst, worst_se = [], []
+    avg, right, wrong = [], [], []
     for m, se, c in zip(margins, stderr, correct):
-        j = min((j for j in range(len(m)) if j != c), key=lambda j: m[j])
-        worst.append(m[j])
-        worst_se.append(se[j])
-    w, e = np.asarray(worst, dtype=np.float64), np.asarray(worst_se, dtype=np.float64)
-    n = len(w)
-    return MarginSummary(float(w.mean()), float(w.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
-                         float(np.mean(w > 2 * e)), float(np.mean(w < -2 * e)))
+        js = [j for j in range(len(m)) if j != c]
+        avg.append(float(np.mean([m[j] for j in js])))
+        right.append(all(m[j] > 2 * se[j] for j in js))
+        wrong.append(any(m[j] < -2 * se[j] for j in js))
+    a = np.asarray(avg, dtype=np.float64)
+    n = len(a)
+    return MarginSummary(float(a.mean()), float(a.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
+                         float(np.mean(right)), float(np.mean(wrong)))
 
 
 @dataclass(frozen=True)
@@ -238,8 +243,9 @@ def compositional_table(dataset: str, *, micro: Accuracy, macro: MacroAccuracy, 
              "vg-relation" else "attribute pairs with >= 25 items" if dataset == "vg-attribution" else
              "swapped attribute" if dataset == "shapes-attribute" else "relation word" if dataset ==
              "shapes-relation" else "one group: all items") + "); standard errors binomial.",
-             "margin: score of the correct caption minus the best wrong one (nats), mean over items; sure right / "
-             "sure wrong: items whose margin is beyond 2 paired Monte Carlo standard errors.",
+             "margin: score of the correct caption minus a wrong one (nats), averaged over the wrong candidates and "
+             "the items (0 expected without discrimination); sure right: items where the correct caption beats every "
+             "wrong one by > 2 paired Monte Carlo standard errors; sure wrong: items where a wrong one beats it so.",
              "published: Stable Diffusion 2.1-base with 100 samples (Kong et al., ICLR 2024) and CLIP ViT-B/32 (ARO)."]
     per_group = "; ".join(f"{g.group} {pct(g.accuracy.value)}% of {g.accuracy.items}" + ("" if g.included else " (left out)")
                           for g in macro.groups)
