@@ -148,3 +148,32 @@ def test_cli_bench_localization_shapes(tmp_path):
     assert main(args) == 0  # resumed: nothing left to compute
     assert main(["bench", "localization", "--model", str(model), "--methods", "cmi,bogus", "--items", "1",
                  "--out", str(out), "--no-progress"]) == 2
+
+
+def test_oracle_items_and_perfect_colour_maps(tmp_path):
+    from diffpid.bench.localization_run import oracle_items
+    from diffpid.bench.shapes_oracle import ShapesOracle
+
+    items = oracle_items(6, seed=0)
+    assert len(items) == 6 and [i.id for i in oracle_items(3, seed=0)] == [i.id for i in items[:3]]
+    size, colour, shape = (it.data for it in items[:3])
+    assert size.caption == colour.caption == shape.caption and size.caption.split()[1:] == [size.word, colour.word,
+                                                                                           shape.word]
+    oracle = ShapesOracle()
+    assert any(torch.equal(colour.image, m.float()) for m in oracle.means)
+    # the exact denoiser: a colour word changes the prediction only on its object's pixels
+    r = localize(oracle, colour, methods=("cmi", "whole_image"), samples=16)
+    assert r.ious("cmi").max() == pytest.approx(1.0)
+    assert r.ious("whole_image") == pytest.approx(np.full(50, colour.mask.mean()))
+
+
+def test_cli_bench_localization_oracle(tmp_path):
+    from diffpid.cli import main
+
+    out = tmp_path / "out"
+    assert main(["bench", "localization", "--model", "shapes-oracle", "--items", "3", "--samples", "4", "--out",
+                 str(out), "--no-progress"]) == 0
+    doc = json.loads((out / "localization-shapes-oracle.json").read_text())
+    assert [r["method"] for r in doc["rows"]] == ["CMI", "MI", "whole image"]
+    assert main(["bench", "localization", "--model", "shapes-oracle", "--dataset", "coco-it", "--items", "3",
+                 "--out", str(out), "--no-progress"]) == 2

@@ -4,7 +4,9 @@ Shapes world: scenes from :func:`diffpid.worlds.shapes_render.sample_scenes` wit
 seed, one item per distinct size, colour or shape word of a caption; the mask is the
 union of the masks of every occurrence of that word; the rendered scene plays the real
 image (encoded with ``model.encode_image``). COCO-IT: rows of the published CSV with COCO
-2017 val images and instance masks (:mod:`diffpid.datasets.coco_it`).
+2017 val images and instance masks (:mod:`diffpid.datasets.coco_it`). Shapes oracle
+(``--model shapes-oracle``): the exact denoiser of single centred objects
+(:mod:`diffpid.bench.shapes_oracle`) on its own 56 images, what a perfect model gives.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from ..errors import ParameterError
 from ..runs import Item, ItemResult, RunSummary, collect, item_id, process_state, run_items
 from .common import load_case, model_facts, model_key, resolve
-from .localization import METHODS, LocalizationCase, MethodScore, check_methods, localize, score_methods
+from .localization import (ATTENTION_METHODS, METHODS, LocalizationCase, MethodScore, check_methods, localize,
+                           score_methods)
 from .metrics import THRESHOLDS
 from .tables import ResultTable
 
@@ -27,7 +31,8 @@ PUBLISHED = {"whole_image": 14.9, "attention": 34.9, "cmi": 33.2, "attention_inf
 LABELS = {"cmi": "CMI", "mi": "MI", "attention": "attention (DAAM, DDIM inversion)",
           "attention_info": "attention at information noise levels", "whole_image": "whole image"}
 
-__all__ = ["LocalizationReport", "coco_it_items", "localization_table", "run_localization", "shapes_items"]
+__all__ = ["LocalizationReport", "coco_it_items", "localization_table", "oracle_items", "run_localization",
+           "shapes_items"]
 
 
 def shapes_items(n: int, seed: int = 0) -> list[Item]:
@@ -60,6 +65,34 @@ def shapes_items(n: int, seed: int = 0) -> list[Item]:
                 if len(out) == n:
                     return out
         drawn, m = m, 2 * m
+
+
+def oracle_items(n: int, seed: int = 0) -> list[Item]:
+    """``n`` items of the single-object world of :class:`~diffpid.bench.shapes_oracle.ShapesOracle`.
+
+    The 56 centred objects in a seeded order, each with its complete caption ``"a SIZE COLOUR SHAPE"``
+    and one item per word; the image is the oracle's component mean, the mask its object.
+    """
+    from ..worlds.shapes import Plan, ShapeObject
+    from ..worlds.shapes_render import render_plans
+    from .shapes_oracle import ShapesOracle
+
+    if not isinstance(n, int) or n < 1:
+        raise ParameterError(f"items must be a positive integer, got {n!r}")
+    oracle = ShapesOracle()
+    order = torch.randperm(len(oracle.components), generator=torch.Generator().manual_seed(seed)).tolist()
+    out: list[Item] = []
+    for k in order:
+        colour, shape, size = oracle.components[k]
+        _, cov = render_plans([Plan((ShapeObject(shape, colour, size, 16.0, 16.0),), None, ())])
+        mask = (cov[0, 0] > 0.5).numpy()
+        caption = f"a {size} {colour} {shape}"
+        for w in (size, colour, shape):
+            case = LocalizationCase(oracle.means[k].float(), caption, w, mask)
+            out.append(Item(item_id(ITEM_VERSION, "shapes-oracle", caption, w), case, f"{caption}: {w}"))
+            if len(out) == n:
+                return out
+    return out
 
 
 def coco_it_items(dataset: Any, n: int | None = None, start: int = 0) -> list[Item]:
@@ -195,11 +228,13 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--annotations", default=None, help="COCO instances JSON (default ROOT/annotations/instances_val2017.json)")
     p.add_argument("--items", type=int, default=None, help="items (default: 24 for shapes, every COCO-IT row)")
     p.add_argument("--start", type=int, default=0, help="first COCO-IT row")
-    p.add_argument("--model", default=None, help="diffusers folder or hub id (default: the embedded shapes model)")
+    p.add_argument("--model", default=None, help="diffusers folder or hub id (default: the embedded shapes model); "
+                   "'shapes-oracle': the exact denoiser of single centred objects (information methods only)")
     p.add_argument("--samples", type=int, default=32, help="(a, eps) draws per information estimate (papers: 100)")
     p.add_argument("--steps", type=int, default=20, help="DDIM inversion steps of the attention baseline")
     p.add_argument("--sampler", default="adaptive", help="log-SNR sampler: adaptive, sobol, published, uniform")
-    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
+    p.add_argument("--methods", default=None, help="comma-separated subset of " + ",".join(METHODS)
+                   + " (default: all; without the attention ones on the oracle)")
     p.add_argument("--seed", type=int, default=0, help="run seed (shapes scenes and estimator draws)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
@@ -214,7 +249,18 @@ def command(args: Any) -> int:
 
     from .tables import to_markdown, write_table
 
-    if args.dataset == "shapes":
+    model, dataset = args.model, args.dataset
+    methods = METHODS if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
+    if model == "shapes-oracle":
+        from .shapes_oracle import ShapesOracle
+
+        if args.dataset != "shapes":
+            raise ParameterError("the shapes oracle knows the shapes world only; use --dataset shapes")
+        model, dataset = ShapesOracle(), "shapes-oracle"
+        items = oracle_items(24 if args.items is None else args.items, args.seed)
+        if args.methods is None:
+            methods = [m for m in METHODS if m not in ATTENTION_METHODS]
+    elif args.dataset == "shapes":
         items = shapes_items(24 if args.items is None else args.items, args.seed)
     else:
         from ..datasets.coco_it import CocoIT
@@ -222,14 +268,13 @@ def command(args: Any) -> int:
         data = CocoIT(args.root, csv_path=args.csv, images=args.images, annotations=args.annotations)
         items = coco_it_items(data, args.items, args.start)
     dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    rep = run_localization(items, out=args.out, model=args.model, dataset=args.dataset,
-                           methods=[m.strip() for m in args.methods.split(",") if m.strip()], samples=args.samples,
+    rep = run_localization(items, out=args.out, model=model, dataset=dataset, methods=methods, samples=args.samples,
                            steps=args.steps, sampler=args.sampler, seed=args.seed, batch_size=args.batch_size,
                            maps=args.maps, dtype=dtypes[args.dtype], progress=not args.no_progress)
     if rep.scores and process_state().is_main_process:  # one table, written once under accelerate
         detail = {"thresholds": [float(t) for t in THRESHOLDS],
                   "miou_per_threshold": {sc.method: [float(v) for v in sc.sweep.per_threshold] for sc in rep.scores},
                   "run": str(rep.summary.directory)}
-        write_table(args.out, f"localization-{args.dataset}", rep.table, extra=detail)
+        write_table(args.out, f"localization-{dataset}", rep.table, extra=detail)
         print(to_markdown(rep.table))
     return 0 if not rep.summary.remaining and rep.scores else 1
