@@ -15,7 +15,15 @@ diffpid bench localization --dataset shapes --items "$ITEMS_LOC" --samples "$SAM
     --out "$WORK/localization" --no-progress
 cp "$WORK/localization/localization-shapes.md" "$WORK/localization/localization-shapes.json" benchmarks/results/
 
-for set in shapes-attribute shapes-relation; do
+diffpid bench localization --model shapes-oracle --items 60 --samples 64 --seed 0 --out "$WORK/localization" --no-progress
+cp "$WORK/localization/localization-shapes-oracle.md" "$WORK/localization/localization-shapes-oracle.json" benchmarks/results/
+
+diffpid bench compositional --dataset shapes-single --model shapes-oracle --items 56 --samples "$SAMPLES_COMP" --seed 0 \
+    --out "$WORK/compositional" --no-progress
+cp "$WORK/compositional/compositional-shapes-single-oracle.md" "$WORK/compositional/compositional-shapes-single-oracle.json" \
+    benchmarks/results/
+
+for set in shapes-attribute shapes-relation shapes-single; do
     diffpid bench compositional --dataset "$set" --items "$ITEMS_COMP" --samples "$SAMPLES_COMP" --seed 0 \
         --out "$WORK/compositional" --no-progress
     cp "$WORK/compositional/compositional-$set.md" "$WORK/compositional/compositional-$set.json" benchmarks/results/

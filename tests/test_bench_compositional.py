@@ -140,3 +140,34 @@ def test_margin_summary_by_hand():
     assert m.mean == pytest.approx((2.0 - 2.0 - 0.45) / 3)
     assert m.stderr == pytest.approx(np.std([2.0, -2.0, -0.45], ddof=1) / np.sqrt(3))
     assert m.sure_right == pytest.approx(1 / 3) and m.sure_wrong == pytest.approx(2 / 3)
+
+
+def test_shapes_single_items_and_the_oracle_ranking():
+    from diffpid.bench.compositional import shapes_single_items
+    from diffpid.bench.shapes_oracle import ShapesOracle
+
+    items = shapes_single_items(4, seed=0)
+    assert len(items) == 4 and [i.id for i in shapes_single_items(2, seed=0)] == [i.id for i in items[:2]]
+    for it in items:
+        c = it.data
+        assert len(set(c.captions)) == 4 and c.correct == 0 and c.group == c.captions[0].split()[-1]
+        true = c.captions[0].split()
+        for k, wrong in enumerate(c.captions[1:]):  # exactly one attribute changed: colour, size, shape
+            w = wrong.split()
+            assert [j for j in range(4) if w[j] != true[j]] == [(2, 1, 3)[k]]
+    # the world's perfect model: the standard score always picks the true caption, i_o never does
+    oracle = ShapesOracle()
+    r = score_captions(oracle, items[0].data.image, items[0].data.captions, samples=16)
+    assert r.standard_is_correct and not r.is_correct
+
+
+def test_cli_compositional_oracle_needs_single_objects(tmp_path):
+    from diffpid.cli import main
+
+    out = tmp_path / "out"
+    assert main(["bench", "compositional", "--dataset", "shapes-single", "--model", "shapes-oracle", "--items", "2",
+                 "--samples", "4", "--out", str(out), "--no-progress"]) == 0
+    doc = json.loads((out / "compositional-shapes-single-oracle.json").read_text())
+    assert doc["rows"][1]["micro acc %"] == 100.0 and doc["rows"][0]["micro acc %"] == 0.0
+    assert main(["bench", "compositional", "--dataset", "shapes-attribute", "--model", "shapes-oracle",
+                 "--out", str(out), "--no-progress"]) == 2

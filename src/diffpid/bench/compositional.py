@@ -24,7 +24,8 @@ from ..runs import Item, item_id
 
 ITEM_VERSION = "compositional-item/1"
 
-__all__ = ["CaptionScores", "CompositionalCase", "score_captions", "shapes_attribute_items", "shapes_relation_items"]
+__all__ = ["CaptionScores", "CompositionalCase", "score_captions", "shapes_attribute_items", "shapes_relation_items",
+           "shapes_single_items"]
 
 
 @dataclass(frozen=True)
@@ -187,4 +188,34 @@ def shapes_relation_items(n: int, seed: int = 0) -> list[Item]:
         case = CompositionalCase(_image(s.scene), (s.correct, s.order_swapped, s.relation_flipped), 0,
                                  str(s.scene.relation))
         out.append(Item(item_id(ITEM_VERSION, "shapes-relation", seed, s.correct), case, f"set {k}: {s.correct}"))
+    return out
+
+
+def shapes_single_items(n: int, seed: int = 0) -> list[Item]:
+    """Caption recognition on single centred objects (no binding needed): a check of the scoring rule.
+
+    The 56 centred objects of the world (the images of
+    :class:`~diffpid.bench.shapes_oracle.ShapesOracle`) in a seeded order; candidates are
+    ``[correct, colour changed, size changed, shape changed]`` (chance 1/4), the changes drawn
+    with the seed; the group is the object's shape.
+    """
+    import random
+
+    from ..worlds.shapes import COLORS, SHAPES, SIZES, Plan, ShapeObject
+    from ..worlds.shapes_render import render_plans
+
+    if not isinstance(n, int) or n < 1:
+        raise ParameterError(f"items must be a positive integer, got {n!r}")
+    combos = [(c, s, z) for c in COLORS for s in SHAPES for z in SIZES]
+    rng = random.Random(seed)
+    rng.shuffle(combos)
+    out = []
+    for c, s, z in combos[:n]:
+        images, _ = render_plans([Plan((ShapeObject(s, c, z, 16.0, 16.0),), None, ())])
+        other_c = rng.choice([x for x in COLORS if x != c])
+        other_s = rng.choice([x for x in SHAPES if x != s])
+        other_z = next(x for x in SIZES if x != z)
+        caps = (f"a {z} {c} {s}", f"a {z} {other_c} {s}", f"a {other_z} {c} {s}", f"a {z} {c} {other_s}")
+        case = CompositionalCase(images[0], caps, 0, s)
+        out.append(Item(item_id(ITEM_VERSION, "shapes-single", seed, *caps), case, caps[0]))
     return out

@@ -17,12 +17,14 @@ import numpy as np
 from ..errors import ParameterError
 from ..runs import Item, ItemResult, RunSummary, collect, item_id, process_state, run_items
 from .common import load_case, model_facts, model_key, resolve
-from .compositional import ITEM_VERSION, CompositionalCase, score_captions, shapes_attribute_items, shapes_relation_items
+from .compositional import (ITEM_VERSION, CompositionalCase, score_captions, shapes_attribute_items,
+                            shapes_relation_items, shapes_single_items)
 from .localization import model_data
 from .metrics import Accuracy, MacroAccuracy, accuracy, macro_accuracy
 from .tables import ResultTable
 
-DATASETS = ("shapes-attribute", "shapes-relation", "vg-relation", "vg-attribution", "coco-order", "flickr-order")
+DATASETS = ("shapes-attribute", "shapes-relation", "shapes-single", "vg-relation", "vg-attribution", "coco-order",
+            "flickr-order")
 PUBLISHED = {"vg-relation": (72.0, 64.6), "vg-attribution": (69.1, 51.4), "coco-order": (40.1, 32.8),
              "flickr-order": (49.3, 40.5)}
 """Macro accuracy (%) of Stable Diffusion 2.1-base (Kong et al., ICLR 2024) and CLIP (ARO)."""
@@ -66,7 +68,8 @@ def compositional_items(dataset: str, *, n: int | None = None, seed: int = 0, ro
     if dataset not in DATASETS:
         raise ParameterError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
     if dataset.startswith("shapes-"):
-        make = shapes_attribute_items if dataset == "shapes-attribute" else shapes_relation_items
+        make = {"shapes-attribute": shapes_attribute_items, "shapes-relation": shapes_relation_items,
+                "shapes-single": shapes_single_items}[dataset]
         return make(32 if n is None else n, seed)
     if root is None:
         raise ParameterError(f"{dataset} reads ARO files from disk: pass --root (and --images for the order sets)")
@@ -242,7 +245,8 @@ def compositional_table(dataset: str, *, micro: Accuracy, macro: MacroAccuracy, 
              "macro: mean of per-group accuracies (" + ("relations without ARO's symmetric ones" if dataset ==
              "vg-relation" else "attribute pairs with >= 25 items" if dataset == "vg-attribution" else
              "swapped attribute" if dataset == "shapes-attribute" else "relation word" if dataset ==
-             "shapes-relation" else "one group: all items") + "); standard errors binomial.",
+             "shapes-relation" else "object shape" if dataset.startswith("shapes-single") else "one group: all items")
+             + "); standard errors binomial.",
              "margin: score of the correct caption minus a wrong one (nats), averaged over the wrong candidates and "
              "the items (0 expected without discrimination); sure right: items where the correct caption beats every "
              "wrong one by > 2 paired Monte Carlo standard errors; sure wrong: items where a wrong one beats it so.",
@@ -265,7 +269,8 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--images", default=None, help="image folder (order sets: COCO 2014 / Flickr30k root)")
     p.add_argument("--items", type=int, default=None, help="items (default: 32 for shapes sets, all ARO items)")
     p.add_argument("--start", type=int, default=0, help="first ARO item")
-    p.add_argument("--model", default=None, help="diffusers folder or hub id (default: the embedded shapes model)")
+    p.add_argument("--model", default=None, help="diffusers folder or hub id (default: the embedded shapes model); "
+                   "'shapes-oracle': the exact single-object denoiser (dataset shapes-single only)")
     p.add_argument("--samples", type=int, default=100, help="(a, eps) draws per image shared by all candidates")
     p.add_argument("--sampler", default="adaptive", help="log-SNR sampler: adaptive, sobol, published, uniform")
     p.add_argument("--seed", type=int, default=0, help="run seed (shapes sets and estimator draws)")
@@ -283,10 +288,17 @@ def command(args: Any) -> int:
 
     from .tables import to_markdown, write_table
 
+    model, dataset = args.model, args.dataset
+    if model == "shapes-oracle":
+        from .shapes_oracle import ShapesOracle
+
+        if dataset != "shapes-single":
+            raise ParameterError("the shapes oracle knows single centred objects only; use --dataset shapes-single")
+        model, dataset = ShapesOracle(), "shapes-single-oracle"
     items = compositional_items(args.dataset, n=args.items, seed=args.seed, root=args.root, images=args.images,
                                 start=args.start)
     dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    rep = run_compositional(items, out=args.out, dataset=args.dataset, model=args.model, samples=args.samples,
+    rep = run_compositional(items, out=args.out, dataset=dataset, model=model, samples=args.samples,
                             sampler=args.sampler, seed=args.seed, batch_size=args.batch_size, min_count=args.min_group,
                             dtype=dtypes[args.dtype], progress=not args.no_progress)
     if rep.micro.items and process_state().is_main_process:  # one table, written once under accelerate
@@ -295,6 +307,6 @@ def command(args: Any) -> int:
                   "standard_groups": [{"group": g.group, "accuracy": g.accuracy.value, "items": g.accuracy.items,
                                        "included": g.included} for g in rep.standard_macro.groups],
                   "run": str(rep.summary.directory)}
-        write_table(args.out, f"compositional-{args.dataset}", rep.table, extra=detail)
+        write_table(args.out, f"compositional-{dataset}", rep.table, extra=detail)
         print(to_markdown(rep.table))
     return 0 if not rep.summary.remaining and rep.micro.items else 1
