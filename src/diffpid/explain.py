@@ -248,7 +248,7 @@ def explain(
 
     attend = prompt if attention and getattr(m, "unet", None) is not None else None
     common = dict(samples=samples, sampler=sampler, batch_size=batch_size, seed=seed, progress=progress)
-    run, capture = _run(m, x, conds.prompts, terms, attend, **common)
+    run, capture = _run(m, x, conds.prompts, terms, attend, words, **common)
     mi = {w: information_from(_sub(run, 2 * i, 2 * i + 1), 0, True) for i, w in enumerate(words)}
     cmi = {w: information_from(_sub(run, 2 * i + 1, 2 * i + 2), 0, True) for i, w in enumerate(words)}
     runs = [(run, conds)]
@@ -290,14 +290,14 @@ def _sub(run: EngineResult, start: int, stop: int) -> EngineResult:
 
 
 def _run(model: Model, x: torch.Tensor, prompts: list[str], terms: list[Any], attend: str | None,
-         **common: Any) -> tuple[EngineResult, Any]:
-    """One engine run over ``prompts``; with ``attend``, attention of that prompt from the same calls."""
+         words: Sequence[str] = (), **common: Any) -> tuple[EngineResult, Any]:
+    """One engine run over ``prompts``; with ``attend``, attention of that prompt's ``words`` from the same calls."""
     conditions = [model.encode_prompt(p) for p in prompts]
     if attend is None:
         return estimate(model, x, conditions, terms, **common), None
-    from .attention.collect import LabelledModel, _capture
+    from .attention import AttentionCapture, LabelledModel
 
-    with _capture(model, attend) as cap:
+    with AttentionCapture.for_model(model, attend, list(words)) as cap:
         labelled = LabelledModel(model, cap, [(conditions[prompts.index(attend)], attend)])
         run = estimate(labelled, model.check_x(x), conditions, terms, on_batch=cap.engine_callback(1), **common)
     return run, cap
