@@ -155,8 +155,15 @@ def run_pairs(name: str, cases: Sequence[PairCase], out: str | os.PathLike, *, m
 
 
 def _meta(model: Any, results: Sequence[PairResult], summary: Any, samples: int, seed: int, extra: dict | None) -> dict:
-    return {**model_facts(model), "cases": len(results), "failed": len(summary.failed), "samples": samples,
-            "seed": seed, **(extra or {})}
+    """Table facts; the model's are those the run was keyed by (read when it started)."""
+    params = summary.parameters
+    facts = {"model": params.get("model")}
+    if params.get("training_steps") is not None:
+        facts["training_steps"] = params["training_steps"]
+    if model_facts(model).get("training_steps") != params.get("training_steps"):
+        facts["warning"] = "the checkpoint changed during the run; run the command again to measure the new one"
+    return {**facts, "cases": len(results), "failed": len(summary.failed), "samples": samples, "seed": seed,
+            **(extra or {})}
 
 
 def _per_case(results: Sequence[PairResult]) -> list[dict]:
