@@ -23,12 +23,26 @@ def load_case(data: Any) -> Any:
 
 
 def model_key(model: Any) -> str:
-    """How the model enters run parameters: ``embedded:shapes``, an absolute folder, a hub id, or a model's name."""
+    """How the model enters run parameters: ``embedded:shapes``, an absolute folder, a hub id, or a model's name.
+
+    A folder with a ``training.json`` (a shapes checkpoint) adds its training step (``embedded:shapes@step3000``),
+    so that a retrained checkpoint starts a new run instead of reusing the old one's results.
+    """
     if isinstance(model, Model):
         return f"object:{model.name}"
-    if model is None:
-        return "embedded:shapes"
-    return os.path.abspath(model) if os.path.isdir(str(model)) else str(model)
+    key = "embedded:shapes" if model is None else os.path.abspath(model) if os.path.isdir(str(model)) else str(model)
+    step = _training_step(model_folder(model))
+    return key if step is None else f"{key}@step{step}"
+
+
+def _training_step(folder: Path | None) -> Any:
+    if folder is None or not (folder / "training.json").exists():
+        return None
+    try:
+        rec = json.loads((folder / "training.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return rec.get("steps") if isinstance(rec, dict) else None
 
 
 def model_folder(model: Any) -> Path | None:
@@ -45,14 +59,9 @@ def model_folder(model: Any) -> Path | None:
 def model_facts(model: Any) -> dict[str, Any]:
     """Facts about the model for results tables: its key and, for shapes checkpoints, the training step."""
     facts: dict[str, Any] = {"model": model_key(model)}
-    folder = model_folder(model)
-    if folder is not None and (folder / "training.json").exists():
-        try:
-            rec = json.loads((folder / "training.json").read_text())
-        except (OSError, ValueError):
-            rec = {}
-        if isinstance(rec, dict) and "steps" in rec:
-            facts["training_steps"] = rec["steps"]
+    step = _training_step(model_folder(model))
+    if step is not None:
+        facts["training_steps"] = step
     return facts
 
 
