@@ -16,7 +16,7 @@ import torch
 from .channel import Sampler
 from .errors import ParameterError
 from .estimate import Curve, Difference, EngineResult, estimate
-from .models.base import Model
+from .models.base import Model, is_single
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,6 @@ def information_from(run: EngineResult, index: int, single: bool) -> Information
     )
 
 
-def _is_single(model: Model, x: torch.Tensor) -> bool:
-    return isinstance(x, torch.Tensor) and tuple(x.shape) == tuple(model.data_shape)
-
-
 def mutual_information(
     model: Model,
     x: torch.Tensor,
@@ -99,7 +95,7 @@ def mutual_information(
     conds = [as_condition(model, condition), as_condition(model, reference)]
     run = estimate(model, x, conds, [Difference(0, 1)], samples=samples, sampler=sampler,
                    batch_size=batch_size, seed=seed, generator=generator, progress=progress)
-    return information_from(run, 0, _is_single(model, x))
+    return information_from(run, 0, is_single(model, x))
 
 
 def conditional_mutual_information(

@@ -52,7 +52,7 @@ from .channel import Sampler
 from .errors import ParameterError
 from .estimate import Combination, Difference, EngineResult, Minimum, estimate
 from .information import Information, as_condition, information_from
-from .models.base import Model
+from .models.base import Model, is_single
 from .pid_sources import PIDSources, pid_sources
 
 REDUNDANCY_MODES = ("integrated", "per_snr")
@@ -244,5 +244,5 @@ def pid(
     conds = [as_condition(model, c) for c in src.conditions]
     run = estimate(model, x, conds, pid_terms(), samples=samples, sampler=sampler, batch_size=batch_size,
                    seed=seed, generator=generator, progress=progress)
-    single = isinstance(x, torch.Tensor) and tuple(x.shape) == tuple(model.data_shape)
+    single = is_single(model, x)
     return pid_from_run(run, src, redundancy, single)

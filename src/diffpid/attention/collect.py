@@ -25,7 +25,7 @@ from ..channel import Sampler
 from ..errors import ParameterError, ShapeError
 from ..estimate import Difference, estimate
 from ..information import Information, information_from
-from ..models.base import Model
+from ..models.base import Model, is_single
 from .capture import AttentionCapture
 from .rows import Row, unet_of as _check_unet
 from .maps import AttentionMaps
@@ -246,7 +246,7 @@ def attention_and_information(
     if not words or not all(isinstance(w, str) or hasattr(w, "text") for w in words):
         raise ParameterError("words must be words or phrases of the prompt (strings)")
     _check_unet(model)
-    single = isinstance(x, torch.Tensor) and tuple(x.shape) == tuple(model.data_shape)
+    single = is_single(model, x)
     xb = model.check_x(x)
     full = model.encode_prompt(prompt)
     conds = [full] + [model.encode_prompt(remove_words(prompt, [w])) for w in words]

@@ -97,5 +97,10 @@ class Model:
         return x
 
 
+def is_single(model: Model, x: object) -> bool:
+    """Whether ``x`` is one unbatched input ``(*data_shape)`` (results are then unbatched too)."""
+    return isinstance(x, torch.Tensor) and tuple(x.shape) == tuple(model.data_shape)
+
+
 def _fmt(shape: tuple[int, ...]) -> str:
     return ", ".join(str(s) for s in shape)
