@@ -70,3 +70,16 @@ def resolve(model: Any, device: Any = None, dtype: Any = None) -> Model:
     from ..explain import resolve_model
 
     return resolve_model(model, device=device, dtype=dtype)
+
+
+class LazyModel:
+    """The bench model, resolved on first use, so a run with nothing left to compute loads nothing."""
+
+    def __init__(self, model: Any, device: Any = None, dtype: Any = None) -> None:
+        self.spec, self.device, self.dtype = model, device, dtype
+        self._model: Model | None = None
+
+    def get(self) -> Model:
+        if self._model is None:
+            self._model = resolve(self.spec, device=self.device, dtype=self.dtype)
+        return self._model

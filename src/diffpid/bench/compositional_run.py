@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from ..runs import Item, ItemResult, RunSummary, collect, item_id, process_state, run_items
-from .common import load_case, model_facts, model_key, resolve
+from .common import LazyModel, load_case, model_facts, model_key
 from .compositional import (ITEM_VERSION, CompositionalCase, score_captions, shapes_attribute_items,
                             shapes_relation_items, shapes_single_items)
 from .localization import model_data
@@ -185,14 +185,13 @@ def run_compositional(items: Sequence[Item], *, out: str, dataset: str, model: A
     params = dict(task="compositional", dataset=dataset, model=model_key(model), samples=samples, sampler=sampler,
                   seed=seed)
     state = process_state() if state is None else state
-    loaded: list[Any] = []
+    lazy = LazyModel(model, device=device if device is not None else state.device, dtype=dtype)
 
     def compute(item: Item, item_seed: int) -> ItemResult:
-        if not loaded:
-            loaded.append(resolve(model, device=device if device is not None else state.device, dtype=dtype))
+        current = lazy.get()
         case = load_case(item.data)
-        x = model_data(loaded[0], case.image)
-        r = score_captions(loaded[0], x, case.captions, case.correct, samples=samples, sampler=sampler,
+        x = model_data(current, case.image)
+        r = score_captions(current, x, case.captions, case.correct, samples=samples, sampler=sampler,
                            batch_size=batch_size, seed=item_seed)
         return ItemResult({"captions": list(case.captions), "correct": case.correct, "group": case.group,
                            "scores": r.scores.tolist(), "stderr": r.stderr.tolist(), "standard": r.standard.tolist(),

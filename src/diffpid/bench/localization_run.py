@@ -19,7 +19,7 @@ import torch
 
 from ..errors import ParameterError
 from ..runs import Item, ItemResult, RunSummary, collect, item_id, process_state, run_items
-from .common import load_case, model_facts, model_key, resolve
+from .common import LazyModel, load_case, model_facts, model_key
 from .localization import (ATTENTION_METHODS, METHODS, LocalizationCase, MethodScore, check_methods, localize,
                            score_methods)
 from .metrics import THRESHOLDS
@@ -176,13 +176,12 @@ def run_localization(items: Sequence[Item], *, out: str, model: Any = None, data
                   samples=samples, steps=steps, sampler=sampler, seed=seed,
                   thresholds=[float(THRESHOLDS[0]), float(THRESHOLDS[-1]), len(THRESHOLDS)])
     state = process_state() if state is None else state
-    loaded: list[Any] = []
+    lazy = LazyModel(model, device=device if device is not None else state.device, dtype=dtype)
 
     def compute(item: Item, item_seed: int) -> ItemResult:
-        if not loaded:
-            loaded.append(resolve(model, device=device if device is not None else state.device, dtype=dtype))
+        current = lazy.get()
         case = load_case(item.data)
-        r = localize(loaded[0], case, methods=methods, samples=samples, steps=steps, sampler=sampler,
+        r = localize(current, case, methods=methods, samples=samples, steps=steps, sampler=sampler,
                      batch_size=batch_size, seed=item_seed % (2**63))
         values = {"caption": case.caption, "word": case.word, "cmi": r.cmi, "cmi_stderr": r.cmi_stderr,
                   "mi": r.mi, "mi_stderr": r.mi_stderr, "mask_fraction": float(r.mask.mean()),
