@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--sampler", default="adaptive", help="log-SNR sampler: adaptive, sobol, published, uniform")
     r.add_argument("--seed", type=int, default=0, help="run seed; each item's seed derives from it and the item id")
     r.add_argument("--steps", type=int, default=50, help="sampling steps for items without an image")
-    r.add_argument("--guidance", type=float, default=7.5, help="guidance scale for items without an image")
+    r.add_argument("--guidance", type=float, default=None,
+                   help="guidance scale for items without an image (default: the model's; 7.5 for Stable Diffusion)")
     r.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16")
     r.add_argument("--maps", action="store_true", help="also save per-word pixel maps as OUT/.../maps/<id>.npz")
     r.add_argument("--batch-size", type=int, default=64, help="most rows per denoiser call")

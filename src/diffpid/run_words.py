@@ -185,7 +185,7 @@ def model_key(model: str | None) -> str:
 
 def run_words(items_path: str | os.PathLike, out: str | os.PathLike, *, model: str | None = None,
               samples: int = 64, sampler: str = "adaptive", seed: int = 0, steps: int = 50,
-              guidance: float = 7.5, dtype: str = "float32", maps: bool = False, batch_size: int = 64,
+              guidance: float | None = None, dtype: str = "float32", maps: bool = False, batch_size: int = 64,
               cpu: bool = False, retry_failed: bool = False, progress: bool = True) -> RunSummary:
     """Per-word MI and CMI of every item of an item file, resumable and sharded (:func:`diffpid.runs.run_items`).
 
@@ -195,7 +195,8 @@ def run_words(items_path: str | os.PathLike, out: str | os.PathLike, *, model: s
         model: diffusers folder or hub id; ``None`` for the embedded shapes model.
         samples: ``(a, eps)`` draws per item and condition; sampler: the log-SNR sampler's name.
         seed: the run seed (each item's seed derives from it and the item id).
-        steps, guidance: sampling steps and guidance scale when an image is generated.
+        steps, guidance: sampling steps and guidance scale when an image is generated
+            (guidance ``None``: the model's default, 7.5 for Stable Diffusion, 3 for the shapes model).
         dtype: ``float32``, ``float16`` or ``bfloat16``.
         maps: also save per-word pixel maps (and the image) as ``maps/<id>.npz``.
         batch_size: most rows per denoiser call (does not change the numbers).
@@ -220,7 +221,7 @@ def run_words(items_path: str | os.PathLike, out: str | os.PathLike, *, model: s
         raise ParameterError(f"{items_path} holds no items; write one JSON object per line")
     state = process_state(cpu=cpu)
     params = dict(task="word-information", model=model_key(model), samples=samples, sampler=sampler, seed=seed,
-                  steps=steps, guidance=float(guidance), dtype=dtype, maps=bool(maps))
+                  steps=steps, guidance=None if guidance is None else float(guidance), dtype=dtype, maps=bool(maps))
     loaded: list[Any] = []
 
     def compute(item: Item, item_seed: int) -> ItemResult:

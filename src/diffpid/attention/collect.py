@@ -132,7 +132,7 @@ def attention_maps(
     generator: torch.Generator | None = None,
     progress: bool = False,
     steps: int = 50,
-    guidance_scale: float = 7.5,
+    guidance_scale: float | None = None,
     negative_prompt: str = "",
     size: tuple[int, int] | None = None,
     per_step: bool = False,
@@ -155,7 +155,8 @@ def attention_maps(
             ``"sobol"``, the papers' truncated logistic, since no information term is
             there to adapt to). ``seed`` also seeds ``"generate"``.
         steps: trajectory steps (``"inversion"``, ``"generate"``).
-        guidance_scale, negative_prompt: classifier-free guidance of ``"generate"``.
+        guidance_scale, negative_prompt: classifier-free guidance of ``"generate"`` (default:
+            the model's, see ``DiffusersModel.generation``).
         size: output ``(h, w)``; default the model's image size (``model.resolution``).
         per_step, per_layer, per_head, layers: breakdowns and layer choice, as
             :class:`~diffpid.attention.capture.AttentionCapture`.

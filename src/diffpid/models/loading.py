@@ -2,7 +2,8 @@
 
 - :func:`load_model`: a Stable Diffusion 1.x / 2.x or SDXL pipeline (local folder or hub
   id), or a component folder without a VAE (pixel-space models such as the embedded one:
-  ``model_index.json`` + ``unet/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``).
+  ``model_index.json`` + ``unet/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``,
+  optionally ``generation.json`` with the model's generation defaults).
 - :func:`from_pipeline`: wrap a pipeline the caller already holds, as it is (dtype,
   device, CPU offload hooks); nothing is reloaded.
 """
@@ -21,6 +22,8 @@ from ..errors import ModelLoadError
 PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
 """Pipeline classes loaded as pipelines; other folders load component by component."""
 
+GENERATION_FILE = "generation.json"
+"""Optional file of a component folder with its generation defaults (sampler, steps, guidance_scale)."""
 COMPONENTS = ("unet", "scheduler", "text_encoder", "tokenizer")
 
 
@@ -180,5 +183,15 @@ def _load_components(path_or_id: str, index: dict, dtype, dev, local: bool):
     vae = None
     if isinstance(index.get("vae"), (list, tuple)) and index["vae"][0] is not None:
         vae = sub("vae", index["vae"][1], library_of(index["vae"]))
-    return DiffusersModel(unet, scheduler, encoders, tokenizers, vae=vae, device=dev,
-                          name=os.path.basename(path_or_id.rstrip("/")) or path_or_id)
+    model = DiffusersModel(unet, scheduler, encoders, tokenizers, vae=vae, device=dev,
+                           name=os.path.basename(path_or_id.rstrip("/")) or path_or_id)
+    settings = os.path.join(path_or_id, GENERATION_FILE)
+    if local and os.path.isfile(settings):
+        from .diffusers import check_generation
+
+        try:
+            with open(settings, encoding="utf-8") as f:
+                model.generation.update(check_generation(json.load(f), settings))
+        except ValueError as err:
+            raise ModelLoadError(f"{settings} is not valid JSON ({err}); fix or delete it") from err
+    return model
