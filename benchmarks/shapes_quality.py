@@ -28,7 +28,7 @@ from PIL import Image
 from diffpid.models.shapes import default_model_path, generate_images, load_components, to_uint8
 from diffpid.worlds.shapes import COLORS, SHAPES, SIZES, parse_caption
 from diffpid.worlds.shapes_check import check_caption_image
-from diffpid.worlds.shapes_sets import held_out_captions, shape_word
+from diffpid.worlds.shapes_sets import held_out_captions, shape_word, two_object_captions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -72,6 +72,8 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None, help="training folder: evaluate the EMA of its checkpoint.pt")
     ap.add_argument("--n", type=int, default=200, help="held-out two-object captions")
     ap.add_argument("--singles", type=int, default=100, help="one-object captions")
+    ap.add_argument("--seen", type=int, default=100,
+                    help="complete two-object captions of combinations drawn in training (the generalisation gap)")
     ap.add_argument("--sampler", default="ddpm", choices=("ddpm", "ddim", "dpm"))
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--guidance", type=float, default=1.5)
@@ -102,13 +104,16 @@ def main() -> None:
     t0 = time.time()
     imgs_pairs = generate_images(comps, pairs, args.seed, args.steps, args.guidance, args.sampler)
     imgs_single = generate_images(comps, singles, args.seed + 1, args.steps, args.guidance, args.sampler)
+    seen = two_object_captions(args.seen, args.seed + 2, held_out=False)
+    imgs_seen = generate_images(comps, seen, args.seed + 2, args.steps, args.guidance, args.sampler)
     seconds = time.time() - t0
     ok_pairs = [check_caption_image(i, c).ok for i, c in zip(imgs_pairs, pairs)]
     ok_single = [check_caption_image(i, c).ok for i, c in zip(imgs_single, singles)]
+    ok_seen = [check_caption_image(i, c).ok for i, c in zip(imgs_seen, seen)]
     report = {
         "model": source, "training_steps": step, "solver": f"{args.sampler} {args.steps} steps",
         "guidance": args.guidance, "seed": args.seed,
-        "held_out_two_object": rate(ok_pairs), "one_object": rate(ok_single),
+        "held_out_two_object": rate(ok_pairs), "one_object": rate(ok_single), "seen_two_object": rate(ok_seen),
         "held_out_attributes": attribute_rates(imgs_pairs, pairs),
         "generation_seconds": round(seconds, 1), "threads": args.threads,
         "failures": [c for c, ok in zip(pairs, ok_pairs) if not ok][:20],
@@ -117,12 +122,13 @@ def main() -> None:
     (RESULTS / f"{args.tag}.json").write_text(json.dumps(report, indent=2) + "\n")
     grid(imgs_pairs[:100], RESULTS / f"{args.tag}_held_out.png")
     grid(imgs_single[:100], RESULTS / f"{args.tag}_one_object.png")
-    hp, so = report["held_out_two_object"], report["one_object"]
+    hp, so, se = report["held_out_two_object"], report["one_object"], report["seen_two_object"]
     md = (f"# Shapes model generation quality\n\nModel: {source} (training steps: {step}); {report['solver']}, "
           f"guidance {args.guidance}, seed {args.seed}.\n\n"
           f"| set | n | pass rate | stderr |\n|---|---|---|---|\n"
           f"| held-out two-object captions | {hp['n']} | {hp['pass_rate']:.3f} | {hp['stderr']:.3f} |\n"
-          f"| one-object captions | {so['n']} | {so['pass_rate']:.3f} | {so['stderr']:.3f} |\n\n"
+          f"| one-object captions | {so['n']} | {so['pass_rate']:.3f} | {so['stderr']:.3f} |\n"
+          f"| two-object captions of combinations seen in training | {se['n']} | {se['pass_rate']:.3f} | {se['stderr']:.3f} |\n\n"
           "Held-out per-attribute rates (a named attribute found on some object; count = right number of objects): "
           + ", ".join(f"{k} {v['pass_rate']:.3f}" for k, v in report["held_out_attributes"].items()) + "\n\n"
           f"Checker: `diffpid.worlds.shapes_check.check_caption_image`. Images: `{args.tag}_held_out.png`, "

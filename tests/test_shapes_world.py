@@ -11,7 +11,7 @@ from diffpid.worlds.shapes import (
 )
 from diffpid.worlds.shapes_check import check_caption_image, relation_holds, segment
 from diffpid.worlds.shapes_render import caption_words, sample_batch, sample_scenes, scene_for_caption, scene_from_plan
-from diffpid.worlds.shapes_sets import held_out_captions, swap_set, swap_sets
+from diffpid.worlds.shapes_sets import held_out_captions, swap_set, swap_sets, two_object_captions
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +189,12 @@ def test_held_out_captions_never_drawn_for_training():
         plan = sample_plan(random.Random(i), training=True)
         p = parse_caption(plan.caption)
         assert not is_held_out(p.objects, p.relation)
+    seen = two_object_captions(100, seed=0, held_out=False)
+    assert len(set(seen)) == 100 and not set(seen) & set(held)
+    for c in seen:
+        p = parse_caption(c)
+        assert len(p.objects) == 2 and p.relation is not None and not is_held_out(p.objects, p.relation)
+        assert all(getattr(o, f) is not None for o in p.objects for f in ("size", "color", "shape"))
 
 
 def test_swap_set_words_are_a_permutation():

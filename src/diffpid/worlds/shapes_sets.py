@@ -57,8 +57,20 @@ def held_out_captions(n: int = 200, seed: int = 0) -> list[str]:
         n: how many (at most the number of held-out combinations, about 1250).
         seed: which ones, and which synonyms they use.
     """
+    return two_object_captions(n, seed, held_out=True)
+
+
+def two_object_captions(n: int = 200, seed: int = 0, held_out: bool = True) -> list[str]:
+    """``n`` distinct complete two-object captions, held out of training or drawn in it.
+
+    Args:
+        n: how many.
+        seed: which ones, and which synonyms they use.
+        held_out: the held-out combinations (never trained on) or the others.
+    """
     singles = [ObjectQuery(size, color, shape) for size in SIZES for color in COLORS for shape in SHAPES]
-    pool = [(a, b, r) for a, b in itertools.product(singles, singles) for r in RELATIONS if is_held_out((a, b), r)]
+    pool = [(a, b, r) for a, b in itertools.product(singles, singles) for r in RELATIONS
+            if is_held_out((a, b), r) == held_out]
     rng = random.Random(seed)
     picks = rng.sample(pool, min(n, len(pool)))
     return [describe((a, b), r, rng) for a, b, r in picks]
