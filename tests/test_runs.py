@@ -359,3 +359,18 @@ def test_run_words_parameters_name_the_run(items_file, tmp_path):
                                                                          (2, 0, "sobol")]
     a, b = collect(first.directory)[0], collect(others[0].directory)[0]
     assert a.id == b.id and a.seed == b.seed and a.values["words"][0]["mi"] != b.values["words"][0]["mi"]
+
+
+def test_model_key_names_the_training_step(tmp_path):
+    """A retrained shapes checkpoint starts new runs (`diffpid run` and the benches share the key)."""
+    from diffpid.bench.common import model_key as bench_key
+    from diffpid.run_words import model_key
+
+    folder = tmp_path / "shapes"
+    shutil.copytree(pixel_folder(), folder)
+    assert model_key(str(folder)) == str(folder)
+    (folder / "training.json").write_text(json.dumps({"steps": 1234}))
+    assert model_key(str(folder)) == f"{folder}@step1234" == bench_key(str(folder))
+    (folder / "training.json").write_text("{broken")
+    assert model_key(str(folder)) == str(folder)
+    assert model_key("some/hub-id") == "some/hub-id" and model_key(None).startswith("embedded:shapes@step")

@@ -25,7 +25,7 @@ import numpy as np
 from .errors import ConditionError, ParameterError
 from .estimate import Difference, estimate
 from .information import Information, information_from
-from .runs import Item, ItemResult, RunSummary, file_digest, item_id, process_state, run_items
+from .runs import Item, ItemResult, RunSummary, file_digest, item_id, model_key, process_state, run_items
 
 ITEM_VERSION = "word-item/1"
 
@@ -174,13 +174,6 @@ def word_information(model: Any, x: Any, prompt: str, words: Sequence[str], *, s
 def _values(info: Information, prefix: str) -> dict[str, float]:
     return {prefix: float(info.value), f"{prefix}_stderr": float(info.stderr),
             f"{prefix}_standard": float(info.standard_value), f"{prefix}_standard_stderr": float(info.standard_stderr)}
-
-
-def model_key(model: str | None) -> str:
-    """How the model enters the run parameters: ``embedded:shapes``, an absolute folder, or the hub id."""
-    if model is None:
-        return "embedded:shapes"
-    return os.path.abspath(model) if os.path.isdir(model) else str(model)
 
 
 def run_words(items_path: str | os.PathLike, out: str | os.PathLike, *, model: str | None = None,

@@ -21,6 +21,7 @@ per-item function ``compute(item, seed) -> ItemResult``. The runner
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -350,3 +351,40 @@ def format_summary(s: RunSummary, details: bool = True, max_failed: int = 20) ->
         if len(s.failed) > max_failed:
             lines.append(f"  ... and {len(s.failed) - max_failed} more failed items")
     return "\n".join(lines)
+
+
+def model_key(model: Any) -> str:
+    """How the model enters run parameters: ``embedded:shapes``, an absolute folder, a hub id, or a model's name.
+
+    A folder with a ``training.json`` (a shapes checkpoint) adds its training step (``embedded:shapes@step3000``),
+    so that a retrained checkpoint starts a new run instead of reusing the old one's results.
+    """
+    from .models.base import Model
+
+    if isinstance(model, Model):
+        return f"object:{model.name}"
+    key = "embedded:shapes" if model is None else os.path.abspath(model) if os.path.isdir(str(model)) else str(model)
+    step = training_step(model_folder(model))
+    return key if step is None else f"{key}@step{step}"
+
+
+def training_step(folder: Path | None) -> Any:
+    """The ``steps`` recorded in a model folder's ``training.json`` (shapes checkpoints), else ``None``."""
+    if folder is None or not (folder / "training.json").exists():
+        return None
+    try:
+        rec = json.loads((folder / "training.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return rec.get("steps") if isinstance(rec, dict) else None
+
+
+def model_folder(model: Any) -> Path | None:
+    """The folder of the model when it is the embedded one or a local folder."""
+    if model is None:
+        from .models.shapes import default_model_path
+
+        return default_model_path()
+    if isinstance(model, (str, os.PathLike)) and os.path.isdir(model):
+        return Path(model)
+    return None
