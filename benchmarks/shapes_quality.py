@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from diffpid.models.shapes import default_model_path, generate_images, load_components, to_uint8
+from diffpid.models.shapes import GENERATION, default_model_path, generate_images, load_components, to_uint8
 from diffpid.worlds.shapes import COLORS, SHAPES, SIZES, parse_caption
 from diffpid.worlds.shapes_check import check_caption_image
 from diffpid.worlds.shapes_sets import held_out_captions, shape_word, two_object_captions
@@ -74,9 +74,9 @@ def main() -> None:
     ap.add_argument("--singles", type=int, default=100, help="one-object captions")
     ap.add_argument("--seen", type=int, default=100,
                     help="complete two-object captions of combinations drawn in training (the generalisation gap)")
-    ap.add_argument("--sampler", default="ddpm", choices=("ddpm", "ddim", "dpm"))
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--guidance", type=float, default=1.5)
+    ap.add_argument("--sampler", default=GENERATION["sampler"], choices=("ddpm", "ddim", "dpm"))
+    ap.add_argument("--steps", type=int, default=GENERATION["steps"])
+    ap.add_argument("--guidance", type=float, default=GENERATION["guidance_scale"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tag", default="shapes_quality", help="name of the result files")
