@@ -17,7 +17,7 @@ cp "$WORK/intervention/intervention-shapes.md" "$WORK/intervention/intervention-
 
 diffpid bench bias --images 2 --samples "$SAMPLES" --seed 0 --out "$WORK/bias" --no-progress
 diffpid bench synonyms --images 8 --samples "$SAMPLES" --seed 0 --out "$WORK/synonyms" --no-progress
-diffpid bench homonyms --images 6 --samples "$SAMPLES" --seed 0 --out "$WORK/homonyms" --no-progress
+diffpid bench homonyms --images 18 --samples "$SAMPLES" --seed 0 --out "$WORK/homonyms" --no-progress
 diffpid bench uniqueness --n 16 --samples "$SAMPLES" --seed 0 --out "$WORK/uniqueness" --no-progress
 for s in bias synonyms homonyms uniqueness; do
     cp "$WORK/$s/$s-shapes.md" "$WORK/$s/$s-shapes.json" "$RESULTS/"
