@@ -6,9 +6,9 @@ import torch
 
 from diffpid.errors import ConditionError
 from diffpid.worlds.shapes import (
-    COLORS, TRIANGLE_RED_PROB, VOCABULARY, ObjectQuery, ParsedCaption, check_caption, is_held_out, parse_caption,
-    plan_from_query, sample_plan,
+    COLORS, TRIANGLE_RED_PROB, VOCABULARY, ObjectQuery, ParsedCaption, check_caption, parse_caption,
 )
+from diffpid.worlds.shapes_captions import is_held_out, plan_from_query, sample_plan
 from diffpid.worlds.shapes_check import check_caption_image, relation_holds, segment
 from diffpid.worlds.shapes_render import caption_words, sample_batch, sample_scenes, scene_for_caption, scene_from_plan
 from diffpid.worlds.shapes_sets import held_out_captions, swap_set, swap_sets, two_object_captions

@@ -165,7 +165,8 @@ def bias_reference(draws: int = 200_000, seed: int = 0) -> dict[str, float]:
         draws: scenes drawn for the marginal.
         seed: seed of the draws.
     """
-    from ..worlds.shapes import COLORS, SHAPES, sample_plan
+    from ..worlds.shapes import COLORS, SHAPES
+    from ..worlds.shapes_captions import sample_plan
 
     rng = random.Random(seed)
     counts: dict[tuple[str, str], int] = {}

@@ -8,7 +8,7 @@ a circle) and becomes a weight vector over the 56 images: named attributes fixed
 from the world's priors (size and shape uniform, colour ``P(colour | shape)`` with the planted
 triangle bias). Two shape words of one object ("square box") name the shape twice and must
 agree. The empty caption is the world's marginal over single-object captions (the keep
-probabilities of :func:`diffpid.worlds.shapes.sample_plan`, computed exactly).
+probabilities of :func:`diffpid.worlds.shapes_captions.sample_plan`, computed exactly).
 
 The denoiser is the MMSE one of that mixture under each caption's weights, so every study
 run on it shows what a perfectly trained model would give, with the same estimators.

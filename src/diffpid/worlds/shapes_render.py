@@ -14,9 +14,8 @@ from typing import Sequence
 import torch
 
 from ..errors import ConditionError
-from .shapes import (
-    COLORS, SHAPE_WORDS, SHAPES, SIZE, SIZES, CaptionWord, Plan, Scene, parse_caption, plan_from_query, sample_plan,
-)
+from .shapes import COLORS, SHAPE_WORDS, SHAPES, SIZE, SIZES, CaptionWord, Plan, Scene, parse_caption
+from .shapes_captions import plan_from_query, sample_plan
 
 _SHAPE_INDEX = {s: i for i, s in enumerate(SHAPES)}
 _BACKGROUND = -1.0
