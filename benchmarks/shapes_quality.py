@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from diffpid.models.shapes import GENERATION, default_model_path, generate_images, load_components, to_uint8
+from diffpid.runs import training_step
 from diffpid.worlds.shapes import COLORS, SHAPES, SIZES, parse_caption
 from diffpid.worlds.shapes_check import check_caption_image
 from diffpid.worlds.shapes_sets import held_out_captions, shape_word, two_object_captions
@@ -94,8 +95,7 @@ def main() -> None:
         source = f"EMA of {args.checkpoint} at step {step}"
     else:
         folder = Path(args.model) if args.model else default_model_path()
-        info = folder / "training.json"
-        step = json.loads(info.read_text())["steps"] if info.exists() else None
+        step = training_step(folder)
         source = str(folder)
     comps = load_components(folder)
 

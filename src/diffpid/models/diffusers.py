@@ -344,10 +344,10 @@ class DiffusersModel(Model):
         sched.set_timesteps(steps)
         conds = [self.encode_prompt(prompt), self.encode_prompt(negative)]
         x = torch.randn((1, *self.data_shape), generator=g) * sched.init_noise_sigma
+        kw = {"generator": g} if sampler == "ddpm" else {}
         for t in sched.timesteps:
             out = self._unet(x, t.reshape(1), conds)[0]  # (2, *shape)
             pred = out[1] + guidance * (out[0] - out[1])
-            kw = {"generator": g} if sampler == "ddpm" else {}
             x = sched.step(pred[None].cpu(), t, x, **kw).prev_sample
         return x
 

@@ -252,8 +252,9 @@ def make_sampler_scheduler(components: ShapesComponents, sampler: str) -> Any:
 
 
 @torch.no_grad()
-def generate_images(components: ShapesComponents, captions: Sequence[str], seed: int = 0, steps: int = 50,
-                    guidance: float = GENERATION["guidance_scale"], sampler: str = GENERATION["sampler"], chunk: int = 64) -> torch.Tensor:
+def generate_images(components: ShapesComponents, captions: Sequence[str], seed: int = 0,
+                    steps: int = GENERATION["steps"], guidance: float = GENERATION["guidance_scale"],
+                    sampler: str = GENERATION["sampler"], chunk: int = 64) -> torch.Tensor:
     """Sample images for captions with classifier-free guidance.
 
     Args:
