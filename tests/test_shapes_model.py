@@ -21,20 +21,101 @@ def _eps(comps, captions):
         return comps.unet(x, t, encoder_hidden_states=encode_captions(comps, captions)).sample
 
 
-def test_folder_round_trip_gives_the_same_outputs(tmp_path):
+@pytest.mark.parametrize("encoder, cls", [("t5", "T5EncoderModel"), ("clip", "CLIPTextModel")])
+def test_folder_round_trip_gives_the_same_outputs(tmp_path, encoder, cls):
+    from dataclasses import replace
+
     from transformers import AutoTokenizer
 
-    comps = build_components(TINY, seed=3)
+    comps = build_components(replace(TINY, text_encoder=encoder), seed=3)
     comps.unet.eval(), comps.text_encoder.eval()
     save_components(comps, tmp_path / "m", {"steps": 0})
     index = json.loads((tmp_path / "m" / "model_index.json").read_text())
     assert index["unet"] == ["diffusers", "UNet2DConditionModel"] and "vae" not in index
+    assert index["text_encoder"] == ["transformers", cls]
+    assert type(load_components(tmp_path / "m").text_encoder).__name__ == cls
     loaded = load_components(tmp_path / "m")
     caps = ["a red circle", "", "a big blue box left of a small triangle"]
     assert torch.equal(_eps(comps, caps), _eps(loaded, caps))
     tok = AutoTokenizer.from_pretrained(tmp_path / "m" / "tokenizer")
     ids = tok(["a red circle"], padding="max_length", max_length=tok.model_max_length).input_ids[0]
     assert len(ids) == 16 and ids[:5] == [2, 4, 7, 14, 3] and set(ids[5:]) == {0}
+
+
+def test_t5_encoder_reads_the_whole_caption_and_clip_only_the_words_before():
+    """Why the shapes model uses T5: the first object's tokens must know the relation after them."""
+    from dataclasses import replace
+
+    a, b = "a red circle left of a blue box", "a red circle right of a blue box"
+    for encoder, sees_later_words in (("t5", True), ("clip", False)):
+        comps = build_components(replace(TINY, text_encoder=encoder), seed=0)
+        comps.text_encoder.eval()
+        with torch.no_grad():
+            ea, eb = encode_captions(comps, [a, b])
+        first_object = slice(0, 4)  # <bos> a red circle
+        changed = (ea[first_object] - eb[first_object]).abs().max().item()
+        assert (changed > 1e-3) == sees_later_words, (encoder, changed)
+        assert (ea[4:] - eb[4:]).abs().max() > 1e-3  # the relation token itself differs in both
+
+
+def test_unknown_text_encoder_is_rejected(tmp_path):
+    from dataclasses import replace
+
+    with pytest.raises(ParameterError, match="text_encoder 'bert'"):
+        build_components(replace(TINY, text_encoder="bert"))
+    comps = build_components(TINY)
+    save_components(comps, tmp_path / "m")
+    index = json.loads((tmp_path / "m" / "model_index.json").read_text())
+    index["text_encoder"] = ["transformers", "BertModel"]
+    (tmp_path / "m" / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelLoadError, match="BertModel"):
+        load_components(tmp_path / "m")
+
+
+def test_old_configs_without_an_encoder_name_are_clip():
+    from dataclasses import asdict
+
+    from diffpid.models.shapes import config_from_dict
+
+    old = {k: v for k, v in asdict(TINY).items() if k != "text_encoder"}
+    assert config_from_dict(old).text_encoder == "clip"
+    assert config_from_dict(asdict(TINY)) == TINY
+
+
+def test_init_unet_copies_the_unet_and_its_ema_and_keeps_a_fresh_text_encoder(tmp_path):
+    from dataclasses import replace
+
+    source = build_components(replace(TINY, text_encoder="clip"), seed=7)
+    save_components(source, tmp_path / "src")
+    out = tmp_path / "run"
+    trainer = train(out, 0, config=TINY, settings=SETTINGS, progress=False, init_unet=tmp_path / "src")
+    assert trainer.settings.init_unet == str(tmp_path / "src")
+    want = source.unet.state_dict()
+    for name, p in trainer.components.unet.state_dict().items():
+        assert torch.equal(p, want[name]), name
+    n_unet = len(list(trainer.components.unet.parameters()))
+    for e, p in zip(trainer.ema[:n_unet], source.unet.parameters()):
+        assert torch.equal(e, p)
+    assert type(trainer.components.text_encoder).__name__ == "T5EncoderModel"
+    fresh = Trainer(TINY, SETTINGS)  # same seed, no init: the UNet differs, the text encoder is the same
+    assert not torch.equal(next(fresh.components.unet.parameters()), next(trainer.components.unet.parameters()))
+    for a, b in zip(fresh.components.text_encoder.parameters(), trainer.components.text_encoder.parameters()):
+        assert torch.equal(a, b)
+    trainer.train_step()
+    trainer.save(out)
+    assert Trainer.load(out).settings.init_unet == str(tmp_path / "src")
+    with pytest.raises(ParameterError, match="drop it when resuming"):
+        train(out, 2, resume=True, progress=False, init_unet=tmp_path / "src")
+
+
+def test_init_unet_rejects_other_architectures_and_missing_folders(tmp_path):
+    from dataclasses import replace
+
+    save_components(build_components(replace(TINY, channels=(8, 8))), tmp_path / "other")
+    with pytest.raises(ParameterError, match="does not fit this architecture"):
+        train(tmp_path / "a", 0, config=TINY, settings=SETTINGS, progress=False, init_unet=tmp_path / "other")
+    with pytest.raises(ParameterError, match="no unet/"):
+        train(tmp_path / "b", 0, config=TINY, settings=SETTINGS, progress=False, init_unet=tmp_path / "nothing")
 
 
 def test_scheduler_covers_the_estimator_range():

@@ -25,6 +25,9 @@ PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
 GENERATION_FILE = "generation.json"
 """Optional file of a component folder with its generation defaults (sampler, steps, guidance_scale)."""
 COMPONENTS = ("unet", "scheduler", "text_encoder", "tokenizer")
+TEXT_ENCODER_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection", "T5EncoderModel")
+"""Text encoders a component folder may name; the condition is their last hidden state
+(SD 1.x/2.x: CLIP; PixArt-style folders and the embedded shapes model: T5 encoder)."""
 
 
 def from_pipeline(pipe: Any, name: str | None = None):
@@ -177,7 +180,7 @@ def _load_components(path_or_id: str, index: dict, dtype, dev, local: bool):
         if f"text_encoder{suffix}" not in index:
             continue
         entry = index[f"text_encoder{suffix}"]
-        name = entry[1] if entry[1] in ("CLIPTextModel", "CLIPTextModelWithProjection") else "CLIPTextModel"
+        name = entry[1] if entry[1] in TEXT_ENCODER_CLASSES else "CLIPTextModel"
         encoders.append(sub(f"text_encoder{suffix}", name, library_of(entry)))
         tokenizers.append(sub(f"tokenizer{suffix}", "", AutoTokenizer))
     vae = None

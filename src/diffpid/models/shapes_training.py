@@ -51,6 +51,8 @@ class TrainSettings:
             weighted by ``min(1 + 1/snr, cap)`` (the v-prediction weighting, capped), which
             puts the low log-SNR levels, where the caption decides colours and layout, back
             into the loss: there the epsilon error is ``snr`` times the image error, tiny.
+        init_unet: provenance only: the model folder whose UNet weights started this run
+            (empty for a run from random weights; see :func:`train`).
     """
 
     batch_size: int = 32
@@ -67,6 +69,7 @@ class TrainSettings:
     seed: int = 0
     checkpoint_every: int = 200
     loss_weight_cap: float = 50.0
+    init_unet: str = ""
 
 
 def logsnr_table(components: ShapesComponents) -> torch.Tensor:
@@ -130,6 +133,31 @@ class Trainer:
         self.step = 0
         self.table = logsnr_table(self.components)
         self.recent: list[float] = []
+
+    def init_unet_from(self, folder: str | Path) -> None:
+        """Start the UNet (weights and EMA) from a saved shapes model; the text encoder stays fresh.
+
+        Raises:
+            ParameterError: the folder has no UNet, or its architecture differs from this run's.
+        """
+        from diffusers import UNet2DConditionModel
+
+        folder = Path(folder)
+        if not (folder / "unet" / "config.json").exists():
+            raise ParameterError(f"--init-unet {folder}: no unet/ in that folder; pass a shapes model folder "
+                                 "(e.g. the shipped src/diffpid/assets/shapes)")
+        source = UNet2DConditionModel.from_pretrained(folder / "unet").state_dict()
+        try:
+            self.components.unet.load_state_dict(source)
+        except RuntimeError as err:
+            raise ParameterError(f"--init-unet {folder}: its UNet does not fit this architecture "
+                                 f"(channels {self.config.channels}, text width {self.config.text_hidden}): "
+                                 f"{str(err).splitlines()[0]}") from None
+        n_unet = len(list(self.components.unet.parameters()))
+        with torch.no_grad():
+            for e, p in zip(self.ema[:n_unet], self.components.unet.parameters()):
+                e.copy_(p)
+        self.settings = replace(self.settings, init_unet=str(folder))
 
     def learning_rate(self) -> float:
         return self.settings.lr * min(1.0, (self.step + 1) / max(1, self.settings.warmup))
@@ -214,7 +242,8 @@ class Trainer:
 
 def train(out: str | Path, steps: int, resume: bool = False, config: ShapesConfig = ShapesConfig(),
           settings: TrainSettings = TrainSettings(), lr: float | None = None, export: str | Path | None = None,
-          progress: bool = True, loss_weight_cap: float | None = None) -> Trainer:
+          progress: bool = True, loss_weight_cap: float | None = None,
+          init_unet: str | Path | None = None) -> Trainer:
     """Train (or continue) until ``steps`` total steps, checkpointing into ``out``.
 
     Args:
@@ -226,17 +255,24 @@ def train(out: str | Path, steps: int, resume: bool = False, config: ShapesConfi
         loss_weight_cap: override the loss weighting (fresh or resumed; see :class:`TrainSettings`).
         export: folder to write the EMA model to when training stops.
         progress: show a tqdm bar.
+        init_unet: a fresh run only: start the UNet from this shapes model folder (same
+            channels and text width), for example to retrain the text encoder of the
+            shipped model without relearning how to draw; recorded in the settings.
     """
     from tqdm import tqdm
 
     out = Path(out)
     override = {k: v for k, v in (("lr", lr), ("loss_weight_cap", loss_weight_cap)) if v is not None}
     if resume:
+        if init_unet is not None:
+            raise ParameterError("--init-unet starts a fresh run; drop it when resuming (the checkpoint has the weights)")
         trainer = Trainer.load(out, override)
     else:
         if (out / CHECKPOINT).exists():
             raise ParameterError(f"{out / CHECKPOINT} exists; pass --resume to continue it or choose another --out")
         trainer = Trainer(config, replace(settings, **override))
+        if init_unet is not None:
+            trainer.init_unet_from(init_unet)
     out.mkdir(parents=True, exist_ok=True)
     log = open(out / "train.log", "a")
     bar = tqdm(total=steps, initial=trainer.step, disable=not progress, mininterval=5, dynamic_ncols=True)
