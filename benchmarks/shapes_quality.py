@@ -14,6 +14,7 @@ binomial standard errors, plus a per-attribute breakdown. Writes
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import random
@@ -46,10 +47,13 @@ def rate(oks: list[bool]) -> dict:
 
 
 def attribute_rates(images: torch.Tensor, captions: list[str]) -> dict:
-    """Per attribute: share of named objects whose attribute is right in the best-matching blob."""
-    from diffpid.worlds.shapes_check import find_blobs
+    """Per attribute: share of named objects whose attribute is right in some blob; ``count``:
+    right number of objects; ``bound``: right count and every object drawn with all its
+    attributes (relation ignored); ``relation_if_bound``: of the bound images, the share
+    whose objects also stand in the named relation."""
+    from diffpid.worlds.shapes_check import find_blobs, matches, relation_holds
 
-    hits = {"color": [], "shape": [], "size": [], "count": []}
+    hits = {"color": [], "shape": [], "size": [], "count": [], "bound": [], "relation_if_bound": []}
     for img, cap in zip(images, captions):
         parsed = parse_caption(cap)
         blobs = find_blobs(img)
@@ -57,7 +61,12 @@ def attribute_rates(images: torch.Tensor, captions: list[str]) -> dict:
         for q in parsed.objects:
             for f in ("color", "shape", "size"):
                 hits[f].append(any(getattr(b, f) == getattr(q, f) for b in blobs))
-    return {k: rate(v) for k, v in hits.items()}
+        bound = [perm for perm in itertools.permutations(blobs) if len(blobs) == len(parsed.objects)
+                 and all(matches(q, b) for q, b in zip(parsed.objects, perm))]
+        hits["bound"].append(bool(bound))
+        if bound and parsed.relation is not None:
+            hits["relation_if_bound"].append(any(relation_holds(parsed.relation, p[0], p[1]) for p in bound))
+    return {k: rate(v) for k, v in hits.items() if v}
 
 
 def grid(images: torch.Tensor, path: Path, cols: int = 20) -> None:

@@ -148,7 +148,8 @@ def find_blobs(image: torch.Tensor, min_area: int = 8) -> tuple[Blob, ...]:
     return tuple(sorted(out, key=lambda b: -b.area))
 
 
-def _matches(q: ObjectQuery, b: Blob) -> bool:
+def matches(q: ObjectQuery, b: Blob) -> bool:
+    """Whether blob ``b`` has every attribute that ``q`` names."""
     return all(getattr(q, f) is None or getattr(q, f) == getattr(b, f) for f in ("size", "color", "shape"))
 
 
@@ -178,7 +179,7 @@ def check_caption_image(image: torch.Tensor, caption: str, min_area: int = 8) ->
     if len(blobs) != len(parsed.objects):
         return CheckResult(False, blobs, f"found {len(blobs)} objects, caption names {len(parsed.objects)}")
     for perm in itertools.permutations(blobs):
-        if not all(_matches(q, b) for q, b in zip(parsed.objects, perm)):
+        if not all(matches(q, b) for q, b in zip(parsed.objects, perm)):
             continue
         if parsed.relation is not None and not relation_holds(parsed.relation, perm[0], perm[1]):
             continue
