@@ -31,7 +31,7 @@ def test_folder_round_trip_gives_the_same_outputs(tmp_path, encoder, cls):
     comps.unet.eval(), comps.text_encoder.eval()
     save_components(comps, tmp_path / "m", {"steps": 0})
     index = json.loads((tmp_path / "m" / "model_index.json").read_text())
-    assert index["unet"] == ["diffusers", "UNet2DConditionModel"] and "vae" not in index
+    assert index["unet"] == ["diffpid", "CoordUNet2DConditionModel"] and "vae" not in index
     assert index["text_encoder"] == ["transformers", cls]
     assert type(load_components(tmp_path / "m").text_encoder).__name__ == cls
     loaded = load_components(tmp_path / "m")
@@ -77,45 +77,90 @@ def test_old_configs_without_an_encoder_name_are_clip():
 
     from diffpid.models.shapes import config_from_dict
 
-    old = {k: v for k, v in asdict(TINY).items() if k != "text_encoder"}
-    assert config_from_dict(old).text_encoder == "clip"
+    old = {k: v for k, v in asdict(TINY).items() if k not in ("text_encoder", "coordinates")}
+    assert config_from_dict(old).text_encoder == "clip" and config_from_dict(old).coordinates is False
     assert config_from_dict(asdict(TINY)) == TINY
 
 
-def test_init_unet_copies_the_unet_and_its_ema_and_keeps_a_fresh_text_encoder(tmp_path):
+def test_init_from_widens_a_plain_unet_and_keeps_a_fresh_text_encoder_of_another_class(tmp_path):
     from dataclasses import replace
 
-    source = build_components(replace(TINY, text_encoder="clip"), seed=7)
+    source = build_components(replace(TINY, text_encoder="clip", coordinates=False), seed=7)
+    source.unet.eval()
     save_components(source, tmp_path / "src")
     out = tmp_path / "run"
-    trainer = train(out, 0, config=TINY, settings=SETTINGS, progress=False, init_unet=tmp_path / "src")
-    assert trainer.settings.init_unet == str(tmp_path / "src")
+    trainer = train(out, 0, config=TINY, settings=SETTINGS, progress=False, init_from=tmp_path / "src")
+    assert trainer.settings.init_from == f"{tmp_path / 'src'} (unet)"
     want = source.unet.state_dict()
     for name, p in trainer.components.unet.state_dict().items():
-        assert torch.equal(p, want[name]), name
-    n_unet = len(list(trainer.components.unet.parameters()))
-    for e, p in zip(trainer.ema[:n_unet], source.unet.parameters()):
+        if name == "conv_in.weight":  # 3 image channels copied, 2 coordinate channels zero
+            assert p.shape[1] == 5 and torch.equal(p[:, :3], want[name]) and not p[:, 3:].any()
+        else:
+            assert torch.equal(p, want[name]), name
+    for e, p in zip(trainer.ema, trainer.params):
         assert torch.equal(e, p)
+    # zero coordinate weights: the widened UNet computes exactly what the plain one did
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    cond = torch.randn(2, 16, 16, generator=torch.Generator().manual_seed(1))
+    trainer.components.unet.eval()
+    with torch.no_grad():
+        assert torch.allclose(trainer.components.unet(x, 50, cond).sample, source.unet(x, 50, cond).sample, atol=1e-6)
+    fresh = Trainer(TINY, SETTINGS)  # same seed, no init: the text encoder is the same fresh T5
     assert type(trainer.components.text_encoder).__name__ == "T5EncoderModel"
-    fresh = Trainer(TINY, SETTINGS)  # same seed, no init: the UNet differs, the text encoder is the same
-    assert not torch.equal(next(fresh.components.unet.parameters()), next(trainer.components.unet.parameters()))
     for a, b in zip(fresh.components.text_encoder.parameters(), trainer.components.text_encoder.parameters()):
         assert torch.equal(a, b)
+    trainer.components.unet.train()
     trainer.train_step()
     trainer.save(out)
-    assert Trainer.load(out).settings.init_unet == str(tmp_path / "src")
+    assert Trainer.load(out).settings.init_from == f"{tmp_path / 'src'} (unet)"
     with pytest.raises(ParameterError, match="drop it when resuming"):
-        train(out, 2, resume=True, progress=False, init_unet=tmp_path / "src")
+        train(out, 2, resume=True, progress=False, init_from=tmp_path / "src")
 
 
-def test_init_unet_rejects_other_architectures_and_missing_folders(tmp_path):
+def test_init_from_copies_a_text_encoder_of_the_same_architecture(tmp_path):
+    source = build_components(TINY, seed=7)
+    save_components(source, tmp_path / "src")
+    trainer = train(tmp_path / "run", 0, config=TINY, settings=SETTINGS, progress=False, init_from=tmp_path / "src")
+    assert trainer.settings.init_from.endswith("(unet, text_encoder)")
+    for a, b in zip(source.text_encoder.parameters(), trainer.components.text_encoder.parameters()):
+        assert torch.equal(a, b)
+    for a, b in zip(source.unet.parameters(), trainer.components.unet.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_init_from_rejects_other_architectures_and_missing_folders(tmp_path):
     from dataclasses import replace
 
     save_components(build_components(replace(TINY, channels=(8, 8))), tmp_path / "other")
     with pytest.raises(ParameterError, match="does not fit this architecture"):
-        train(tmp_path / "a", 0, config=TINY, settings=SETTINGS, progress=False, init_unet=tmp_path / "other")
+        train(tmp_path / "a", 0, config=TINY, settings=SETTINGS, progress=False, init_from=tmp_path / "other")
     with pytest.raises(ParameterError, match="no unet/"):
-        train(tmp_path / "b", 0, config=TINY, settings=SETTINGS, progress=False, init_unet=tmp_path / "nothing")
+        train(tmp_path / "b", 0, config=TINY, settings=SETTINGS, progress=False, init_from=tmp_path / "nothing")
+
+
+def test_coordinate_unet_sees_position_and_round_trips(tmp_path):
+    from diffpid.models.coord_unet import CoordUNet2DConditionModel
+
+    comps = build_components(TINY, seed=2)
+    assert isinstance(comps.unet, CoordUNet2DConditionModel) and comps.unet.config.in_channels == 3
+    comps.unet.eval()
+    # a constant image has no position in it but the coordinates: the output still varies across x
+    with torch.no_grad():
+        torch.nn.init.normal_(comps.unet.conv_in.weight[:, 3:])
+        flat = torch.zeros(1, 3, 32, 32)
+        out = comps.unet(flat, 500, torch.zeros(1, 16, 16)).sample[0]
+    assert (out[:, 12:20, 4] - out[:, 12:20, 27]).abs().max() > 1e-3
+    save_components(comps, tmp_path / "m")
+    index = json.loads((tmp_path / "m" / "model_index.json").read_text())
+    assert index["unet"] == ["diffpid", "CoordUNet2DConditionModel"]
+    loaded = load_components(tmp_path / "m")
+    assert isinstance(loaded.unet, CoordUNet2DConditionModel)
+    caps = ["a red circle", "a box left of a circle"]
+    assert torch.equal(_eps(comps, caps), _eps(loaded, caps))
+    index["unet"] = ["diffpid", "MysteryUNet"]
+    (tmp_path / "m" / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelLoadError, match="MysteryUNet"):
+        load_components(tmp_path / "m")
 
 
 def test_scheduler_covers_the_estimator_range():

@@ -53,7 +53,7 @@ def cmd_train_shapes(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     settings = TrainSettings(batch_size=args.batch_size, seed=args.seed, checkpoint_every=args.checkpoint_every)
     trainer = train(args.out, args.steps, resume=args.resume, settings=settings, lr=args.lr, export=args.export,
-                    loss_weight_cap=args.loss_weight_cap, init_unet=args.init_unet)
+                    loss_weight_cap=args.loss_weight_cap, init_from=args.init_from)
     recent = trainer.recent[-100:]
     mean = sum(recent) / len(recent) if recent else float("nan")
     print(f"step {trainer.step}, mean loss of the last {len(recent)} steps {mean:.4f}; checkpoint in {args.out}"
@@ -118,8 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--checkpoint-every", type=int, default=200)
     t.add_argument("--export", default=None, help="folder to write the EMA model to at the end (diffusers layout)")
-    t.add_argument("--init-unet", default=None,
-                   help="fresh run: start the UNet from this shapes model folder (the text encoder starts fresh)")
+    t.add_argument("--init-from", default=None,
+                   help="fresh run: start from this shapes model folder's weights (the UNet; the text encoder too "
+                        "when it has the same architecture)")
     t.set_defaults(func=cmd_train_shapes)
 
     from .report.command import add_arguments as explain_arguments

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,27 @@ COMPONENTS = ("unet", "scheduler", "text_encoder", "tokenizer")
 TEXT_ENCODER_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection", "T5EncoderModel")
 """Text encoders a component folder may name; the condition is their last hidden state
 (SD 1.x/2.x: CLIP; PixArt-style folders and the embedded shapes model: T5 encoder)."""
+UNET_CLASSES = {"diffusers": ("UNet2DConditionModel",), "diffpid": ("CoordUNet2DConditionModel",)}
+"""UNet classes a component folder may name in ``model_index.json``, by library."""
+
+
+def unet_class(entry: Any, where: Any = "the folder") -> Any:
+    """The UNet class a ``model_index.json`` entry ``[library, class]`` names.
+
+    Raises:
+        ModelLoadError: a class this package does not know.
+    """
+    library, name = entry[0], entry[1]
+    if name not in UNET_CLASSES.get(library, ()):
+        known = ", ".join(f"{lib}.{n}" for lib, names in UNET_CLASSES.items() for n in names)
+        raise ModelLoadError(f"{where}: model_index.json names UNet {library}.{name}; supported: {known}")
+    if library == "diffpid":
+        from . import coord_unet
+
+        return getattr(coord_unet, name)
+    import diffusers
+
+    return getattr(diffusers, name)
 
 
 def from_pipeline(pipe: Any, name: str | None = None):
@@ -121,14 +143,15 @@ def load_model(path_or_id: str | os.PathLike, torch_dtype: torch.dtype | None = 
     dtype = torch_dtype or torch.float32
     dev = _default_device(device)
     has = {k for k, v in index.items() if isinstance(v, (list, tuple)) and len(v) == 2 and v[0] is not None}
-    unet_ok = "unet" in has and index["unet"][1] == "UNet2DConditionModel"
+    unet_ok = "unet" in has and index["unet"][1] in UNET_CLASSES.get(index["unet"][0], ())
     if cls in PIPELINES and "vae" in has:
         return _load_pipeline(path_or_id, cls, dtype, dev, local)
     if unet_ok and all(c in has for c in COMPONENTS):
         return _load_components(path_or_id, index, dtype, dev, local)
     raise ModelLoadError(
         f"{path_or_id!r} is a {cls or 'folder'} that diffpid cannot run; supported: {', '.join(PIPELINES)} "
-        "and folders with unet (UNet2DConditionModel), scheduler, text_encoder and tokenizer"
+        "and folders with unet (UNet2DConditionModel or diffpid's CoordUNet2DConditionModel), scheduler, "
+        "text_encoder and tokenizer"
     )
 
 
@@ -173,7 +196,8 @@ def _load_components(path_or_id: str, index: dict, dtype, dev, local: bool):
     def library_of(entry) -> Any:
         return {"diffusers": diffusers, "transformers": transformers}.get(entry[0], diffusers)
 
-    unet = sub("unet", "UNet2DConditionModel", diffusers)
+    unet_type = unet_class(index["unet"], path_or_id)
+    unet = sub("unet", unet_type.__name__, sys.modules[unet_type.__module__])
     scheduler = sub("scheduler", index["scheduler"][1], library_of(index["scheduler"]))
     encoders, tokenizers = [], []
     for suffix in ("", "_2"):

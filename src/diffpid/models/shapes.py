@@ -54,6 +54,9 @@ class ShapesConfig:
         norm_groups: group-norm groups in the UNet.
         text_encoder: ``"t5"`` (bidirectional ``T5EncoderModel``, the default) or ``"clip"``
             (causal ``CLIPTextModel``, the architecture of the first shipped weights).
+        coordinates: the UNet's first convolution also reads each pixel's x and y
+            (:class:`~diffpid.models.coord_unet.CoordUNet2DConditionModel`); ``False`` for the
+            plain ``UNet2DConditionModel`` of the first shipped weights.
     """
 
     channels: tuple[int, ...] = (32, 64, 64)
@@ -65,6 +68,7 @@ class ShapesConfig:
     max_length: int = 16
     norm_groups: int = 8
     text_encoder: str = "t5"
+    coordinates: bool = True
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,8 @@ def build_components(config: ShapesConfig = ShapesConfig(), seed: int = 0) -> Sh
     """
     from diffusers import UNet2DConditionModel
 
+    from .coord_unet import CoordUNet2DConditionModel
+
     if config.text_encoder not in TEXT_ENCODERS:
         raise ParameterError(f"unknown text_encoder {config.text_encoder!r}; use one of {', '.join(TEXT_ENCODERS)}")
     tokenizer = build_tokenizer(config.max_length)
@@ -131,7 +137,8 @@ def build_components(config: ShapesConfig = ShapesConfig(), seed: int = 0) -> Sh
             dropout_rate=0.0, feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False,
             pad_token_id=0, eos_token_id=3, decoder_start_token_id=0))
     n = len(config.channels)
-    unet = UNet2DConditionModel(
+    unet_type = CoordUNet2DConditionModel if config.coordinates else UNet2DConditionModel
+    unet = unet_type(
         sample_size=32, in_channels=3, out_channels=3, block_out_channels=tuple(config.channels),
         down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
         up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
@@ -162,8 +169,11 @@ def save_components(components: ShapesComponents, path: str | Path, extra: dict 
     components.scheduler.save_pretrained(path / "scheduler")
     import diffusers
 
+    from .loading import UNET_CLASSES
+
+    unet_name = type(components.unet).__name__
     index = {"_class_name": "ShapesModel", "_diffusers_version": diffusers.__version__,
-             "unet": ["diffusers", "UNet2DConditionModel"], "text_encoder": ["transformers", type(components.text_encoder).__name__],
+             "unet": ["diffpid" if unet_name in UNET_CLASSES["diffpid"] else "diffusers", unet_name], "text_encoder": ["transformers", type(components.text_encoder).__name__],
              "tokenizer": ["transformers", "PreTrainedTokenizerFast"], "scheduler": ["diffusers", "DDPMScheduler"]}
     (path / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     (path / "generation.json").write_text(json.dumps(GENERATION, indent=2) + "\n")
@@ -179,7 +189,7 @@ def load_components(path: str | Path | None = None) -> ShapesComponents:
         ModelLoadError: the folder or one of its parts is missing.
     """
     import transformers
-    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from diffusers import DDPMScheduler
     from transformers import AutoTokenizer
 
     path = Path(path) if path is not None else default_model_path()
@@ -187,11 +197,14 @@ def load_components(path: str | Path | None = None) -> ShapesComponents:
     if missing:
         raise ModelLoadError(f"{path} is not a shapes model folder (missing {', '.join(missing)}); "
                              "train one with `diffpid train-shapes` or omit the path to use the shipped model")
-    encoder_class = json.loads((path / "model_index.json").read_text())["text_encoder"][1]
+    index = json.loads((path / "model_index.json").read_text())
+    encoder_class = index["text_encoder"][1]
     if encoder_class not in TEXT_ENCODERS.values():
         raise ModelLoadError(f"{path}/model_index.json names text encoder {encoder_class!r}; a shapes model uses "
                              f"one of {', '.join(TEXT_ENCODERS.values())}")
-    unet = UNet2DConditionModel.from_pretrained(path / "unet").eval()
+    from .loading import UNET_CLASSES, unet_class
+
+    unet = unet_class(index["unet"], path).from_pretrained(path / "unet").eval()
     text_encoder = getattr(transformers, encoder_class).from_pretrained(path / "text_encoder").eval()
     tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
     scheduler = DDPMScheduler.from_pretrained(path / "scheduler")
@@ -227,7 +240,7 @@ def config_of(components: ShapesComponents) -> dict:
     u = components.unet.config
     t = components.text_encoder.config
     return {"channels": list(u.block_out_channels), "layers_per_block": u.layers_per_block,
-            "text_encoder": type(components.text_encoder).__name__,
+            "text_encoder": type(components.text_encoder).__name__, "unet": type(components.unet).__name__,
             "text_hidden": t.hidden_size, "text_layers": t.num_hidden_layers,
             "unet_parameters": sum(p.numel() for p in components.unet.parameters()),
             "text_parameters": sum(p.numel() for p in components.text_encoder.parameters())}
@@ -235,8 +248,9 @@ def config_of(components: ShapesComponents) -> dict:
 
 def config_from_dict(d: dict) -> ShapesConfig:
     """Inverse of ``asdict(ShapesConfig)`` (lists back to tuples; a dict without
-    ``text_encoder``, written before T5 became the default, is the CLIP architecture)."""
-    d = {"text_encoder": "clip", **d}
+    ``text_encoder`` or ``coordinates``, written before T5 and coordinates became the
+    default, is the architecture of the first shipped weights: CLIP and a plain UNet)."""
+    d = {"text_encoder": "clip", "coordinates": False, **d}
     d["channels"] = tuple(d["channels"])
     return ShapesConfig(**d)
 

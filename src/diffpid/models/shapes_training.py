@@ -51,8 +51,8 @@ class TrainSettings:
             weighted by ``min(1 + 1/snr, cap)`` (the v-prediction weighting, capped), which
             puts the low log-SNR levels, where the caption decides colours and layout, back
             into the loss: there the epsilon error is ``snr`` times the image error, tiny.
-        init_unet: provenance only: the model folder whose UNet weights started this run
-            (empty for a run from random weights; see :func:`train`).
+        init_from: provenance only: the model folder whose weights started this run and the
+            parts taken from it (empty for a run from random weights; see :func:`train`).
     """
 
     batch_size: int = 32
@@ -69,7 +69,7 @@ class TrainSettings:
     seed: int = 0
     checkpoint_every: int = 200
     loss_weight_cap: float = 50.0
-    init_unet: str = ""
+    init_from: str = ""
 
 
 def logsnr_table(components: ShapesComponents) -> torch.Tensor:
@@ -134,30 +134,46 @@ class Trainer:
         self.table = logsnr_table(self.components)
         self.recent: list[float] = []
 
-    def init_unet_from(self, folder: str | Path) -> None:
-        """Start the UNet (weights and EMA) from a saved shapes model; the text encoder stays fresh.
+    def init_from(self, folder: str | Path) -> list[str]:
+        """Start this run's weights (and their EMA) from a saved shapes model.
+
+        The UNet is copied (a plain UNet into one with coordinate channels: their input
+        weights start at zero, so the model computes what the old one did); the text encoder
+        is copied when it has the same class and shapes, else it starts fresh.
+
+        Returns:
+            the parts copied (``["unet"]`` or ``["unet", "text_encoder"]``).
 
         Raises:
-            ParameterError: the folder has no UNet, or its architecture differs from this run's.
+            ParameterError: the folder is not a shapes model, or its UNet does not fit this
+                architecture.
         """
-        from diffusers import UNet2DConditionModel
+        from .coord_unet import widen_conv_in
+        from .shapes import load_components
 
         folder = Path(folder)
         if not (folder / "unet" / "config.json").exists():
-            raise ParameterError(f"--init-unet {folder}: no unet/ in that folder; pass a shapes model folder "
+            raise ParameterError(f"--init-from {folder}: no unet/ in that folder; pass a shapes model folder "
                                  "(e.g. the shipped src/diffpid/assets/shapes)")
-        source = UNet2DConditionModel.from_pretrained(folder / "unet").state_dict()
+        source = load_components(folder)
         try:
-            self.components.unet.load_state_dict(source)
+            self.components.unet.load_state_dict(widen_conv_in(source.unet.state_dict(), self.components.unet))
         except RuntimeError as err:
-            raise ParameterError(f"--init-unet {folder}: its UNet does not fit this architecture "
+            raise ParameterError(f"--init-from {folder}: its UNet does not fit this architecture "
                                  f"(channels {self.config.channels}, text width {self.config.text_hidden}): "
                                  f"{str(err).splitlines()[0]}") from None
-        n_unet = len(list(self.components.unet.parameters()))
+        copied = ["unet"]
+        if type(source.text_encoder) is type(self.components.text_encoder):
+            try:
+                self.components.text_encoder.load_state_dict(source.text_encoder.state_dict())
+                copied.append("text_encoder")
+            except RuntimeError:
+                pass  # another width or depth: the text encoder starts fresh
         with torch.no_grad():
-            for e, p in zip(self.ema[:n_unet], self.components.unet.parameters()):
+            for e, p in zip(self.ema, self.params):
                 e.copy_(p)
-        self.settings = replace(self.settings, init_unet=str(folder))
+        self.settings = replace(self.settings, init_from=f"{folder} ({', '.join(copied)})")
+        return copied
 
     def learning_rate(self) -> float:
         return self.settings.lr * min(1.0, (self.step + 1) / max(1, self.settings.warmup))
@@ -209,6 +225,8 @@ class Trainer:
             raise ParameterError(f"no checkpoint at {path}; start without --resume or pass the --out of an earlier run")
         state = torch.load(path, map_location="cpu", weights_only=False)
         stored = {"loss_weight_cap": 0.0, **state["settings"]}  # checkpoints older than the weighting
+        if "init_unet" in stored:  # the first name of init_from
+            stored["init_from"] = stored.pop("init_unet")
         settings = replace(TrainSettings(**stored), **(settings_override or {}))
         trainer = cls(config_from_dict(state["config"]), settings)
         trainer.components.unet.load_state_dict(state["unet"])
@@ -243,7 +261,7 @@ class Trainer:
 def train(out: str | Path, steps: int, resume: bool = False, config: ShapesConfig = ShapesConfig(),
           settings: TrainSettings = TrainSettings(), lr: float | None = None, export: str | Path | None = None,
           progress: bool = True, loss_weight_cap: float | None = None,
-          init_unet: str | Path | None = None) -> Trainer:
+          init_from: str | Path | None = None) -> Trainer:
     """Train (or continue) until ``steps`` total steps, checkpointing into ``out``.
 
     Args:
@@ -255,24 +273,25 @@ def train(out: str | Path, steps: int, resume: bool = False, config: ShapesConfi
         loss_weight_cap: override the loss weighting (fresh or resumed; see :class:`TrainSettings`).
         export: folder to write the EMA model to when training stops.
         progress: show a tqdm bar.
-        init_unet: a fresh run only: start the UNet from this shapes model folder (same
-            channels and text width), for example to retrain the text encoder of the
-            shipped model without relearning how to draw; recorded in the settings.
+        init_from: a fresh run only: start from this shapes model folder's weights (same
+            channels and text width; see :meth:`Trainer.init_from`), for example to give the
+            shipped model a new text encoder or coordinate inputs without relearning how to
+            draw; recorded in the settings.
     """
     from tqdm import tqdm
 
     out = Path(out)
     override = {k: v for k, v in (("lr", lr), ("loss_weight_cap", loss_weight_cap)) if v is not None}
     if resume:
-        if init_unet is not None:
-            raise ParameterError("--init-unet starts a fresh run; drop it when resuming (the checkpoint has the weights)")
+        if init_from is not None:
+            raise ParameterError("--init-from starts a fresh run; drop it when resuming (the checkpoint has the weights)")
         trainer = Trainer.load(out, override)
     else:
         if (out / CHECKPOINT).exists():
             raise ParameterError(f"{out / CHECKPOINT} exists; pass --resume to continue it or choose another --out")
         trainer = Trainer(config, replace(settings, **override))
-        if init_unet is not None:
-            trainer.init_unet_from(init_unet)
+        if init_from is not None:
+            trainer.init_from(init_from)
     out.mkdir(parents=True, exist_ok=True)
     log = open(out / "train.log", "a")
     bar = tqdm(total=steps, initial=trainer.step, disable=not progress, mininterval=5, dynamic_ncols=True)
