@@ -14,7 +14,6 @@ binomial standard errors, plus a per-attribute breakdown. Writes
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import random
@@ -51,7 +50,7 @@ def attribute_rates(images: torch.Tensor, captions: list[str]) -> dict:
     right number of objects; ``bound``: right count and every object drawn with all its
     attributes (relation ignored); ``relation_if_bound``: of the bound images, the share
     whose objects also stand in the named relation."""
-    from diffpid.worlds.shapes_check import find_blobs, matches, relation_holds
+    from diffpid.worlds.shapes_check import bindings, find_blobs, relation_holds
 
     hits = {"color": [], "shape": [], "size": [], "count": [], "bound": [], "relation_if_bound": []}
     for img, cap in zip(images, captions):
@@ -61,8 +60,7 @@ def attribute_rates(images: torch.Tensor, captions: list[str]) -> dict:
         for q in parsed.objects:
             for f in ("color", "shape", "size"):
                 hits[f].append(any(getattr(b, f) == getattr(q, f) for b in blobs))
-        bound = [perm for perm in itertools.permutations(blobs) if len(blobs) == len(parsed.objects)
-                 and all(matches(q, b) for q, b in zip(parsed.objects, perm))]
+        bound = bindings(parsed.objects, blobs)
         hits["bound"].append(bool(bound))
         if bound and parsed.relation is not None:
             hits["relation_if_bound"].append(any(relation_holds(parsed.relation, p[0], p[1]) for p in bound))

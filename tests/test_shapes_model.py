@@ -33,8 +33,8 @@ def test_folder_round_trip_gives_the_same_outputs(tmp_path, encoder, cls):
     index = json.loads((tmp_path / "m" / "model_index.json").read_text())
     assert index["unet"] == ["diffpid", "CoordUNet2DConditionModel"] and "vae" not in index
     assert index["text_encoder"] == ["transformers", cls]
-    assert type(load_components(tmp_path / "m").text_encoder).__name__ == cls
     loaded = load_components(tmp_path / "m")
+    assert type(loaded.text_encoder).__name__ == cls
     caps = ["a red circle", "", "a big blue box left of a small triangle"]
     assert torch.equal(_eps(comps, caps), _eps(loaded, caps))
     tok = AutoTokenizer.from_pretrained(tmp_path / "m" / "tokenizer")

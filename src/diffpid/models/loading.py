@@ -52,6 +52,12 @@ def unet_class(entry: Any, where: Any = "the folder") -> Any:
     return getattr(diffusers, name)
 
 
+def unet_entry(unet: Any) -> list[str]:
+    """The ``model_index.json`` entry ``[library, class]`` of a UNet (inverse of :func:`unet_class`)."""
+    name = type(unet).__name__
+    return ["diffpid" if name in UNET_CLASSES["diffpid"] else "diffusers", name]
+
+
 def from_pipeline(pipe: Any, name: str | None = None):
     """Wrap a diffusers pipeline object as a :class:`~diffpid.models.diffusers.DiffusersModel`, reloading nothing.
 

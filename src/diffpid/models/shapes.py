@@ -170,11 +170,10 @@ def save_components(components: ShapesComponents, path: str | Path, extra: dict 
     components.scheduler.save_pretrained(path / "scheduler")
     import diffusers
 
-    from .loading import UNET_CLASSES
+    from .loading import unet_entry
 
-    unet_name = type(components.unet).__name__
     index = {"_class_name": "ShapesModel", "_diffusers_version": diffusers.__version__,
-             "unet": ["diffpid" if unet_name in UNET_CLASSES["diffpid"] else "diffusers", unet_name], "text_encoder": ["transformers", type(components.text_encoder).__name__],
+             "unet": unet_entry(components.unet), "text_encoder": ["transformers", type(components.text_encoder).__name__],
              "tokenizer": ["transformers", "PreTrainedTokenizerFast"], "scheduler": ["diffusers", "DDPMScheduler"]}
     (path / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     (path / "generation.json").write_text(json.dumps(GENERATION, indent=2) + "\n")
@@ -203,7 +202,7 @@ def load_components(path: str | Path | None = None) -> ShapesComponents:
     if encoder_class not in TEXT_ENCODERS.values():
         raise ModelLoadError(f"{path}/model_index.json names text encoder {encoder_class!r}; a shapes model uses "
                              f"one of {', '.join(TEXT_ENCODERS.values())}")
-    from .loading import UNET_CLASSES, unet_class
+    from .loading import unet_class
 
     unet = unet_class(index["unet"], path).from_pretrained(path / "unet").eval()
     text_encoder = getattr(transformers, encoder_class).from_pretrained(path / "text_encoder").eval()

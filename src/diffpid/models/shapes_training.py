@@ -225,8 +225,6 @@ class Trainer:
             raise ParameterError(f"no checkpoint at {path}; start without --resume or pass the --out of an earlier run")
         state = torch.load(path, map_location="cpu", weights_only=False)
         stored = {"loss_weight_cap": 0.0, **state["settings"]}  # checkpoints older than the weighting
-        if "init_unet" in stored:  # the first name of init_from
-            stored["init_from"] = stored.pop("init_unet")
         settings = replace(TrainSettings(**stored), **(settings_override or {}))
         trainer = cls(config_from_dict(state["config"]), settings)
         trainer.components.unet.load_state_dict(state["unet"])

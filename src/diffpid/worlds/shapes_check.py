@@ -153,6 +153,14 @@ def matches(q: ObjectQuery, b: Blob) -> bool:
     return all(getattr(q, f) is None or getattr(q, f) == getattr(b, f) for f in ("size", "color", "shape"))
 
 
+def bindings(objects: tuple[ObjectQuery, ...], blobs: tuple[Blob, ...]) -> list[tuple[Blob, ...]]:
+    """The orderings of ``blobs`` that give every object its named attributes (relation
+    ignored); empty when the counts differ."""
+    if len(blobs) != len(objects):
+        return []
+    return [perm for perm in itertools.permutations(blobs) if all(matches(q, b) for q, b in zip(objects, perm))]
+
+
 def relation_holds(relation: str, a: Blob, b: Blob) -> bool:
     """Whether ``a`` stands in ``relation`` (left, right, above, below) to ``b``."""
     dx, dy = b.cx - a.cx, b.cy - a.cy
@@ -178,11 +186,8 @@ def check_caption_image(image: torch.Tensor, caption: str, min_area: int = 8) ->
         return CheckResult(ok, blobs, "" if ok else f"{len(blobs)} objects")
     if len(blobs) != len(parsed.objects):
         return CheckResult(False, blobs, f"found {len(blobs)} objects, caption names {len(parsed.objects)}")
-    for perm in itertools.permutations(blobs):
-        if not all(matches(q, b) for q, b in zip(parsed.objects, perm)):
-            continue
-        if parsed.relation is not None and not relation_holds(parsed.relation, perm[0], perm[1]):
-            continue
-        return CheckResult(True, blobs, "")
+    for perm in bindings(parsed.objects, blobs):
+        if parsed.relation is None or relation_holds(parsed.relation, perm[0], perm[1]):
+            return CheckResult(True, blobs, "")
     found = "; ".join(f"{b.size} {b.color} {b.shape} at ({b.cx:.0f},{b.cy:.0f})" for b in blobs)
     return CheckResult(False, blobs, f"no match for the caption among: {found}")
