@@ -21,7 +21,8 @@ def _eps(comps, captions):
         return comps.unet(x, t, encoder_hidden_states=encode_captions(comps, captions)).sample
 
 
-@pytest.mark.parametrize("encoder, cls", [("t5", "T5EncoderModel"), ("clip", "CLIPTextModel")])
+@pytest.mark.parametrize("encoder, cls", [("t5", "T5EncoderModel"), ("clip", "CLIPTextModel"),
+                                          ("bert", "BertModel")])
 def test_folder_round_trip_gives_the_same_outputs(tmp_path, encoder, cls):
     from dataclasses import replace
 
@@ -47,7 +48,7 @@ def test_t5_encoder_reads_the_whole_caption_and_clip_only_the_words_before():
     from dataclasses import replace
 
     a, b = "a red circle left of a blue box", "a red circle right of a blue box"
-    for encoder, sees_later_words in (("t5", True), ("clip", False)):
+    for encoder, sees_later_words in (("t5", True), ("clip", False), ("bert", True)):
         comps = build_components(replace(TINY, text_encoder=encoder), seed=0)
         comps.text_encoder.eval()
         with torch.no_grad():
@@ -58,17 +59,38 @@ def test_t5_encoder_reads_the_whole_caption_and_clip_only_the_words_before():
         assert (ea[4:] - eb[4:]).abs().max() > 1e-3  # the relation token itself differs in both
 
 
+def test_bert_tells_attribute_swapped_captions_apart_from_the_start():
+    """Why BERT: absolute positions. "red ... blue" and "blue ... red" have the same words; a
+    cross-attention reads its keys as a set, so an encoder whose tokens do not know their
+    place gives both captions the same set and the UNet cannot bind colours to shapes."""
+    from dataclasses import replace
+
+    a, b = "a red circle left of a blue box", "a blue circle left of a red box"
+    comps = build_components(replace(TINY, text_encoder="bert"), seed=0)
+    comps.text_encoder.eval()
+    with torch.no_grad():
+        ea, eb = encode_captions(comps, [a, b])
+    # the red token (word 2 of a, word 7 of b) differs with its place: not a bag of words
+    assert (ea[2] - eb[7]).abs().max() > 0.1
+    # and the two captions' sets of token vectors differ (sorted per feature, order-free)
+    assert (ea.sort(0).values - eb.sort(0).values).abs().max() > 0.1
+    # the position embeddings are as large as the word embeddings (both N(0, 0.02) at init)
+    emb = comps.text_encoder.embeddings
+    ratio = emb.position_embeddings.weight.std() / emb.word_embeddings.weight.std()
+    assert 0.7 < ratio < 1.4
+
+
 def test_unknown_text_encoder_is_rejected(tmp_path):
     from dataclasses import replace
 
-    with pytest.raises(ParameterError, match="text_encoder 'bert'"):
-        build_components(replace(TINY, text_encoder="bert"))
+    with pytest.raises(ParameterError, match="text_encoder 'gpt2'"):
+        build_components(replace(TINY, text_encoder="gpt2"))
     comps = build_components(TINY)
     save_components(comps, tmp_path / "m")
     index = json.loads((tmp_path / "m" / "model_index.json").read_text())
-    index["text_encoder"] = ["transformers", "BertModel"]
+    index["text_encoder"] = ["transformers", "GPT2Model"]
     (tmp_path / "m" / "model_index.json").write_text(json.dumps(index))
-    with pytest.raises(ModelLoadError, match="BertModel"):
+    with pytest.raises(ModelLoadError, match="GPT2Model"):
         load_components(tmp_path / "m")
 
 
@@ -282,3 +304,19 @@ def test_loss_weighting_matches_its_formula():
     assert torch.allclose(l0, mse.mean(), rtol=1e-5)
     assert torch.allclose(l1, (w * mse).mean(), rtol=1e-5)
     assert w.max() > 1.5  # some draws are at low log-SNR, so the weighting matters
+
+
+def test_train_shapes_command_picks_the_encoder_and_the_complete_share(tmp_path, capsys):
+    from diffpid.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train-shapes", "--out", str(out), "--steps", "1", "--batch-size", "4", "--text-encoder", "bert",
+                 "--complete-share", "0.5"]) == 0
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert state["config"]["text_encoder"] == "bert" and state["settings"]["complete_share"] == 0.5
+    assert state["step"] == 1
+    capsys.readouterr()
+    assert main(["train-shapes", "--out", str(tmp_path / "bad"), "--steps", "1", "--complete-share", "1.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["diffpid: error: --complete-share 1.5: use a share from 0 to 1"]
+    assert not (tmp_path / "bad").exists()

@@ -149,6 +149,28 @@ def test_empty_caption_share():
     assert abs(empty - 0.12) < 0.025
 
 
+def test_complete_draws_are_complete_two_object_captions_and_batches_mix_them():
+    plans = [sample_plan(random.Random(i), complete=True) for i in range(400)]
+    for plan in plans:
+        p = parse_caption(plan.caption)
+        assert len(p.objects) == 2 and p.relation is not None and not is_held_out(p.objects, p.relation)
+        assert all(getattr(o, f) is not None for o in p.objects for f in ("size", "color", "shape"))
+        assert check_caption_image(scene_from_plan(plan).image, plan.caption).ok
+    # the caption's words are still the process's: "of" after left/right with OF_PROB, articles
+    assert 0.8 < sum(" of " in p.caption for p in plans if p.relation in ("left", "right")) / sum(
+        p.relation in ("left", "right") for p in plans) < 0.97
+    # the default draw is untouched by the option (same stream as before for the same seed)
+    assert [sample_plan(random.Random(i)).caption for i in range(50)] == [
+        sample_plan(random.Random(i), complete=False).caption for i in range(50)]
+    batch = sample_batch(10, torch.Generator().manual_seed(0), complete=4)
+    last = [parse_caption(c) for c in batch.captions[6:]]
+    assert all(len(p.objects) == 2 and p.relation is not None for p in last)
+    from diffpid.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="from 0 to 10"):
+        sample_batch(10, torch.Generator().manual_seed(0), complete=11)
+
+
 def test_checker_passes_ground_truth_and_rejects_swaps(scenes):
     results = [check_caption_image(s.image, s.caption).ok for s in scenes if s.caption]
     assert all(results)

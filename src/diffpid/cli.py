@@ -48,12 +48,15 @@ def cmd_train_shapes(args: argparse.Namespace) -> int:
     """Train (or resume training) the embedded shapes model; optionally export its EMA weights."""
     import torch
 
+    from .models.shapes import ShapesConfig
     from .models.shapes_training import TrainSettings, train
 
     torch.set_num_threads(args.threads)
+    config = ShapesConfig() if args.text_encoder is None else ShapesConfig(text_encoder=args.text_encoder)
     settings = TrainSettings(batch_size=args.batch_size, seed=args.seed, checkpoint_every=args.checkpoint_every)
-    trainer = train(args.out, args.steps, resume=args.resume, settings=settings, lr=args.lr, export=args.export,
-                    loss_weight_cap=args.loss_weight_cap, init_from=args.init_from)
+    trainer = train(args.out, args.steps, resume=args.resume, config=config,
+                    settings=settings, lr=args.lr, export=args.export, loss_weight_cap=args.loss_weight_cap,
+                    init_from=args.init_from, complete_share=args.complete_share)
     recent = trainer.recent[-100:]
     mean = sum(recent) / len(recent) if recent else float("nan")
     print(f"step {trainer.step}, mean loss of the last {len(recent)} steps {mean:.4f}; checkpoint in {args.out}"
@@ -115,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3, or the checkpoint's)")
     t.add_argument("--loss-weight-cap", type=float, default=None,
                    help="weight each sample's eps MSE by min(1 + 1/snr, cap); 0 = plain MSE (default 50, or the checkpoint's)")
+    t.add_argument("--text-encoder", choices=("bert", "t5", "clip"), default=None,
+                   help="text encoder of a fresh run (default: the shipped model's architecture; a resumed run "
+                        "keeps its own)")
+    t.add_argument("--complete-share", type=float, default=None,
+                   help="share of each batch drawn from complete two-object captions only, on top of the world's "
+                        "process (default 0, or the checkpoint's)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--checkpoint-every", type=int, default=200)
     t.add_argument("--export", default=None, help="folder to write the EMA model to at the end (diffusers layout)")

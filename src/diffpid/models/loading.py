@@ -26,9 +26,10 @@ PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
 GENERATION_FILE = "generation.json"
 """Optional file of a component folder with its generation defaults (sampler, steps, guidance_scale)."""
 COMPONENTS = ("unet", "scheduler", "text_encoder", "tokenizer")
-TEXT_ENCODER_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection", "T5EncoderModel")
+TEXT_ENCODER_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection", "T5EncoderModel", "BertModel")
 """Text encoders a component folder may name; the condition is their last hidden state
-(SD 1.x/2.x: CLIP; PixArt-style folders and the embedded shapes model: T5 encoder)."""
+(SD 1.x/2.x: CLIP; PixArt-style folders: T5 encoder; Latent Diffusion style and the
+embedded shapes model: BERT or T5)."""
 UNET_CLASSES = {"diffusers": ("UNet2DConditionModel",), "diffpid": ("CoordUNet2DConditionModel",)}
 """UNet classes a component folder may name in ``model_index.json``, by library."""
 

@@ -36,7 +36,7 @@ from ..errors import ModelLoadError, ParameterError
 from ..worlds.shapes import VOCABULARY, check_caption
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>")
-TEXT_ENCODERS = {"t5": "T5EncoderModel", "clip": "CLIPTextModel"}
+TEXT_ENCODERS = {"t5": "T5EncoderModel", "clip": "CLIPTextModel", "bert": "BertModel"}
 """``ShapesConfig.text_encoder`` to the transformers class it builds."""
 
 
@@ -129,6 +129,14 @@ def build_components(config: ShapesConfig = ShapesConfig(), seed: int = 0) -> Sh
             vocab_size=len(tokenizer), hidden_size=config.text_hidden, intermediate_size=2 * config.text_hidden,
             num_hidden_layers=config.text_layers, num_attention_heads=config.text_heads,
             max_position_embeddings=config.max_length, bos_token_id=2, eos_token_id=3, pad_token_id=0))
+    elif config.text_encoder == "bert":
+        from transformers import BertConfig, BertModel
+
+        text_encoder = BertModel(BertConfig(
+            vocab_size=len(tokenizer), hidden_size=config.text_hidden, intermediate_size=2 * config.text_hidden,
+            num_hidden_layers=config.text_layers, num_attention_heads=config.text_heads,
+            max_position_embeddings=config.max_length, type_vocab_size=1, hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0, pad_token_id=0))
     else:
         from transformers import T5Config, T5EncoderModel
 

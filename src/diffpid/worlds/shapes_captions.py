@@ -103,15 +103,18 @@ def plan_from_query(rng: random.Random, parsed: ParsedCaption, words: tuple[Capt
     return Plan(objects, relation if len(objects) == 2 else None, words)
 
 
-def sample_plan(rng: random.Random, training: bool = True) -> Plan:
+def sample_plan(rng: random.Random, training: bool = True, complete: bool = False) -> Plan:
     """Draw one scene and its caption by the process in the module docstring.
 
     Args:
         rng: the random source.
         training: skip held-out complete captions (see :func:`is_held_out`).
+        complete: draw only from the process's complete two-object captions (never the
+            empty caption). Mixing such draws into training changes how often each caption
+            is seen but neither what any caption means nor the empty caption's marginal.
     """
-    n = 2 if rng.random() < TWO_OBJECT_PROB else 1
-    full = rng.random() < FULL_PROB
+    n = 2 if complete or rng.random() < TWO_OBJECT_PROB else 1
+    full = complete or rng.random() < FULL_PROB
     while True:
         keeps = []
         for _ in range(n):
@@ -128,8 +131,8 @@ def sample_plan(rng: random.Random, training: bool = True) -> Plan:
             queries.append(ObjectQuery(size=rng.choice(tuple(SIZES)) if keep["size"] else None,
                                        color=rng.choice(colors) if keep["color"] else None, shape=shape))
         relation = rng.choice(RELATIONS) if n == 2 else None
-        complete = all(all(k.values()) for k in keeps) and keep_relation
-        if not (training and complete and is_held_out(tuple(queries), relation)):
+        is_complete = all(all(k.values()) for k in keeps) and keep_relation
+        if not (training and is_complete and is_held_out(tuple(queries), relation)):
             break
     plan = plan_from_query(rng, ParsedCaption(tuple(queries), relation), ())
     words: list[CaptionWord] = []
@@ -144,6 +147,6 @@ def sample_plan(rng: random.Random, training: bool = True) -> Plan:
         separator_needed = i == 1 and not (words and words[-1].obj == -1)
         article = separator_needed or rng.random() < ARTICLE_PROB
         words.extend(_object_words(rng, obj, keep, i, article))
-    if rng.random() < EMPTY_PROB:
+    if not complete and rng.random() < EMPTY_PROB:
         words = []
     return Plan(plan.objects, plan.relation, tuple(words))

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from ..errors import ConditionError
+from ..errors import ConditionError, ParameterError
 from .shapes import COLORS, SHAPE_WORDS, SHAPES, SIZE, SIZES, CaptionWord, Plan, Scene, parse_caption
 from .shapes_captions import plan_from_query, sample_plan
 
@@ -88,16 +88,20 @@ def render_plans(plans: Sequence[Plan]) -> tuple[torch.Tensor, torch.Tensor]:
     return images.clamp(-1, 1), cov
 
 
-def sample_batch(n: int, generator: torch.Generator, training: bool = True) -> SceneBatch:
+def sample_batch(n: int, generator: torch.Generator, training: bool = True, complete: int = 0) -> SceneBatch:
     """Draw and render ``n`` training scenes.
 
     Args:
         n: batch size.
         generator: the only source of randomness (one seed per scene is drawn from it).
         training: skip held-out complete captions.
+        complete: how many of the ``n`` scenes (the last ones) are drawn from the complete
+            two-object captions only (``sample_plan(..., complete=True)``).
     """
+    if not 0 <= complete <= n:
+        raise ParameterError(f"complete={complete} scenes of a batch of {n}: use a number from 0 to {n}")
     seeds = torch.randint(0, 2**62, (n,), generator=generator).tolist()
-    plans = tuple(sample_plan(random.Random(s), training) for s in seeds)
+    plans = tuple(sample_plan(random.Random(s), training, complete=k >= n - complete) for k, s in enumerate(seeds))
     images, cov = render_plans(plans)
     return SceneBatch(images, tuple(p.caption for p in plans), cov, plans)
 
