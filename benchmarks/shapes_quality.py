@@ -41,6 +41,8 @@ def single_captions(n: int, seed: int) -> list[str]:
 
 
 def rate(oks: list[bool]) -> dict:
+    if not oks:
+        return {"n": 0, "pass_rate": None, "stderr": None}
     p = sum(oks) / len(oks)
     return {"n": len(oks), "pass_rate": round(p, 4), "stderr": round(math.sqrt(p * (1 - p) / len(oks)), 4)}
 
@@ -68,6 +70,9 @@ def attribute_rates(images: torch.Tensor, captions: list[str]) -> dict:
 
 
 def grid(images: torch.Tensor, path: Path, cols: int = 20) -> None:
+    if len(images) == 0:
+        return
+    cols = min(cols, len(images))
     im = to_uint8(images)
     rows = [np.concatenate(list(im[r * cols : (r + 1) * cols]), 1) for r in range(len(im) // cols)]
     g = np.concatenate(rows, 0)
@@ -130,12 +135,17 @@ def main() -> None:
     grid(imgs_pairs[:100], RESULTS / f"{args.tag}_held_out.png")
     grid(imgs_single[:100], RESULTS / f"{args.tag}_one_object.png")
     hp, so, se = report["held_out_two_object"], report["one_object"], report["seen_two_object"]
+
+    def row(name: str, r: dict) -> str:
+        if not r["n"]:
+            return f"| {name} | 0 | - | - |\n"
+        return f"| {name} | {r['n']} | {r['pass_rate']:.3f} | {r['stderr']:.3f} |\n"
+
     md = (f"# Shapes model generation quality\n\nModel: {source} (training steps: {step}); {report['solver']}, "
           f"guidance {args.guidance}, seed {args.seed}.\n\n"
           f"| set | n | pass rate | stderr |\n|---|---|---|---|\n"
-          f"| held-out two-object captions | {hp['n']} | {hp['pass_rate']:.3f} | {hp['stderr']:.3f} |\n"
-          f"| one-object captions | {so['n']} | {so['pass_rate']:.3f} | {so['stderr']:.3f} |\n"
-          f"| two-object captions of combinations seen in training | {se['n']} | {se['pass_rate']:.3f} | {se['stderr']:.3f} |\n\n"
+          + row("held-out two-object captions", hp) + row("one-object captions", so)
+          + row("two-object captions of combinations seen in training", se) + "\n"
           "Held-out per-attribute rates (a named attribute found on some object; count = right number of objects): "
           + ", ".join(f"{k} {v['pass_rate']:.3f}" for k, v in report["held_out_attributes"].items()) + "\n\n"
           f"Checker: `diffpid.worlds.shapes_check.check_caption_image`. Images: `{args.tag}_held_out.png`, "

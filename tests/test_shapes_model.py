@@ -250,6 +250,7 @@ def test_generate_images_shape_and_determinism():
     assert torch.equal(c, generate_images(comps, ["a red circle"], seed=1, steps=3, sampler="ddpm"))
     with pytest.raises(ParameterError):
         generate_images(comps, ["a box"], sampler="euler")
+    assert generate_images(comps, [], steps=2).shape == (0, 3, 32, 32)
 
 
 def test_missing_folder_raises_model_load_error(tmp_path):

@@ -326,6 +326,8 @@ def generate_images(components: ShapesComponents, captions: Sequence[str], seed:
     Returns:
         ``(n, 3, 32, 32)`` images in [-1, 1].
     """
+    if not captions:
+        return torch.empty(0, 3, 32, 32)
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(len(captions), 3, 32, 32, generator=g)
     uncond = encode_captions(components, [""])
