@@ -321,3 +321,35 @@ def test_train_shapes_command_picks_the_encoder_and_the_complete_share(tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["diffpid: error: --complete-share 1.5: use a share from 0 to 1"]
     assert not (tmp_path / "bad").exists()
+
+
+def test_pooled_text_embedding_starts_at_zero_from_a_model_without_one_and_round_trips(tmp_path):
+    from dataclasses import replace
+
+    pooled = replace(TINY, pooled_text=True)
+    source = build_components(TINY, seed=7)
+    source.unet.eval(), source.text_encoder.eval()
+    save_components(source, tmp_path / "src")
+    trainer = train(tmp_path / "run", 0, config=pooled, settings=SETTINGS, progress=False, init_from=tmp_path / "src")
+    unet = trainer.components.unet.eval()
+    assert unet.config.addition_embed_type == "text"
+    assert not unet.add_embedding.norm2.weight.any() and not unet.add_embedding.norm2.bias.any()
+    caps = ["a red circle left of a box", "a blue box"]
+    with torch.no_grad():
+        assert torch.allclose(_eps(trainer.components, caps), _eps(source, caps), atol=1e-6)
+    # a pooled model whose summary path is live: folder round trip, and the summary reaches the output
+    comps = build_components(pooled, seed=3)
+    comps.unet.eval(), comps.text_encoder.eval()
+    save_components(comps, tmp_path / "m")
+    loaded = load_components(tmp_path / "m")
+    assert loaded.unet.config.addition_embed_type == "text"
+    assert torch.equal(_eps(comps, caps), _eps(loaded, caps))
+    with torch.no_grad():
+        comps.unet.add_embedding.norm2.weight.zero_()
+        comps.unet.add_embedding.norm2.bias.zero_()
+    assert not torch.allclose(_eps(comps, caps), _eps(loaded, caps), atol=1e-4)
+    from dataclasses import asdict
+
+    from diffpid.models.shapes import config_from_dict
+
+    assert config_from_dict({k: v for k, v in asdict(TINY).items() if k != "pooled_text"}).pooled_text is False

@@ -52,7 +52,8 @@ def cmd_train_shapes(args: argparse.Namespace) -> int:
     from .models.shapes_training import TrainSettings, train
 
     torch.set_num_threads(args.threads)
-    config = ShapesConfig() if args.text_encoder is None else ShapesConfig(text_encoder=args.text_encoder)
+    config = ShapesConfig(**{k: v for k, v in (("text_encoder", args.text_encoder), ("pooled_text", args.pooled_text))
+                             if v is not None})
     settings = TrainSettings(batch_size=args.batch_size, seed=args.seed, checkpoint_every=args.checkpoint_every)
     trainer = train(args.out, args.steps, resume=args.resume, config=config,
                     settings=settings, lr=args.lr, export=args.export, loss_weight_cap=args.loss_weight_cap,
@@ -121,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--text-encoder", choices=("bert", "t5", "clip"), default=None,
                    help="text encoder of a fresh run (default: the shipped model's architecture; a resumed run "
                         "keeps its own)")
+    t.add_argument("--pooled-text", action=argparse.BooleanOptionalAction, default=None,
+                   help="fresh run: the UNet also adds a pooled caption summary to its timestep embedding")
     t.add_argument("--complete-share", type=float, default=None,
                    help="share of each batch drawn from complete two-object captions only, on top of the world's "
                         "process (default 0, or the checkpoint's)")

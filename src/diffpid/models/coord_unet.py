@@ -47,6 +47,21 @@ class CoordUNet2DConditionModel(UNet2DConditionModel):
                                    padding=old.padding)
 
 
+def add_text_embedding(state: dict[str, torch.Tensor], target: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A state dict without a pooled-text embedding (``add_embedding.*``) made loadable into
+    ``target``, which has one: its fresh weights are kept, with the output LayerNorm's scale
+    and shift at zero, so the new path adds exactly nothing to the timestep embedding until
+    training grows it."""
+    want = target.state_dict()
+    extra = {k: v for k, v in want.items() if k.startswith("add_embedding.") and k not in state}
+    if not extra:
+        return state
+    for k in ("add_embedding.norm2.weight", "add_embedding.norm2.bias"):
+        if k in extra:
+            extra[k] = torch.zeros_like(extra[k])
+    return {**state, **extra}
+
+
 def widen_conv_in(state: dict[str, torch.Tensor], target: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A plain UNet's state dict made loadable into ``target`` whose ``conv_in`` has more input
     channels: the extra (coordinate) input weights start at zero, so the widened model computes

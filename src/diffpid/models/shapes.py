@@ -58,6 +58,10 @@ class ShapesConfig:
         coordinates: the UNet's first convolution also reads each pixel's x and y
             (:class:`~diffpid.models.coord_unet.CoordUNet2DConditionModel`); ``False`` for the
             plain ``UNet2DConditionModel`` of the first shipped weights.
+        pooled_text: the UNet also adds an attention-pooled summary of the caption to its
+            timestep embedding (diffusers' ``addition_embed_type="text"``), so every pixel's
+            features, and with them its cross-attention query, know the caption's relation
+            word; the keys then only need to say which object a token belongs to.
     """
 
     channels: tuple[int, ...] = (32, 64, 64)
@@ -70,6 +74,7 @@ class ShapesConfig:
     norm_groups: int = 8
     text_encoder: str = "t5"
     coordinates: bool = True
+    pooled_text: bool = False
 
 
 @dataclass(frozen=True)
@@ -152,7 +157,9 @@ def build_components(config: ShapesConfig = ShapesConfig(), seed: int = 0) -> Sh
         down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
         up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
         layers_per_block=config.layers_per_block, cross_attention_dim=config.text_hidden,
-        attention_head_dim=config.attention_head_dim, norm_num_groups=config.norm_groups)
+        attention_head_dim=config.attention_head_dim, norm_num_groups=config.norm_groups,
+        **({"addition_embed_type": "text", "addition_embed_type_num_heads": config.text_heads}
+           if config.pooled_text else {}))
     return ShapesComponents(unet, text_encoder, tokenizer, build_scheduler())
 
 
@@ -258,7 +265,7 @@ def config_from_dict(d: dict) -> ShapesConfig:
     """Inverse of ``asdict(ShapesConfig)`` (lists back to tuples; a dict without
     ``text_encoder`` or ``coordinates``, written before T5 and coordinates became the
     default, is the architecture of the first shipped weights: CLIP and a plain UNet)."""
-    d = {"text_encoder": "clip", "coordinates": False, **d}
+    d = {"text_encoder": "clip", "coordinates": False, "pooled_text": False, **d}
     d["channels"] = tuple(d["channels"])
     return ShapesConfig(**d)
 

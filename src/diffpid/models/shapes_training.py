@@ -144,7 +144,8 @@ class Trainer:
         """Start this run's weights (and their EMA) from a saved shapes model.
 
         The UNet is copied (a plain UNet into one with coordinate channels: their input
-        weights start at zero, so the model computes what the old one did); the text encoder
+        weights start at zero; into one with a pooled-text embedding: it starts adding zero;
+        either way the model first computes what the old one did); the text encoder
         is copied when it has the same class and shapes, else it starts fresh.
 
         Returns:
@@ -154,7 +155,7 @@ class Trainer:
             ParameterError: the folder is not a shapes model, or its UNet does not fit this
                 architecture.
         """
-        from .coord_unet import widen_conv_in
+        from .coord_unet import add_text_embedding, widen_conv_in
         from .shapes import load_components
 
         folder = Path(folder)
@@ -163,7 +164,8 @@ class Trainer:
                                  "(e.g. the shipped src/diffpid/assets/shapes)")
         source = load_components(folder)
         try:
-            self.components.unet.load_state_dict(widen_conv_in(source.unet.state_dict(), self.components.unet))
+            unet = self.components.unet
+            unet.load_state_dict(add_text_embedding(widen_conv_in(source.unet.state_dict(), unet), unet))
         except RuntimeError as err:
             raise ParameterError(f"--init-from {folder}: its UNet does not fit this architecture "
                                  f"(channels {self.config.channels}, text width {self.config.text_hidden}): "
