@@ -53,7 +53,8 @@ class ShapesConfig:
         attention_head_dim: UNet attention head width.
         max_length: tokens per prompt including BOS and EOS (prompts are padded to it).
         norm_groups: group-norm groups in the UNet.
-        text_encoder: ``"t5"`` (bidirectional ``T5EncoderModel``, the default) or ``"clip"``
+        text_encoder: ``"t5"`` (bidirectional ``T5EncoderModel``, the default), ``"bert"``
+            (bidirectional ``BertModel`` with absolute position embeddings) or ``"clip"``
             (causal ``CLIPTextModel``, the architecture of the first shipped weights).
         coordinates: the UNet's first convolution also reads each pixel's x and y
             (:class:`~diffpid.models.coord_unet.CoordUNet2DConditionModel`); ``False`` for the
