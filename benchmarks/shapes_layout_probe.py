@@ -21,12 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import tempfile
 from pathlib import Path
 
 import torch
+from shapes_quality import model_under_test
 
-from diffpid.models.shapes import default_model_path, encode_captions, load_components
+from diffpid.models.shapes import encode_captions, load_components
+from diffpid.models.shapes_training import logsnr_table
 from diffpid.worlds.shapes_render import scene_for_caption
 from diffpid.worlds.shapes_sets import swap_sets
 
@@ -48,13 +49,15 @@ def mean_scene(caption: str, renders: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def guess(components, caption: str, t: int, noises: torch.Tensor) -> torch.Tensor:
-    """Mean over noise draws of the model's x0 guess at timestep ``t`` (on a black scene)."""
+def guesses(components, captions: list[str], t: int, noises: torch.Tensor) -> torch.Tensor:
+    """``(len(captions), 3, H, W)``: per caption, the mean over noise draws of the model's x0
+    guess at timestep ``t`` on a black scene (one UNet call for all captions)."""
     a = components.scheduler.alphas_cumprod[t].float()
-    x_t = -a.sqrt() + (1 - a).sqrt() * noises
-    cond = encode_captions(components, [caption] * len(noises))
+    x_t = (-a.sqrt() + (1 - a).sqrt() * noises).repeat(len(captions), 1, 1, 1)
+    cond = encode_captions(components, [c for c in captions for _ in range(len(noises))])
     eps = components.unet(x_t, t, encoder_hidden_states=cond).sample
-    return ((x_t - (1 - a).sqrt() * eps) / a.sqrt()).mean(0)
+    x0 = (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+    return x0.view(len(captions), len(noises), *x0.shape[1:]).mean(1)
 
 
 def main() -> None:
@@ -71,29 +74,17 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    if args.checkpoint:
-        from diffpid.models.shapes_training import Trainer
-
-        trainer = Trainer.load(args.checkpoint)
-        folder = Path(tempfile.mkdtemp()) / "model"
-        trainer.export(folder)
-        source, step = f"EMA of {args.checkpoint} at step {trainer.step}", trainer.step
-    else:
-        folder = Path(args.model) if args.model else default_model_path()
-        record = folder / "training.json"
-        step = json.loads(record.read_text()).get("steps") if record.exists() else None
-        source = str(folder)
+    folder, source, step = model_under_test(args.model, args.checkpoint)
     comps = load_components(folder)
-    ac = comps.scheduler.alphas_cumprod.double()
-    t = int((torch.log(ac / (1 - ac)) - args.logsnr).abs().argmin())
+    t = int((logsnr_table(comps) - args.logsnr).abs().argmin())
     noises = torch.randn(args.noises, 3, 32, 32, generator=torch.Generator().manual_seed(args.seed))
 
     rows = []
     for item in swap_sets(args.n, args.seed):
         truth = mean_scene(item.correct, args.renders)
         truth_swapped = mean_scene(item.order_swapped, args.renders)
-        right = corr(guess(comps, item.correct, t, noises), truth)
-        swapped = corr(guess(comps, item.order_swapped, t, noises), truth)
+        g_right, g_swapped = guesses(comps, [item.correct, item.order_swapped], t, noises)
+        right, swapped = corr(g_right, truth), corr(g_swapped, truth)
         rows.append({"caption": item.correct, "swapped": item.order_swapped, "right": right,
                      "swapped_corr": swapped, "truth_swapped_corr": corr(truth_swapped, truth)})
 

@@ -40,6 +40,20 @@ def single_captions(n: int, seed: int) -> list[str]:
             for _ in range(n)]
 
 
+def model_under_test(model: str | None, checkpoint: str | None) -> tuple[Path, str, int | None]:
+    """The folder to load for ``--model`` / ``--checkpoint`` (a training folder's EMA is
+    exported to a temporary folder), a description of it and its training step."""
+    if checkpoint:
+        from diffpid.models.shapes_training import Trainer
+
+        trainer = Trainer.load(checkpoint)
+        folder = Path(tempfile.mkdtemp()) / "model"
+        trainer.export(folder)
+        return folder, f"EMA of {checkpoint} at step {trainer.step}", trainer.step
+    folder = Path(model) if model else default_model_path()
+    return folder, str(folder), training_step(folder)
+
+
 def rate(oks: list[bool]) -> dict:
     if not oks:
         return {"n": 0, "pass_rate": None, "stderr": None}
@@ -96,19 +110,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    step = None
-    if args.checkpoint:
-        from diffpid.models.shapes_training import Trainer
-
-        trainer = Trainer.load(args.checkpoint)
-        step = trainer.step
-        folder = Path(tempfile.mkdtemp()) / "model"
-        trainer.export(folder)
-        source = f"EMA of {args.checkpoint} at step {step}"
-    else:
-        folder = Path(args.model) if args.model else default_model_path()
-        step = training_step(folder)
-        source = str(folder)
+    folder, source, step = model_under_test(args.model, args.checkpoint)
     comps = load_components(folder)
 
     pairs = held_out_captions(args.n, args.seed)
