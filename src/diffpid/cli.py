@@ -48,13 +48,17 @@ def cmd_train_shapes(args: argparse.Namespace) -> int:
     """Train (or resume training) the embedded shapes model; optionally export its EMA weights."""
     import torch
 
+    from .errors import ParameterError
     from .models.shapes import ShapesConfig
     from .models.shapes_training import TrainSettings, train
 
     torch.set_num_threads(args.threads)
     config = ShapesConfig(**{k: v for k, v in (("text_encoder", args.text_encoder), ("pooled_text", args.pooled_text))
                              if v is not None})
-    settings = TrainSettings(batch_size=args.batch_size, seed=args.seed, checkpoint_every=args.checkpoint_every)
+    if args.parse_pretrain < 0:
+        raise ParameterError(f"--parse-pretrain {args.parse_pretrain}: use a number of steps, 0 for none")
+    settings = TrainSettings(batch_size=args.batch_size, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                             freeze_text_encoder=args.freeze_text_encoder, parse_pretrain=args.parse_pretrain)
     trainer = train(args.out, args.steps, resume=args.resume, config=config,
                     settings=settings, lr=args.lr, export=args.export, loss_weight_cap=args.loss_weight_cap,
                     init_from=args.init_from, complete_share=args.complete_share)
@@ -127,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--complete-share", type=float, default=None,
                    help="share of each batch drawn from complete two-object captions only, on top of the world's "
                         "process (default 0, or the checkpoint's)")
+    t.add_argument("--parse-pretrain", type=int, default=0, metavar="STEPS",
+                   help="fresh run: first train the text encoder STEPS steps on each token's role, meaning and "
+                        "the side its object goes to (about 1,000 reach 99.9%%; default 0)")
+    t.add_argument("--freeze-text-encoder", action="store_true",
+                   help="fresh run: train the UNet only, keeping the (parse pretrained or copied) text encoder")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--checkpoint-every", type=int, default=200)
     t.add_argument("--export", default=None, help="folder to write the EMA model to at the end (diffusers layout)")

@@ -56,6 +56,12 @@ class TrainSettings:
             the quality bar asks for, where binding and relations are learned. Caption
             meanings and the empty caption's marginal are unchanged
             (:func:`~diffpid.worlds.shapes_captions.sample_plan` with ``complete=True``).
+        freeze_text_encoder: the text encoder is not trained with the UNet (as Stable
+            Diffusion keeps its CLIP encoder frozen): it stays as it was initialised, parse
+            pretrained (``parse_pretrain``) or copied by ``init_from``.
+        parse_pretrain: a fresh run first trains the text encoder this many steps on the
+            captions' parse (:mod:`diffpid.models.shapes_parse`: each token's role, meaning
+            and the side of the image its object goes to); 0 for none.
         init_from: provenance only: the model folder whose weights started this run and the
             parts taken from it (empty for a run from random weights; see :func:`train`).
     """
@@ -75,6 +81,8 @@ class TrainSettings:
     checkpoint_every: int = 200
     loss_weight_cap: float = 50.0
     complete_share: float = 0.0
+    freeze_text_encoder: bool = False
+    parse_pretrain: int = 0
     init_from: str = ""
 
 
@@ -109,7 +117,9 @@ def diffusion_loss(components: ShapesComponents, images: torch.Tensor, captions:
     eps = torch.randn(images.shape, generator=generator)
     ac = components.scheduler.alphas_cumprod[t].float().view(n, 1, 1, 1)
     x_t = ac.sqrt() * images + (1 - ac).sqrt() * eps
-    cond = components.text_encoder(tokenize(components.tokenizer, captions)).last_hidden_state
+    encoder = components.text_encoder
+    with torch.set_grad_enabled(torch.is_grad_enabled() and any(p.requires_grad for p in encoder.parameters())):
+        cond = encoder(tokenize(components.tokenizer, captions)).last_hidden_state
     pred = components.unet(x_t, t, encoder_hidden_states=cond).sample
     per_sample = ((pred - eps) ** 2).mean(dim=(1, 2, 3))
     if settings.loss_weight_cap > 0:
@@ -131,8 +141,12 @@ class Trainer:
         self.settings = settings
         self.components = build_components(config, seed=settings.seed)
         self.components.unet.train()
-        self.components.text_encoder.train()
-        self.params = list(self.components.unet.parameters()) + list(self.components.text_encoder.parameters())
+        encoder = self.components.text_encoder
+        encoder.train(not settings.freeze_text_encoder)
+        encoder.requires_grad_(not settings.freeze_text_encoder)
+        self.params = list(self.components.unet.parameters())
+        if not settings.freeze_text_encoder:
+            self.params += list(encoder.parameters())
         self.ema = [p.detach().clone() for p in self.params]
         self.optimizer = torch.optim.AdamW(self.params, lr=settings.lr, weight_decay=settings.weight_decay)
         self.generator = torch.Generator().manual_seed(settings.seed)
@@ -182,6 +196,27 @@ class Trainer:
                 e.copy_(p)
         self.settings = replace(self.settings, init_from=f"{folder} ({', '.join(copied)})")
         return copied
+
+    def pretrain_parse(self, steps: int, progress: bool = True):
+        """Train the text encoder on the captions' parse (:func:`~diffpid.models.shapes_parse.pretrain_text_encoder`)
+        and restart the EMA from the result.
+
+        Returns:
+            the :class:`~diffpid.models.shapes_parse.ParseReport`.
+        """
+        from .shapes_parse import pretrain_text_encoder
+
+        encoder = self.components.text_encoder
+        encoder.requires_grad_(True)
+        report = pretrain_text_encoder(encoder, self.components.tokenizer, steps, seed=self.settings.seed,
+                                       progress=progress)
+        encoder.requires_grad_(not self.settings.freeze_text_encoder)
+        encoder.train(not self.settings.freeze_text_encoder)
+        with torch.no_grad():
+            for e, p in zip(self.ema, self.params):
+                e.copy_(p)
+        self.settings = replace(self.settings, parse_pretrain=steps)
+        return report
 
     def learning_rate(self) -> float:
         return self.settings.lr * min(1.0, (self.step + 1) / max(1, self.settings.warmup))
@@ -250,7 +285,11 @@ class Trainer:
     def ema_components(self) -> ShapesComponents:
         """A copy of the model carrying the EMA weights (eval mode)."""
         fresh = build_components(self.config, seed=self.settings.seed)
-        fresh_params = list(fresh.unet.parameters()) + list(fresh.text_encoder.parameters())
+        fresh_params = list(fresh.unet.parameters())
+        if self.settings.freeze_text_encoder:
+            fresh.text_encoder.load_state_dict(self.components.text_encoder.state_dict())
+        else:
+            fresh_params += list(fresh.text_encoder.parameters())
         with torch.no_grad():
             for p, e in zip(fresh_params, self.ema):
                 p.copy_(e)
@@ -306,6 +345,12 @@ def train(out: str | Path, steps: int, resume: bool = False, config: ShapesConfi
             trainer.init_from(init_from)
     out.mkdir(parents=True, exist_ok=True)
     log = open(out / "train.log", "a")
+    if not resume and settings.parse_pretrain > 0:
+        report = trainer.pretrain_parse(settings.parse_pretrain, progress=progress)
+        log.write(json.dumps({"parse_pretrain": report.steps, "loss": round(report.loss, 5),
+                              "accuracy": {k: round(v, 4) for k, v in report.accuracy.items()}}) + "\n")
+        log.flush()
+        trainer.save(out)
     bar = tqdm(total=steps, initial=trainer.step, disable=not progress, mininterval=5, dynamic_ncols=True)
     start, first = time.time(), trainer.step
     try:
