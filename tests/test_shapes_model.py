@@ -9,7 +9,8 @@ from diffpid.models.shapes import (
 )
 from diffpid.models.shapes_training import Trainer, TrainSettings, logsnr_table, sample_timesteps, train
 
-TINY = ShapesConfig(channels=(8, 16), text_hidden=16, text_layers=1, text_heads=2, attention_head_dim=8, norm_groups=4)
+TINY = ShapesConfig(channels=(8, 16), text_hidden=16, text_layers=1, text_heads=2, attention_head_dim=8, norm_groups=4,
+                    text_encoder="t5")
 SETTINGS = TrainSettings(batch_size=4, warmup=2, checkpoint_every=2)
 
 

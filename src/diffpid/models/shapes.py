@@ -2,8 +2,8 @@
 
 Parts are the field's own: a word-level ``PreTrainedTokenizerFast`` over the shapes
 world's vocabulary (padded to a fixed length, as Stable Diffusion does), a small
-bidirectional ``T5EncoderModel`` (as in Imagen, PixArt and SD3) whose last hidden state is
-the condition, a ``UNet2DConditionModel`` that also reads pixel coordinates
+bidirectional ``BertModel`` (the encoder of Latent Diffusion; parse pretrained and frozen,
+see :mod:`diffpid.models.shapes_parse`) whose last hidden state is the condition, a ``UNet2DConditionModel`` that also reads pixel coordinates
 (:class:`~diffpid.models.coord_unet.CoordUNet2DConditionModel`, why: see that module)
 with cross-attention at 16x16 and 8x8, and a cosine ``DDPMScheduler`` (epsilon
 prediction, log-SNR from -19.8 to 10.1). Images are ``(3, 32, 32)`` in [-1, 1].
@@ -21,6 +21,13 @@ place takes two hops across layers; the model trained that way (13,000 steps) dr
 objects well (94%) but bound attributes and relations at chance. A bidirectional encoder
 puts the whole caption into every token. ``text_encoder="clip"`` still builds the old
 architecture (and older checkpoints load as CLIP).
+
+Why a parse-pretrained encoder: bidirectional encoders (T5, BERT, with or without a
+pooled-text embedding) trained jointly with the UNet still left it blind to word order
+within thousands of steps (layout-probe binding 0.000). An encoder first taught each
+token's role, meaning and the side of the image its object goes to, then frozen, moved
+binding within 600 UNet steps, and the held-out pass rate from 16.5% to the figure in the
+README.
 """
 
 from __future__ import annotations
@@ -53,8 +60,9 @@ class ShapesConfig:
         attention_head_dim: UNet attention head width.
         max_length: tokens per prompt including BOS and EOS (prompts are padded to it).
         norm_groups: group-norm groups in the UNet.
-        text_encoder: ``"t5"`` (bidirectional ``T5EncoderModel``, the default), ``"bert"``
-            (bidirectional ``BertModel`` with absolute position embeddings) or ``"clip"``
+        text_encoder: ``"bert"`` (bidirectional ``BertModel`` with absolute position
+            embeddings, the default: the shipped weights), ``"t5"`` (bidirectional
+            ``T5EncoderModel``) or ``"clip"``
             (causal ``CLIPTextModel``, the architecture of the first shipped weights).
         coordinates: the UNet's first convolution also reads each pixel's x and y
             (:class:`~diffpid.models.coord_unet.CoordUNet2DConditionModel`); ``False`` for the
@@ -73,7 +81,7 @@ class ShapesConfig:
     attention_head_dim: int = 16
     max_length: int = 16
     norm_groups: int = 8
-    text_encoder: str = "t5"
+    text_encoder: str = "bert"
     coordinates: bool = True
     pooled_text: bool = False
 
