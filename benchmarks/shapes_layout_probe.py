@@ -18,15 +18,14 @@ It runs in seconds, so it tracks training far more cheaply than sampling
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
 
 import torch
-from shapes_quality import model_under_test
+from shapes_quality import model_parser, open_model
 
-from diffpid.models.shapes import encode_captions, load_components
+from diffpid.models.shapes import encode_captions
 from diffpid.models.shapes_training import logsnr_table
 from diffpid.worlds.shapes_render import scene_for_caption
 from diffpid.worlds.shapes_sets import swap_sets
@@ -61,21 +60,13 @@ def guesses(components, captions: list[str], t: int, noises: torch.Tensor) -> to
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None, help="shapes model folder (default: the shipped one)")
-    ap.add_argument("--checkpoint", default=None, help="training folder: probe the EMA of its checkpoint.pt")
+    ap = model_parser(__doc__.splitlines()[0], "shapes_layout_probe", "training folder: probe the EMA of its checkpoint.pt")
     ap.add_argument("--n", type=int, default=40, help="two-object captions (the swap sets' correct captions)")
     ap.add_argument("--renders", type=int, default=64, help="world scenes per caption for its mean scene")
     ap.add_argument("--noises", type=int, default=32, help="noise draws per caption")
     ap.add_argument("--logsnr", type=float, default=-3.0, help="noise level of the guess (nearest timestep)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--tag", default="shapes_layout_probe", help="name of the result files")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-
-    folder, source, step = model_under_test(args.model, args.checkpoint)
-    comps = load_components(folder)
+    comps, source, step = open_model(args)
     t = int((logsnr_table(comps) - args.logsnr).abs().argmin())
     noises = torch.randn(args.noises, 3, 32, 32, generator=torch.Generator().manual_seed(args.seed))
 

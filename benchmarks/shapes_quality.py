@@ -20,6 +20,7 @@ import random
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,6 +53,26 @@ def model_under_test(model: str | None, checkpoint: str | None) -> tuple[Path, s
         return folder, f"EMA of {checkpoint} at step {trainer.step}", trainer.step
     folder = Path(model) if model else default_model_path()
     return folder, str(folder), training_step(folder)
+
+
+def model_parser(description: str, tag: str, checkpoint_help: str) -> argparse.ArgumentParser:
+    """A parser with the arguments every shapes-model bench takes: ``--model`` / ``--checkpoint``
+    (see :func:`model_under_test`), ``--seed``, ``--threads`` and ``--tag`` (result file name)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--model", default=None, help="shapes model folder (default: the shipped one)")
+    ap.add_argument("--checkpoint", default=None, help=checkpoint_help)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tag", default=tag, help="name of the result files")
+    return ap
+
+
+def open_model(args: argparse.Namespace) -> tuple[Any, str, int | None]:
+    """Set the thread count and load the model :func:`model_parser`'s arguments name:
+    ``(components, description, training step)``."""
+    torch.set_num_threads(args.threads)
+    folder, source, step = model_under_test(args.model, args.checkpoint)
+    return load_components(folder), source, step
 
 
 def rate(oks: list[bool]) -> dict:
@@ -94,9 +115,7 @@ def grid(images: torch.Tensor, path: Path, cols: int = 20) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None, help="shapes model folder (default: the shipped one)")
-    ap.add_argument("--checkpoint", default=None, help="training folder: evaluate the EMA of its checkpoint.pt")
+    ap = model_parser(__doc__.splitlines()[0], "shapes_quality", "training folder: evaluate the EMA of its checkpoint.pt")
     ap.add_argument("--n", type=int, default=200, help="held-out two-object captions")
     ap.add_argument("--singles", type=int, default=100, help="one-object captions")
     ap.add_argument("--seen", type=int, default=100,
@@ -104,14 +123,8 @@ def main() -> None:
     ap.add_argument("--sampler", default=GENERATION["sampler"], choices=("ddpm", "ddim", "dpm"))
     ap.add_argument("--steps", type=int, default=GENERATION["steps"])
     ap.add_argument("--guidance", type=float, default=GENERATION["guidance_scale"])
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--tag", default="shapes_quality", help="name of the result files")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-
-    folder, source, step = model_under_test(args.model, args.checkpoint)
-    comps = load_components(folder)
+    comps, source, step = open_model(args)
 
     pairs = held_out_captions(args.n, args.seed)
     singles = single_captions(args.singles, args.seed)

@@ -48,15 +48,12 @@ def cmd_train_shapes(args: argparse.Namespace) -> int:
     """Train (or resume training) the embedded shapes model; optionally export its EMA weights."""
     import torch
 
-    from .errors import ParameterError
     from .models.shapes import ShapesConfig
     from .models.shapes_training import TrainSettings, train
 
     torch.set_num_threads(args.threads)
     config = ShapesConfig(**{k: v for k, v in (("text_encoder", args.text_encoder), ("pooled_text", args.pooled_text))
                              if v is not None})
-    if args.parse_pretrain < 0:
-        raise ParameterError(f"--parse-pretrain {args.parse_pretrain}: use a number of steps, 0 for none")
     settings = TrainSettings(batch_size=args.batch_size, seed=args.seed, checkpoint_every=args.checkpoint_every,
                              freeze_text_encoder=args.freeze_text_encoder, parse_pretrain=args.parse_pretrain)
     trainer = train(args.out, args.steps, resume=args.resume, config=config,

@@ -141,12 +141,10 @@ class Trainer:
         self.settings = settings
         self.components = build_components(config, seed=settings.seed)
         self.components.unet.train()
-        encoder = self.components.text_encoder
-        encoder.train(not settings.freeze_text_encoder)
-        encoder.requires_grad_(not settings.freeze_text_encoder)
+        self._settle_text_encoder()
         self.params = list(self.components.unet.parameters())
         if not settings.freeze_text_encoder:
-            self.params += list(encoder.parameters())
+            self.params += list(self.components.text_encoder.parameters())
         self.ema = [p.detach().clone() for p in self.params]
         self.optimizer = torch.optim.AdamW(self.params, lr=settings.lr, weight_decay=settings.weight_decay)
         self.generator = torch.Generator().manual_seed(settings.seed)
@@ -191,9 +189,7 @@ class Trainer:
                 copied.append("text_encoder")
             except RuntimeError:
                 pass  # another width or depth: the text encoder starts fresh
-        with torch.no_grad():
-            for e, p in zip(self.ema, self.params):
-                e.copy_(p)
+        self._restart_ema()
         self.settings = replace(self.settings, init_from=f"{folder} ({', '.join(copied)})")
         return copied
 
@@ -210,13 +206,22 @@ class Trainer:
         encoder.requires_grad_(True)
         report = pretrain_text_encoder(encoder, self.components.tokenizer, steps, seed=self.settings.seed,
                                        progress=progress)
-        encoder.requires_grad_(not self.settings.freeze_text_encoder)
-        encoder.train(not self.settings.freeze_text_encoder)
+        self._settle_text_encoder()
+        self._restart_ema()
+        self.settings = replace(self.settings, parse_pretrain=steps)
+        return report
+
+    def _settle_text_encoder(self) -> None:
+        """Train mode and gradients for the text encoder unless the settings freeze it."""
+        trainable = not self.settings.freeze_text_encoder
+        self.components.text_encoder.train(trainable)
+        self.components.text_encoder.requires_grad_(trainable)
+
+    def _restart_ema(self) -> None:
+        """The EMA starts again from the current weights (after they were replaced)."""
         with torch.no_grad():
             for e, p in zip(self.ema, self.params):
                 e.copy_(p)
-        self.settings = replace(self.settings, parse_pretrain=steps)
-        return report
 
     def learning_rate(self) -> float:
         return self.settings.lr * min(1.0, (self.step + 1) / max(1, self.settings.warmup))
@@ -331,6 +336,8 @@ def train(out: str | Path, steps: int, resume: bool = False, config: ShapesConfi
     out = Path(out)
     if complete_share is not None and not 0 <= complete_share <= 1:
         raise ParameterError(f"--complete-share {complete_share}: use a share from 0 to 1")
+    if settings.parse_pretrain < 0:
+        raise ParameterError(f"--parse-pretrain {settings.parse_pretrain}: use a number of steps, 0 for none")
     override = {k: v for k, v in (("lr", lr), ("loss_weight_cap", loss_weight_cap),
                                   ("complete_share", complete_share)) if v is not None}
     if resume:
