@@ -14,21 +14,12 @@ from diffpid.errors import ConditionError, ParameterError
 from diffpid.information import mutual_information
 from diffpid.models.loading import load_model
 from diffpid.sampling import ddim_generate, ddim_invert
-from tiny_pipelines import pixel_folder
+from tiny_pipelines import pixel_folder, shapes_path  # noqa: F401 - fixture
 
 
 @pytest.fixture(scope="module")
 def pixel():
     return load_model(pixel_folder(), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def shapes_path(tmp_path_factory):
-    from diffpid.models.shapes import ShapesConfig, build_components, save_components
-
-    # a random model; its encoder is pinned so that these command tests do not move with the default
-    small = ShapesConfig(channels=(8, 16, 16), text_hidden=16, attention_head_dim=8, norm_groups=4, text_encoder="t5")
-    return str(save_components(build_components(small), tmp_path_factory.mktemp("shapes") / "model"))
 
 
 def _x(model, seed=0):

@@ -12,10 +12,13 @@ denoiser call takes milliseconds on one CPU thread:
 - :func:`save_pixel_folder`: a pixel-space component folder without a VAE, laid out like
   the embedded model (``model_index.json`` with a non-pipeline class, ``unet/``,
   ``text_encoder/``, word-level ``tokenizer/``, ``scheduler/``). Data ``(3, 16, 16)``.
+- :func:`shapes_folder`: a small random-weight shapes model (the embedded model's
+  architecture over the shapes world's vocabulary), for the shapes bench commands.
 
 Folders are saved once per test session into a temporary directory: :func:`sd_folder`,
-:func:`sd_v_folder`, :func:`sdxl_folder`, :func:`pixel_folder` return their paths (cached),
-and the fixtures ``sd_path``, ``sd_v_path``, ``sdxl_path``, ``pixel_path`` wrap them
+:func:`sd_v_folder`, :func:`sdxl_folder`, :func:`pixel_folder`, :func:`shapes_folder` return their
+paths (cached), and the fixtures ``sd_path``, ``sd_v_path``, ``sdxl_path``, ``pixel_path``,
+``shapes_path`` wrap them
 (import the fixture names into a test module to use them).
 """
 
@@ -240,6 +243,16 @@ def pixel_folder() -> str:
     return str(save_pixel_folder(_root() / "pixel"))
 
 
+@functools.lru_cache(maxsize=None)
+def shapes_folder() -> str:
+    """Path of a saved random-weight shapes model. Its text encoder is pinned to T5 so that
+    the tests using it do not move with ``ShapesConfig``'s default."""
+    from diffpid.models.shapes import ShapesConfig, build_components, save_components
+
+    small = ShapesConfig(channels=(8, 16, 16), text_hidden=16, attention_head_dim=8, norm_groups=4, text_encoder="t5")
+    return str(save_components(build_components(small), _root() / "shapes"))
+
+
 @pytest.fixture(scope="session")
 def sd_path() -> str:
     return sd_folder()
@@ -258,3 +271,8 @@ def sdxl_path() -> str:
 @pytest.fixture(scope="session")
 def pixel_path() -> str:
     return pixel_folder()
+
+
+@pytest.fixture(scope="session")
+def shapes_path() -> str:
+    return shapes_folder()

@@ -3,7 +3,8 @@
 Parts are the field's own: a word-level ``PreTrainedTokenizerFast`` over the shapes
 world's vocabulary (padded to a fixed length, as Stable Diffusion does), a small
 bidirectional ``BertModel`` (the encoder of Latent Diffusion; parse pretrained and frozen,
-see :mod:`diffpid.models.shapes_parse`) whose last hidden state is the condition, a ``UNet2DConditionModel`` that also reads pixel coordinates
+see :mod:`diffpid.models.shapes_parse`) whose last hidden state is the condition, a
+``UNet2DConditionModel`` that also reads pixel coordinates
 (:class:`~diffpid.models.coord_unet.CoordUNet2DConditionModel`, why: see that module)
 with cross-attention at 16x16 and 8x8, and a cosine ``DDPMScheduler`` (epsilon
 prediction, log-SNR from -19.8 to 10.1). Images are ``(3, 32, 32)`` in [-1, 1].
