@@ -15,9 +15,10 @@ from __future__ import annotations
 import numpy as np
 
 from diffpid.estimate import Curve
-from diffpid.explain import ConditionCurve, Explanation, Parameters
+from diffpid.explanation import ConditionCurve, Explanation, Parameters
 from diffpid.information import Information
-from diffpid.pid import PID, Atom
+from diffpid.information import Information
+from diffpid.pid import PID
 
 H = W = 8
 RAMP = np.arange(H * W, dtype=np.float64).reshape(H, W) / (H * W)  # (8, 8), values 0 .. 63/64
@@ -42,14 +43,14 @@ def information(pixel_map: np.ndarray, standard: float, samples: int = 16) -> In
 def decomposition(scale: float, y1: str, y2: str, context: str | None, prompt: str) -> PID:
     """A :class:`PID` with atom maps ``scale * (1, 2, 0.5, -3) * RAMP``."""
     factors = (1.0, 2.0, 0.5, -3.0)
-    atoms = [Atom(float(scale * f * RAMP.sum()), 0.02 * (k + 1), scale * f * RAMP, np.full((H, W), 0.01 * (k + 1)))
+    atoms = [Information(float(scale * f * RAMP.sum()), 0.02 * (k + 1), scale * f * RAMP, np.full((H, W), 0.01 * (k + 1)))
              for k, f in enumerate(factors)]
     m1 = information(scale * 3.0 * RAMP, 0.3)
     m2 = information(scale * 1.5 * RAMP, 0.2)
     m12 = information(scale * 0.5 * RAMP, 0.1)
     cov = np.arange(16, dtype=np.float64).reshape(4, 4) / 100
     conds = ("", y1, y2, f"{y1} {y2}") if context is None else (context, prompt.replace(y2, ""), prompt.replace(y1, ""), prompt)
-    return PID(*atoms, m1, m2, m12, Atom(0.123, 0.045, RAMP, RAMP), y1, y2, context,
+    return PID(*atoms, m1, m2, m12, Information(0.123, 0.045, RAMP, RAMP), y1, y2, context,
                "image" if context is None else f"image given {context!r}", conds, "integrated", cov, 16)
 
 

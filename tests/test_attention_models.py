@@ -10,6 +10,7 @@ from tiny_pipelines import pixel_path, sd_path, sdxl_path  # noqa: F401 - fixtur
 import diffpid
 from diffpid.attention import (AttentionCapture, attention_and_information, attention_maps, ddim_inversion)
 from diffpid.errors import ParameterError, ShapeError
+from diffpid.models.mixture import GaussianMixture
 from diffpid.prompts import token_span
 
 PROMPT = "a red cat on the table"
@@ -72,7 +73,7 @@ def test_generation_matches_a_capture_around_the_pipeline(sd):
 
 def test_inversion_steps_and_the_exact_flow_of_a_gaussian():
     means = torch.zeros(1, 2, 4, 4)
-    model = diffpid.GaussianMixture(means, variances=1.0)
+    model = GaussianMixture(means, variances=1.0)
     x = torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(0))
     # data N(0, I), eps = sqrt(sig(-a)) x_a: the flow does not move x, and each DDIM step from
     # a to a' multiplies x by sqrt(sig(a) sig(a')) + sqrt(sig(-a) sig(-a')) = cos(theta' - theta)

@@ -5,7 +5,7 @@ import pytest
 
 import diffpid
 from diffpid.errors import ConditionError, ParameterError
-from diffpid.explain import content_words, explain
+from diffpid.explanation import content_words, explain
 from tiny_pipelines import pixel_folder
 
 PROMPT = "a red cat on the big table"

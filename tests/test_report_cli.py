@@ -25,7 +25,7 @@ PROMPT = "a red cat on the table"
 
 @pytest.fixture(scope="module")
 def explained(pixel_path):  # noqa: F811
-    from diffpid.explain import explain
+    from diffpid.explanation import explain
     from diffpid.models.loading import load_model
 
     model = load_model(pixel_path)
@@ -51,7 +51,7 @@ def test_explain_then_save_end_to_end(explained, tmp_path):
 
 
 def test_latent_model_with_attention(sd_path, tmp_path):  # noqa: F811
-    from diffpid.explain import explain
+    from diffpid.explanation import explain
     from diffpid.models.loading import load_model
 
     e = explain("a red cat", model=load_model(sd_path), samples=2, attention=True)

@@ -2,35 +2,32 @@
 
 Per-word mutual information and conditional mutual information (Kong et al., ICLR 2024)
 and the partial information decomposition of two words (DiffusionPID, NeurIPS 2024),
-estimated exactly from the denoiser.
+estimated exactly from the denoiser, beside attention maps.
+
+The front door is :func:`explain`; every measure takes ``(model, x, condition..., settings)``
+with a :class:`Settings` (or its fields as keywords). Those who build new measures will find
+the engine in :mod:`diffpid.engine` and named multi-measurement runs in :class:`Plan`.
 """
 
-from .attention import (AttentionCapture, AttentionInformation, AttentionMaps, attention_and_information,
-                        attention_maps)
-from .channel import LogisticSampler, SobolSampler, UniformSampler, make_sampler
+from .attention import AttentionMaps, attention_and_information, attention_maps
 from .errors import DiffpidError
-from .estimate import Combination, Difference, EngineResult, Minimum, estimate
+from .explanation import Explanation, explain
 from .information import Information, conditional_mutual_information, mutual_information
-from .models.base import Generated, Model
-from .models.diffusers import DiffusersModel, TextCondition
+from .models.base import Model
 from .models.loading import from_pipeline, load_model
-from .models.mixture import GaussianMixture
-from .models.shapes import default_model_path, load_shapes_model
-from .pid import PID, Atom, pid
-from .pid_dataset import DatasetPID, average_pid, dataset_pid
-from .sampling import ddim_generate, ddim_invert
-from .runs import Item, ItemResult, RunSummary, collect, run_items, summarize
+from .models.shapes import load_shapes_model
+from .pid import PID, pid
+from .pid_dataset import DatasetPID, dataset_pid
+from .plan import Plan
+from .settings import Settings
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DiffpidError", "Difference", "EngineResult", "GaussianMixture", "Generated", "Information",
-    "LogisticSampler", "Minimum", "Model", "SobolSampler", "UniformSampler", "conditional_mutual_information",
-    "estimate", "make_sampler", "mutual_information",
-    "DiffusersModel", "TextCondition", "from_pipeline", "load_model",
-    "Atom", "Combination", "DatasetPID", "PID", "average_pid", "dataset_pid", "pid",
-    "AttentionCapture", "AttentionInformation", "AttentionMaps", "attention_and_information", "attention_maps",
-    "Item", "ItemResult", "RunSummary", "collect", "run_items", "summarize",
-    "default_model_path", "load_shapes_model",
-    "ddim_generate", "ddim_invert",
+    "explain", "Explanation", "Settings",
+    "mutual_information", "conditional_mutual_information", "pid", "dataset_pid", "Plan",
+    "Information", "PID", "DatasetPID",
+    "attention_maps", "attention_and_information", "AttentionMaps",
+    "load_model", "from_pipeline", "load_shapes_model", "Model",
+    "DiffpidError", "__version__",
 ]

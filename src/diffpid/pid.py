@@ -43,42 +43,24 @@ m(y1y2) - max(m1, m2)`` that of the difference, and both unique atoms that of ``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from .channel import Sampler
 from .errors import ParameterError
-from .estimate import Combination, Difference, EngineResult, Minimum, estimate
-from .information import Information, as_condition, information_from
-from .models.base import Model, is_single
-from .pid_sources import PIDSources, pid_sources
+from .estimate import Combination, Difference, Minimum
+from .information import Information, information_from, pick_image
+from .models.base import Model
+from .pid_sources import PIDSources
+from .plan import Plan
+from .settings import Settings
 
 REDUNDANCY_MODES = ("integrated", "per_snr")
 
 # order of the four estimates whose covariance is kept: m(y1), m(y2), m(y1y2), per-noise-level minimum
 _M1, _M2, _M12, _MIN = range(4)
 _PAIRS = ((_M1, _M2), (_M12, _M1), (_M12, _M2), (_M1, _MIN), (_M2, _MIN), (_M12, _MIN))
-
-
-@dataclass(frozen=True)
-class Atom:
-    """One atom of a decomposition (or one information), in nats.
-
-    For a single image the value is a float and the maps are ``(*map_shape)``; for a batch
-    they carry a leading batch dimension ``(b,)`` / ``(b, *map_shape)``. Dataset-level
-    results have no maps (``None``).
-
-    Args:
-        value, stderr: image-level value and its standard error.
-        pixel_map, pixel_stderr: per-pixel value (summed over channels) and standard error.
-    """
-
-    value: Any
-    stderr: Any
-    pixel_map: np.ndarray | None = None
-    pixel_stderr: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -100,14 +82,14 @@ class PID:
         samples: ``(a, eps)`` draws per image.
     """
 
-    redundancy: Atom
-    unique_1: Atom
-    unique_2: Atom
-    synergy: Atom
+    redundancy: Information
+    unique_1: Information
+    unique_2: Information
+    synergy: Information
     mi_1: Information
     mi_2: Information
     mi_12: Information
-    per_snr_redundancy: Atom
+    per_snr_redundancy: Information
     source_1: Any
     source_2: Any
     context: Any
@@ -118,7 +100,7 @@ class PID:
     samples: int
 
     @property
-    def atoms(self) -> tuple[Atom, Atom, Atom, Atom]:
+    def atoms(self) -> tuple[Information, Information, Information, Information]:
         """``(redundancy, unique_1, unique_2, synergy)``."""
         return (self.redundancy, self.unique_1, self.unique_2, self.synergy)
 
@@ -130,7 +112,7 @@ def check_mode(redundancy: str) -> str:
 
 
 def decompose(values: np.ndarray, covariance: np.ndarray, redundancy: str) -> tuple[np.ndarray, np.ndarray]:
-    """Atoms and their standard errors from the estimates of ``(m1, m2, m12, min)``.
+    """Informations and their standard errors from the estimates of ``(m1, m2, m12, min)``.
 
     Args:
         values: ``(..., 4)`` estimates of ``m(y1), m(y2), m(y1y2)`` and the per-noise-level minimum.
@@ -158,9 +140,10 @@ def decompose(values: np.ndarray, covariance: np.ndarray, redundancy: str) -> tu
     return atoms, np.sqrt(np.clip(var, 0, None))
 
 
-def pid_terms() -> list:
-    """Engine terms over conditions ``(c, c+y1, c+y2, c+y1+y2)``: four estimates and six pairwise differences."""
-    base = [Difference(1, 0), Difference(2, 0), Difference(3, 0)]
+def pid_terms(c: int = 0, c1: int = 1, c2: int = 2, c12: int = 3) -> list:
+    """Engine terms over the condition indices of ``(c, c+y1, c+y2, c+y1+y2)``: four estimates
+    and six pairwise differences."""
+    base = [Difference(c1, c), Difference(c2, c), Difference(c12, c)]
     base.append(Minimum(base[0], base[1]))
     return base + [Combination((base[i], base[j]), (1.0, -1.0)) for i, j in _PAIRS]
 
@@ -176,9 +159,9 @@ def _covariance(se: list[np.ndarray]) -> np.ndarray:
     return cov
 
 
-def pid_from_run(run: EngineResult, sources: PIDSources, redundancy: str, single: bool) -> PID:
-    """Package an engine run over :func:`pid_terms` as a :class:`PID`."""
-    t = run.terms
+def pid_from_run(terms: Sequence[Any], samples: int, sources: PIDSources, redundancy: str, single: bool) -> PID:
+    """Package the ten engine term estimates of :func:`pid_terms` as a :class:`PID`."""
+    t = terms
     values = np.stack([t[i].value for i in range(4)], -1)  # (b, 4)
     maps = np.stack([t[i].pixel_map for i in range(4)], -1)  # (b, *mshape, 4)
     cov = _covariance([x.stderr for x in t])  # (b, 4, 4)
@@ -186,14 +169,15 @@ def pid_from_run(run: EngineResult, sources: PIDSources, redundancy: str, single
     # image level from the image totals (integrated: the minimum of sums, not a sum of pixel minima)
     val, se = decompose(values, cov, redundancy)
     pval, pse = decompose(maps, cov_map, redundancy)
-    pick = (lambda v: v[0].item() if v.ndim == 1 else v[0]) if single else (lambda v: v)
-    atoms = [Atom(pick(val[..., i]), pick(se[..., i]), pick(np.moveaxis(pval, -1, 0)[i]),
-                  pick(np.moveaxis(pse, -1, 0)[i])) for i in range(4)]
-    mins = Atom(pick(t[3].value), pick(t[3].stderr), pick(t[3].pixel_map), pick(t[3].pixel_stderr))
+    pick = pick_image(single)
+    atoms = [Information(pick(val[..., i]), pick(se[..., i]), pick(np.moveaxis(pval, -1, 0)[i]),
+                         pick(np.moveaxis(pse, -1, 0)[i]), samples=samples) for i in range(4)]
+    mins = Information(pick(t[3].value), pick(t[3].stderr), pick(t[3].pixel_map), pick(t[3].pixel_stderr),
+                       samples=samples)
     return PID(
-        *atoms, information_from(run, 0, single), information_from(run, 1, single), information_from(run, 2, single),
+        *atoms, *(information_from(t[i], samples, single) for i in range(3)),
         mins, sources.source_1, sources.source_2, sources.context, sources.target, sources.conditions,
-        redundancy, cov[0] if single else cov, run.samples,
+        redundancy, cov[0] if single else cov, samples,
     )
 
 
@@ -208,12 +192,8 @@ def pid(
     conditional: bool = False,
     full_prompt: bool = False,
     redundancy: str = "integrated",
-    samples: int = 128,
-    sampler: Sampler | str | None = None,
-    batch_size: int = 64,
-    seed: int = 0,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
+    settings: Settings | None = None,
+    **overrides: Any,
 ) -> PID:
     """Pointwise PID (or CPID) of two sources about ``x``: one engine run over four conditions.
 
@@ -233,16 +213,11 @@ def pid(
         full_prompt: for plain PID with a prompt, use the full prompt as the joint condition.
         redundancy: ``"integrated"`` (minimum of the integrated informations) or ``"per_snr"``
             (minimum per noise level and pixel inside the integral); see the module docstring.
-        samples: ``(a, eps)`` draws per image, shared by the four conditions.
-        sampler: log-SNR sampler or its name (``sobol`` default).
-        batch_size: most rows per denoiser call.
-        seed, generator: randomness; the same seed gives the same numbers.
-        progress: show a progress bar.
+        settings: a :class:`~diffpid.settings.Settings` (the ``(a, eps)`` draws are shared by the
+            four conditions); its fields can also be given as keywords (``samples=128``).
     """
-    check_mode(redundancy)
-    src = pid_sources(y1, y2, context, prompt=prompt, conditional=conditional, full_prompt=full_prompt)
-    conds = [as_condition(model, c) for c in src.conditions]
-    run = estimate(model, x, conds, pid_terms(), samples=samples, sampler=sampler, batch_size=batch_size,
-                   seed=seed, generator=generator, progress=progress)
-    single = is_single(model, x)
-    return pid_from_run(run, src, redundancy, single)
+    settings = Settings.of(settings, **overrides)
+    plan = Plan().pid(y1, y2, context, prompt=prompt, conditional=conditional, full_prompt=full_prompt,
+                      redundancy=redundancy, name="pid")
+    result = plan.run(model, x, settings)
+    return result.cpid["pid"] if result.plan.has("cpid", "pid") else result.pid["pid"]

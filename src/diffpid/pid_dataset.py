@@ -15,12 +15,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .channel import Sampler
 from .errors import ParameterError
 from .estimate import Curve
 from .information import Information
 from .models.base import Model
-from .pid import PID, Atom, check_mode, decompose, pid
+from .pid import PID, check_mode, decompose, pid
+from .settings import MAX_SEED, Settings
 
 
 def _stack(results: Sequence[PID]) -> tuple[np.ndarray, np.ndarray, str]:
@@ -50,21 +50,21 @@ class DatasetPID:
         pointwise: the per-image results, in input order (empty when built from results).
     """
 
-    redundancy: Atom
-    unique_1: Atom
-    unique_2: Atom
-    synergy: Atom
-    mi_1: Atom
-    mi_2: Atom
-    mi_12: Atom
-    per_snr_redundancy: Atom
+    redundancy: Information
+    unique_1: Information
+    unique_2: Information
+    synergy: Information
+    mi_1: Information
+    mi_2: Information
+    mi_12: Information
+    per_snr_redundancy: Information
     redundancy_mode: str
     images: int
     weighted: bool
     pointwise: tuple[PID, ...] = ()
 
     @property
-    def atoms(self) -> tuple[Atom, Atom, Atom, Atom]:
+    def atoms(self) -> tuple[Information, Information, Information, Information]:
         """``(redundancy, unique_1, unique_2, synergy)``."""
         return (self.redundancy, self.unique_1, self.unique_2, self.synergy)
 
@@ -110,8 +110,8 @@ def average_pid(
         mean, cov = w @ vals, np.einsum("i,ijk->jk", w**2, covs)
     atoms, se = decompose(mean, cov, mode)
     sd = np.sqrt(np.clip(np.diag(cov), 0, None))
-    info = [Atom(float(mean[i]), float(sd[i])) for i in range(4)]
-    return DatasetPID(*(Atom(float(atoms[i]), float(se[i])) for i in range(4)), *info, mode, n, weights is not None)
+    info = [Information(float(mean[i]), float(sd[i])) for i in range(4)]
+    return DatasetPID(*(Information(float(atoms[i]), float(se[i])) for i in range(4)), *info, mode, n, weights is not None)
 
 
 def _per_image(values: Any, n: int, name: str) -> list:
@@ -132,8 +132,8 @@ def _key(spec: Any) -> Any:
 def _image(result: PID, i: int) -> PID:
     """Image ``i`` of a batch result as a single-image :class:`PID`."""
 
-    def atom(a: Atom) -> Atom:
-        return Atom(float(a.value[i]), float(a.stderr[i]), a.pixel_map[i], a.pixel_stderr[i])
+    def atom(a: Information) -> Information:
+        return Information(float(a.value[i]), float(a.stderr[i]), a.pixel_map[i], a.pixel_stderr[i])
 
     def info(m: Information) -> Information:
         c = Curve(m.curve.logsnr, m.curve.mean[i], m.curve.count)
@@ -159,12 +159,8 @@ def dataset_pid(
     conditional: bool = False,
     full_prompt: bool = False,
     redundancy: str = "integrated",
-    samples: int = 128,
-    sampler: Sampler | str | None = None,
-    batch_size: int = 64,
-    seed: int = 0,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
+    settings: Settings | None = None,
+    **overrides: Any,
 ) -> DatasetPID:
     """PID of the joint distribution over a set of images, each with its own source values.
 
@@ -176,8 +172,10 @@ def dataset_pid(
         y1, y2, context, prompt: one value for every image, or a list with one per image
             (e.g. ``[{"y1": 0}, {"y1": 1}, ...]``).
         weights: optional weight per image; see :func:`average_pid`.
-        Other arguments as :func:`diffpid.pid`.
+        settings, keywords: as :func:`diffpid.pid`. The images of group ``k`` (in order of
+            their first image) are drawn with seed ``settings.seed + k``.
     """
+    settings = Settings.of(settings, **overrides)
     check_mode(redundancy)
     x = model.check_x(x)
     n = len(x)
@@ -185,14 +183,12 @@ def dataset_pid(
     groups: dict[Any, list[int]] = {}
     for i in range(n):
         groups.setdefault(tuple(_key(c[i]) for c in cols), []).append(i)
-    if generator is None:
-        generator = torch.Generator().manual_seed(seed)
     per_image: list[PID | None] = [None] * n
-    for idx in groups.values():
+    for k, idx in enumerate(groups.values()):
         j = idx[0]
         r = pid(model, x[idx], cols[0][j], cols[1][j], cols[2][j], prompt=cols[3][j], conditional=conditional,
-                full_prompt=full_prompt, redundancy=redundancy, samples=samples, sampler=sampler,
-                batch_size=batch_size, generator=generator, progress=progress)
+                full_prompt=full_prompt, redundancy=redundancy,
+                settings=settings.replace(seed=(settings.seed + k) % (MAX_SEED + 1)))
         for k, i in enumerate(idx):
             per_image[i] = _image(r, k)
     result = average_pid(per_image, weights, redundancy)

@@ -23,8 +23,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import ConditionError, ParameterError
-from .estimate import Difference, estimate
-from .information import Information, information_from
+from .information import Information
+from .plan import Plan
+from .settings import Settings
 from .runs import Item, ItemResult, RunSummary, file_digest, item_id, model_key, process_state, run_items
 
 ITEM_VERSION = "word-item/1"
@@ -100,7 +101,7 @@ def read_items(path: str | os.PathLike) -> tuple[Item, ...]:
     Raises:
         ParameterError: the file cannot be read, a line is malformed or lacks a prompt.
     """
-    from .explain import content_words
+    from .explanation import content_words
 
     path = Path(path)
     digests: dict[str, str] = {}
@@ -137,38 +138,24 @@ def read_items(path: str | os.PathLike) -> tuple[Item, ...]:
     return tuple(items)
 
 
-def word_information(model: Any, x: Any, prompt: str, words: Sequence[str], *, samples: int = 64,
-                     sampler: Any = None, batch_size: int = 64, seed: int = 0,
-                     progress: bool = False) -> tuple[WordInformation, ...]:
-    """MI and CMI of every word in one engine run (common random numbers over all conditions).
+def word_information(model: Any, x: Any, prompt: str, words: Sequence[str],
+                     settings: Settings | None = None, **overrides: Any) -> tuple[WordInformation, ...]:
+    """MI and CMI of every word in one engine run (a :class:`~diffpid.plan.Plan` of the words).
 
     Args:
         model: a :class:`~diffpid.models.base.Model`.
         x: ``(1, *data_shape)`` data of the image (latents or pixels).
         prompt: the prompt; words: words of it.
-        samples, sampler, batch_size, seed, progress: as :func:`diffpid.estimate.estimate`.
+        settings: the estimator :class:`~diffpid.settings.Settings` (or its fields as keywords).
 
     Raises:
         ConditionError: a word is not in the prompt.
     """
-    from .prompts import find_word, remove_words
-
-    prompts: list[str] = []
-
-    def index(p: str) -> int:
-        if p not in prompts:
-            prompts.append(p)
-        return prompts.index(p)
-
-    empty, full = index(""), index(prompt)
-    terms = []
-    for w in words:
-        find_word(prompt, w)
-        terms += [Difference(index(w), empty), Difference(full, index(remove_words(prompt, [w])))]
-    run = estimate(model, x, [model.encode_prompt(p) for p in prompts], terms, samples=samples, sampler=sampler,
-                   batch_size=batch_size, seed=seed, progress=progress)
-    return tuple(WordInformation(w, information_from(run, 2 * i, True), information_from(run, 2 * i + 1, True))
-                 for i, w in enumerate(words))
+    plan = Plan()
+    plan.condition("")
+    plan.condition(prompt)
+    result = plan.words(prompt, words).run(model, x[0] if len(x) == 1 else x, Settings.of(settings, **overrides))
+    return tuple(WordInformation(w, result.mi[w], result.cmi[w]) for w in words)
 
 
 def _values(info: Information, prefix: str) -> dict[str, float]:
@@ -177,43 +164,37 @@ def _values(info: Information, prefix: str) -> dict[str, float]:
 
 
 def run_words(items_path: str | os.PathLike, out: str | os.PathLike, *, model: str | None = None,
-              samples: int = 64, sampler: str = "adaptive", seed: int = 0, steps: int = 50,
-              guidance: float | None = None, dtype: str = "float32", maps: bool = False, batch_size: int = 64,
-              cpu: bool = False, retry_failed: bool = False, progress: bool = True) -> RunSummary:
+              steps: int = 50, guidance: float | None = None, maps: bool = False, retry_failed: bool = False,
+              settings: Settings | None = None, **overrides: Any) -> RunSummary:
     """Per-word MI and CMI of every item of an item file, resumable and sharded (:func:`diffpid.runs.run_items`).
 
     Args:
         items_path: the JSONL or CSV item file.
         out: root folder of the runs.
         model: diffusers folder or hub id; ``None`` for the embedded shapes model.
-        samples: ``(a, eps)`` draws per item and condition; sampler: the log-SNR sampler's name.
-        seed: the run seed (each item's seed derives from it and the item id).
         steps, guidance: sampling steps and guidance scale when an image is generated
             (guidance ``None``: the model's default, 7.5 for Stable Diffusion, 3 for the shapes model).
-        dtype: ``float32``, ``float16`` or ``bfloat16``.
         maps: also save per-word pixel maps (and the image) as ``maps/<id>.npz``.
-        batch_size: most rows per denoiser call (does not change the numbers).
-        cpu: run on the CPU even when a GPU is there.
         retry_failed: compute items that failed before again.
-        progress: progress bar.
+        settings: the :class:`~diffpid.settings.Settings` (or its fields as keywords); ``seed`` is the
+            run seed (each item's seed derives from it and the item id); ``batch_size`` does not change
+            the numbers; ``device="cpu"`` keeps a run on the CPU when a GPU is there.
     """
-    import torch
+    from .explanation import resolve_model
 
-    from .channel import make_sampler
-    from .explain import resolve_model
-
-    for label, v in (("samples", samples), ("steps", steps), ("batch_size", batch_size)):
-        if not isinstance(v, int) or v < 1:
-            raise ParameterError(f"{label} must be a positive integer, got {v!r}")
-    make_sampler(sampler)
-    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    if dtype not in dtypes:
-        raise ParameterError(f"unknown dtype {dtype!r}; choose one of {', '.join(dtypes)}")
+    settings = Settings.of(settings, **overrides)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ParameterError(f"steps must be a positive integer, got {steps!r}")
+    if settings.device is not None:
+        settings.torch_device()  # a clear error now for a device this machine lacks
+    dtype = settings.dtype or "float32"
     items = read_items(items_path)
     if not items:
         raise ParameterError(f"{items_path} holds no items; write one JSON object per line")
-    state = process_state(cpu=cpu)
-    params = dict(task="word-information", model=model_key(model), samples=samples, sampler=sampler, seed=seed,
+    state = process_state(cpu=settings.device == "cpu")
+    sampler = settings.sampler if isinstance(settings.sampler, str) else type(settings.sampler).__name__
+    params = dict(task="word-information", model=model_key(model), samples=settings.samples, sampler=sampler,
+                  seed=settings.seed,
                   steps=steps, guidance=None if guidance is None else float(guidance), dtype=dtype, maps=bool(maps))
     loaded: list[Any] = []
 
@@ -226,7 +207,7 @@ def run_words(items_path: str | os.PathLike, out: str | os.PathLike, *, model: s
         for word in w.words:
             find_word(w.prompt, word)
         if not loaded:
-            loaded.append(resolve_model(model, device=state.device, dtype=dtypes[dtype]))
+            loaded.append(resolve_model(model, device=state.device, dtype=settings.torch_dtype()))
         m = loaded[0]
         if w.path is None:
             gen = m.generate(w.prompt, seed=item_seed, steps=steps, guidance_scale=guidance)
@@ -234,8 +215,7 @@ def run_words(items_path: str | os.PathLike, out: str | os.PathLike, *, model: s
         else:
             x = m.encode_image(w.path)
             image = m.decode(x)[0] if maps else None
-        info = word_information(m, x, w.prompt, w.words, samples=samples, sampler=sampler,
-                                batch_size=batch_size, seed=item_seed)
+        info = word_information(m, x, w.prompt, w.words, settings.replace(seed=item_seed, progress=False))
         values = {"prompt": w.prompt, "image": w.image, "generated": w.path is None,
                   "words": [{"word": r.word, **_values(r.mi, "mi"), **_values(r.cmi, "cmi")} for r in info]}
         arrays: dict[str, np.ndarray] = {}
@@ -247,5 +227,5 @@ def run_words(items_path: str | os.PathLike, out: str | os.PathLike, *, model: s
                     arrays[f"{kind}_stderr/{r.word}"] = np.asarray(inf.pixel_stderr, dtype=np.float32)
         return ItemResult(values, arrays)
 
-    return run_items(items, compute, out=out, parameters=params, seed=seed, name="words", state=state,
-                     retry_failed=retry_failed, progress=progress)
+    return run_items(items, compute, out=out, parameters=params, seed=settings.seed, name="words", state=state,
+                     retry_failed=retry_failed, progress=settings.progress)

@@ -24,8 +24,9 @@ import torch
 from ..channel import Sampler
 from ..errors import ParameterError, ShapeError
 from ..estimate import Difference, estimate
-from ..information import Information, information_from
+from ..information import Information
 from ..models.base import Model, is_single
+from ..settings import Settings
 from .capture import AttentionCapture
 from .rows import Row, unet_of as _check_unet
 from .maps import AttentionMaps
@@ -221,40 +222,36 @@ def attention_and_information(
     prompt: str,
     words: Sequence[Any],
     *,
-    samples: int = 128,
-    sampler: Sampler | str | None = None,
-    batch_size: int = 64,
-    seed: int = 0,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
     size: tuple[int, int] | None = None,
     per_step: bool = False,
     per_layer: bool = False,
     per_head: bool = False,
     layers: Sequence[str] | None = None,
+    settings: Settings | None = None,
+    **overrides: Any,
 ) -> AttentionInformation:
     """Each word's CMI given the rest of the prompt and its attention map, from one engine run.
 
-    The conditions are the prompt and, per word, the prompt without it
-    (:func:`diffpid.prompts.remove_words`); attention comes from the prompt's rows of
-    the same denoiser calls. Arguments as :func:`attention_maps` (``words`` must be
-    words or phrases of the prompt).
+    The CMI terms are a :class:`~diffpid.plan.Plan` of the words (the prompt against the
+    prompt without each word); attention comes from the prompt's rows of the same denoiser
+    calls. ``size`` and the breakdowns as :func:`attention_maps`; ``settings`` (or its fields
+    as keywords) as :func:`diffpid.mutual_information`.
     """
-    from ..prompts import remove_words
+    from ..plan import Plan, encode
 
+    settings = Settings.of(settings, **overrides)
     if isinstance(words, str):
         words = [words]
-    if not words or not all(isinstance(w, str) or hasattr(w, "text") for w in words):
+    if not words or not all(isinstance(w, str) for w in words):
         raise ParameterError("words must be words or phrases of the prompt (strings)")
     _check_unet(model)
     single = is_single(model, x)
     xb = model.check_x(x)
-    full = model.encode_prompt(prompt)
-    conds = [full] + [model.encode_prompt(remove_words(prompt, [w])) for w in words]
+    plan = Plan().words(prompt, words, kinds=("cmi",))
+    conds = [encode(model, c) for c in plan.conditions]
     with _capture(model, prompt, words, per_step=per_step, per_layer=per_layer, per_head=per_head, layers=layers) as cap:
-        lm = LabelledModel(model, cap, [(full, prompt)])
-        run = estimate(lm, xb, conds, [Difference(0, i + 1) for i in range(len(words))], samples=samples,
-                       sampler=sampler, batch_size=batch_size, seed=seed, generator=generator, progress=progress,
-                       on_batch=cap.engine_callback(len(xb)))
-    info = tuple(information_from(run, i, single) for i in range(len(words)))
+        lm = LabelledModel(model, cap, [(conds[plan.condition(prompt)], prompt)])
+        result = plan.run(model, x, settings, conditions=conds, model_for_engine=lm,
+                          on_batch=cap.engine_callback(len(xb)))
+    info = tuple(result.cmi[w] for w in words)
     return AttentionInformation(_results(cap, prompt, words, len(xb), _default_size(model, size), single), info)

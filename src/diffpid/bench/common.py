@@ -31,7 +31,7 @@ def model_facts(model: Any) -> dict[str, Any]:
 
 def resolve(model: Any, device: Any = None, dtype: Any = None) -> Model:
     """A :class:`Model` from a model, ``None`` (the embedded shapes model), a folder or a hub id."""
-    from ..explain import resolve_model
+    from ..explanation import resolve_model
 
     return resolve_model(model, device=device, dtype=dtype)
 

@@ -196,7 +196,7 @@ def run_intervention(
         meta: extra facts for the table (e.g. the shapes-world seed).
         progress: progress bar.
     """
-    from ..explain import resolve_model
+    from ..explanation import resolve_model
 
     for label, v in (("steps", steps), ("samples", samples), ("resamples", resamples)):
         if not isinstance(v, int) or v < 1:

@@ -114,7 +114,7 @@ def run_pairs(name: str, cases: Sequence[PairCase], out: str | os.PathLike, *, m
         The done cases' results, their stored items (arrays: atom maps, the image, masks), and
         the run summary.
     """
-    from ..explain import resolve_model
+    from ..explanation import resolve_model
 
     if not isinstance(samples, int) or samples < 1:
         raise ParameterError(f"samples must be a positive integer, got {samples!r}")

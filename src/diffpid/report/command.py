@@ -2,7 +2,7 @@
 
 Bad input is caught before anything is computed: an existing ``--out`` (without
 ``--overwrite``), words of ``--words`` / ``--pair`` that are not in the prompt, an
-unreadable ``--image``, an unknown ``--dtype``. A model that cannot be loaded fails
+unreadable ``--image``, a bad setting (``--seed``, ``--device``, ``--dtype``, ...). A model that cannot be loaded fails
 before the analysis starts. The report is written atomically, so a failure or an
 interruption leaves no half-written folder.
 """
@@ -16,9 +16,7 @@ from typing import Any
 from ..errors import ParameterError
 from .maps import slugify
 from .save import check_output
-
-DTYPES = ("float32", "float16", "bfloat16")
-
+from ..settings import add_settings_arguments, settings_from_args
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Register the options of ``diffpid explain`` on ``p``."""
@@ -26,36 +24,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
                    help="diffusers model folder or hub id (default: the embedded shapes model)")
     p.add_argument("--image", default=None, help="analyse this image instead of generating one from the prompt")
-    p.add_argument("--seed", type=int, default=0, help="seed of the generation and of the estimator (default 0)")
     p.add_argument("--words", nargs="+", default=None, metavar="WORD",
                    help="the words to explain (default: every content word)")
     p.add_argument("--pair", nargs=2, default=None, metavar=("WORD1", "WORD2"),
                    help="the two words to decompose (default: the two of highest CMI)")
-    p.add_argument("--samples", type=int, default=64, help="(a, eps) draws per condition (default 64)")
-    p.add_argument("--batch-size", type=int, default=64, help="most rows per denoiser call (default 64)")
-    p.add_argument("--device", default=None, help="torch device, e.g. cuda, cuda:1, cpu (default: cuda if available)")
-    p.add_argument("--dtype", default=None, choices=DTYPES, help="precision of the model (default float32)")
     p.add_argument("--redundancy", default="integrated", choices=("integrated", "per_snr"),
                    help="PID redundancy: minimum of integrated informations, or per noise level")
     p.add_argument("--no-attention", action="store_true", help="do not collect cross-attention maps")
     p.add_argument("--out", default=None, help="output folder (default: diffpid-out/<prompt slug>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
+    add_settings_arguments(p)
 
 
 def default_out(prompt: str) -> Path:
     """``diffpid-out/<slug of the prompt>``."""
     return Path("diffpid-out") / slugify(prompt, fallback="prompt")
-
-
-def _dtype(name: str | None) -> Any:
-    if name is None:
-        return None
-    import torch
-
-    if name not in DTYPES:
-        raise ParameterError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}")
-    return getattr(torch, name)
 
 
 def _check(args: argparse.Namespace) -> tuple[Path, Any]:
@@ -64,8 +48,6 @@ def _check(args: argparse.Namespace) -> tuple[Path, Any]:
 
     if not args.prompt.strip():
         raise ParameterError("the prompt is empty; pass the text whose words you want explained")
-    if args.samples < 1 or args.batch_size < 1:
-        raise ParameterError("--samples and --batch-size must be at least 1")
     out = Path(args.out) if args.out else default_out(args.prompt)
     check_output(out, args.overwrite)
     for w in list(args.words or []) + list(args.pair or []):
@@ -110,18 +92,19 @@ def _silence_loaders() -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``diffpid explain`` with parsed ``args``; returns the exit status."""
-    from ..explain import explain
+    from ..explanation import explain
 
+    settings = settings_from_args(args)
+    if args.quiet:
+        settings = settings.replace(progress=False)
     out, image = _check(args)
-    dtype = _dtype(args.dtype)
     if args.quiet:
         _silence_loaders()
     else:
         print(f"explaining {args.prompt!r} with {args.model or 'the embedded model'} ...", flush=True)
     expl = explain(
-        args.prompt, model=args.model, image=image, seed=args.seed, words=args.words, pair=args.pair,
-        samples=args.samples, batch_size=args.batch_size, redundancy=args.redundancy,
-        attention=not args.no_attention, device=args.device, dtype=dtype, progress=not args.quiet,
+        args.prompt, model=args.model, image=image, words=args.words, pair=args.pair, redundancy=args.redundancy,
+        attention=not args.no_attention, settings=settings,
     )
     path = expl.save(out, overwrite=args.overwrite)
     print("\n".join(summary_lines(expl)))

@@ -1,7 +1,7 @@
 """``diffpid.explain``: everything the papers measure for one prompt and image, in one call.
 
-Generates the image (or encodes a given one), then in one engine run over every needed
-condition (common random numbers throughout): MI and CMI of every content word (image
+Generates the image (or encodes a given one), then in one engine run (one
+:class:`~diffpid.plan.Plan`) over every needed condition (common random numbers throughout): MI and CMI of every content word (image
 values with standard errors, pixel maps), PID and CPID of a word pair, and attention at
 the same noise levels. Without an explicit pair, the two words of highest CMI are
 decomposed in a second run that shares its draws across its eight conditions.
@@ -9,7 +9,6 @@ decomposed in a second run that shares its draws across its eight conditions.
 
 from __future__ import annotations
 
-import dataclasses
 import platform
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -19,12 +18,12 @@ import torch
 
 from .channel import Sampler, make_sampler
 from .errors import ConditionError, ParameterError
-from .estimate import Curve, Difference, EngineResult, estimate
-from .information import Information, information_from
+from .information import Information
 from .models.base import Model
-from .pid import PID, check_mode, pid_from_run, pid_terms
-from .pid_sources import pid_sources
-from .prompts import find_word, prompt_words, remove_words
+from .pid import PID, check_mode
+from .plan import ConditionCurve, Plan, PlanResult, encode
+from .prompts import find_word, prompt_words
+from .settings import Settings
 
 STOPWORDS = frozenset(
     "a an the of and or with in on at to is are be by for from as its it this that these those into onto".split()
@@ -43,16 +42,6 @@ class Parameters:
     device: str
     dtype: str
     attention: bool
-
-
-@dataclass(frozen=True)
-class ConditionCurve:
-    """The MMSE ``E||eps - e(x_a|prompt)||^2`` per noise level under one prompt."""
-
-    prompt: str
-    curve: Curve
-    nll: float
-    nll_stderr: float
 
 
 @dataclass(frozen=True)
@@ -131,36 +120,6 @@ def versions() -> dict[str, str]:
     return out
 
 
-class _Conditions:
-    """Deduplicated prompts of one engine run; ``index(prompt)`` adds a prompt once."""
-
-    def __init__(self) -> None:
-        self.prompts: list[str] = []
-
-    def index(self, prompt: str) -> int:
-        if prompt not in self.prompts:
-            self.prompts.append(prompt)
-        return self.prompts.index(prompt)
-
-
-def _remap(term: Any, mapping: Sequence[int]) -> Any:
-    """A term over local condition indices, rewritten over the run's condition indices."""
-    if isinstance(term, Difference):
-        return Difference(mapping[term.condition], mapping[term.reference])
-    fields = {f.name: getattr(term, f.name) for f in dataclasses.fields(term)}
-    for name, value in fields.items():
-        if isinstance(value, tuple) and value and not isinstance(value[0], (int, float)):
-            fields[name] = tuple(_remap(v, mapping) for v in value)
-        elif dataclasses.is_dataclass(value):
-            fields[name] = _remap(value, mapping)
-    return type(term)(**fields)
-
-
-def _pid_block(conds: _Conditions, sources) -> tuple[list[Any], Any]:
-    mapping = [conds.index(p) for p in sources.conditions]
-    return [_remap(t, mapping) for t in pid_terms()], sources
-
-
 def resolve_model(model: Any = None, device: Any = None, dtype: Any = None) -> Model:
     """A :class:`Model` from ``None`` (the embedded shapes model), a folder, a hub id or a model."""
     if isinstance(model, Model):
@@ -179,39 +138,35 @@ def explain(
     *,
     model: Any = None,
     image: Any = None,
-    seed: int = 0,
     words: Sequence[str] | None = None,
     pair: Sequence[str] | None = None,
-    samples: int = 64,
-    sampler: Sampler | str | None = None,
-    batch_size: int = 64,
     redundancy: str = "integrated",
     attention: bool = True,
-    device: Any = None,
-    dtype: Any = None,
-    progress: bool = False,
+    settings: Settings | None = None,
+    **overrides: Any,
 ) -> Explanation:
     """Explain which words of ``prompt`` shaped which pixels of its image.
 
     Args:
         prompt: the prompt.
         model: a :class:`Model`, a diffusers folder or hub id; ``None`` for the embedded model.
-        image: an image to analyse (path, PIL, array); ``None`` generates one from ``prompt``.
-        seed: seed of the generation and of the estimator's draws.
+        image: an image to analyse (path, PIL, array); ``None`` generates one from ``prompt``
+            with ``settings.seed``.
         words: the words to explain; by default every content word of the prompt.
         pair: the two words to decompose; by default the two words of highest CMI.
-        samples: ``(a, eps)`` draws per condition.
-        sampler: log-SNR sampler or its name (``adaptive`` default).
-        batch_size: most rows per denoiser call.
         redundancy: PID redundancy mode, ``"integrated"`` or ``"per_snr"``.
-        attention: also collect cross-attention maps at the same noise levels.
-        device, dtype: where and in what precision the model runs (when it is loaded here).
-        progress: show progress bars.
+        attention: also collect attention maps at the same noise levels (models that can).
+        settings: the :class:`~diffpid.settings.Settings` (samples, sampler, batch size, seed,
+            device, dtype, threads, progress); its fields can also be given as keywords:
+            ``explain("a red circle", samples=8)``. ``device``/``dtype`` apply to a model loaded here.
+
+    Returns:
+        An :class:`Explanation`; ``.save(folder)`` writes the report.
     """
     if not isinstance(prompt, str) or not prompt.strip():
         raise ParameterError("the prompt is empty; pass the text whose words you want explained")
+    settings = Settings.of(settings, **overrides)
     check_mode(redundancy)
-    m = resolve_model(model, device=device, dtype=dtype)
     words = tuple(w.lower() for w in words) if words is not None else content_words(prompt)
     if not words:
         raise ConditionError(f"no content words in {prompt!r}; name the words to explain with words=[...]")
@@ -223,81 +178,72 @@ def explain(
             raise ParameterError(f"a pair is two words, got {len(pair)}: {list(pair)}")
         for p in pair:
             find_word(prompt, p)
-    sampler = make_sampler() if sampler is None else make_sampler(sampler)
+    settings.apply_threads()
+    m = resolve_model(model, device=settings.device, dtype=settings.torch_dtype())
 
     if image is None:
-        gen = m.generate(prompt, seed=seed)
-        x, img, gen_seed = gen.x, gen.image, seed
+        gen = m.generate(prompt, seed=settings.seed)
+        x, img, gen_seed = gen.x, gen.image, settings.seed
     else:
         x = m.encode_image(image)
         img, gen_seed = m.decode(x)[0], None
 
-    conds = _Conditions()
-    terms: list[Any] = []
-    empty, full = conds.index(""), conds.index(prompt)
-    for w in words:
-        terms.append(Difference(conds.index(w), empty))
-        terms.append(Difference(full, conds.index(remove_words(prompt, [w]))))
-    n_word_terms = len(terms)
-    blocks = []
+    x = m.check_x(x)[0]  # one image: results are unbatched
+    plan = Plan()
+    plan.condition("")
+    plan.condition(prompt)
+    plan.words(prompt, words)
     if pair is not None:
-        for conditional in (False, True):
-            t, src = _pid_block(conds, pid_sources(pair[0], pair[1], prompt=prompt, conditional=conditional))
-            blocks.append((len(terms), src))
-            terms += t
-
-    attend = prompt if attention and getattr(m, "unet", None) is not None else None
-    common = dict(samples=samples, sampler=sampler, batch_size=batch_size, seed=seed, progress=progress)
-    run, capture = _run(m, x, conds.prompts, terms, attend, words, **common)
-    mi = {w: information_from(_sub(run, 2 * i, 2 * i + 1), 0, True) for i, w in enumerate(words)}
-    cmi = {w: information_from(_sub(run, 2 * i + 1, 2 * i + 2), 0, True) for i, w in enumerate(words)}
-    runs = [(run, conds)]
+        _add_pids(plan, pair, prompt, redundancy)
+    attend = prompt if attention and supports_attention(m) else None
+    result, capture = _run(m, x, plan, attend, words, settings)
+    mi = {w: result.mi[w] for w in words}
+    cmi = {w: result.cmi[w] for w in words}
+    results = [result]
 
     if pair is None and len(words) >= 2:
         ranked = sorted(words, key=lambda w: -cmi[w].value)
         pair = tuple(sorted(ranked[:2], key=lambda w: find_word(prompt, w).start))
-        conds2 = _Conditions()
-        terms2: list[Any] = []
-        blocks = []
-        for conditional in (False, True):
-            t, src = _pid_block(conds2, pid_sources(pair[0], pair[1], prompt=prompt, conditional=conditional))
-            blocks.append((len(terms2), src))
-            terms2 += t
-        run2, _ = _run(m, x, conds2.prompts, terms2, None, **common)
-        runs.append((run2, conds2))
-        pid_run = run2
-    else:
-        pid_run = run
-    pids = [pid_from_run(_sub(pid_run, s, s + len(pid_terms())), src, redundancy, True) for s, src in blocks]
+        pid_plan = _add_pids(Plan(), pair, prompt, redundancy)
+        pid_result, _ = _run(m, x, pid_plan, None, (), settings)
+        results.append(pid_result)
+    pids = (results[-1].pid[pair], results[-1].cpid[pair]) if pair is not None else (None, None)
 
-    curves = tuple(
-        ConditionCurve(p, Curve(r.mmse[i].logsnr, r.mmse[i].mean[0], r.mmse[i].count[0]),
-                       float(r.nll[i, 0]), float(r.nll_stderr[i, 0]))
-        for r, c in runs for i, p in enumerate(c.prompts)
-    )
+    curves = tuple(c for r in results for c in r.curves())
     att = None
     if capture is not None:
         maps = capture.maps(list(words), prompt, image=0)
         att = {w: np.asarray(maps[w]) for w in words}
-    params = Parameters(samples, batch_size, type(sampler).__name__, redundancy, seed, str(m.device),
-                        str(getattr(m, "dtype", torch.float32)).replace("torch.", ""), capture is not None)
-    return Explanation(prompt, m.name, gen_seed, np.asarray(img), words, mi, cmi, pair,
-                       pids[0] if pids else None, pids[1] if pids else None, att, curves, params, versions())
+    sampler = settings.sampler if isinstance(settings.sampler, Sampler) else make_sampler(settings.sampler)
+    params = Parameters(settings.samples, settings.batch_size, type(sampler).__name__, redundancy, settings.seed,
+                        str(m.device), str(getattr(m, "dtype", torch.float32)).replace("torch.", ""),
+                        capture is not None)
+    return Explanation(prompt, m.name, gen_seed, np.asarray(img), words, mi, cmi, pair, pids[0], pids[1], att,
+                       curves, params, versions())
 
 
-def _sub(run: EngineResult, start: int, stop: int) -> EngineResult:
-    return dataclasses.replace(run, terms=run.terms[start:stop])
+def _add_pids(plan: Plan, pair: Sequence[str], prompt: str, redundancy: str) -> Plan:
+    """The PID and the CPID of ``pair`` given the rest of ``prompt``, added to ``plan``."""
+    for conditional in (False, True):
+        plan.pid(pair[0], pair[1], prompt=prompt, conditional=conditional, redundancy=redundancy)
+    return plan
 
 
-def _run(model: Model, x: torch.Tensor, prompts: list[str], terms: list[Any], attend: str | None,
-         words: Sequence[str] = (), **common: Any) -> tuple[EngineResult, Any]:
-    """One engine run over ``prompts``; with ``attend``, attention of that prompt's ``words`` from the same calls."""
-    conditions = [model.encode_prompt(p) for p in prompts]
+def supports_attention(model: Model) -> bool:
+    """Whether attention can be captured from ``model`` alongside the information."""
+    return getattr(model, "unet", None) is not None
+
+
+def _run(model: Model, x: torch.Tensor, plan: Plan, attend: str | None, words: Sequence[str],
+         settings: Settings) -> tuple[PlanResult, Any]:
+    """One engine run of ``plan``; with ``attend``, attention of that prompt's ``words`` from the same calls."""
     if attend is None:
-        return estimate(model, x, conditions, terms, **common), None
+        return plan.run(model, x, settings), None
     from .attention import AttentionCapture, LabelledModel
 
+    conditions = [encode(model, c) for c in plan.conditions]
     with AttentionCapture.for_model(model, attend, list(words)) as cap:
-        labelled = LabelledModel(model, cap, [(conditions[prompts.index(attend)], attend)])
-        run = estimate(labelled, model.check_x(x), conditions, terms, on_batch=cap.engine_callback(1), **common)
-    return run, cap
+        labelled = LabelledModel(model, cap, [(conditions[plan.condition(attend)], attend)])
+        result = plan.run(model, x, settings, conditions=conditions, model_for_engine=labelled,
+                          on_batch=cap.engine_callback(1))
+    return result, cap
