@@ -101,8 +101,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return args.bench_command(args)
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like every other diffpid error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"diffpid: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="diffpid", description=__doc__.splitlines()[0])
+    p = Parser(prog="diffpid", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="MI on the exact Gaussian-mixture oracle against the closed form")
@@ -201,7 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error already printed in one line
+        return int(e.code or 0)
     try:
         return int(args.func(args) or 0)
     except DiffpidError as e:
