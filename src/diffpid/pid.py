@@ -64,7 +64,28 @@ _PAIRS = ((_M1, _M2), (_M12, _M1), (_M12, _M2), (_M1, _MIN), (_M2, _MIN), (_M12,
 
 
 @dataclass(frozen=True)
-class PID:
+class Decomposition:
+    """The atoms and informations every decomposition has (pointwise :class:`PID` and dataset-level
+    :class:`~diffpid.pid_dataset.DatasetPID`): ``redundancy, unique_1, unique_2, synergy`` and
+    ``mi_1, mi_2, mi_12``, ``per_snr_redundancy``, each an :class:`~diffpid.information.Information`."""
+
+    redundancy: Information
+    unique_1: Information
+    unique_2: Information
+    synergy: Information
+    mi_1: Information
+    mi_2: Information
+    mi_12: Information
+    per_snr_redundancy: Information
+
+    @property
+    def atoms(self) -> tuple[Information, Information, Information, Information]:
+        """``(redundancy, unique_1, unique_2, synergy)``."""
+        return (self.redundancy, self.unique_1, self.unique_2, self.synergy)
+
+
+@dataclass(frozen=True)
+class PID(Decomposition):
     """Pointwise (conditional) partial information decomposition of an image, in nats.
 
     Args:
@@ -82,14 +103,6 @@ class PID:
         samples: ``(a, eps)`` draws per image.
     """
 
-    redundancy: Information
-    unique_1: Information
-    unique_2: Information
-    synergy: Information
-    mi_1: Information
-    mi_2: Information
-    mi_12: Information
-    per_snr_redundancy: Information
     source_1: Any
     source_2: Any
     context: Any
@@ -98,11 +111,6 @@ class PID:
     redundancy_mode: str
     covariance: np.ndarray
     samples: int
-
-    @property
-    def atoms(self) -> tuple[Information, Information, Information, Information]:
-        """``(redundancy, unique_1, unique_2, synergy)``."""
-        return (self.redundancy, self.unique_1, self.unique_2, self.synergy)
 
 
 def check_mode(redundancy: str) -> str:

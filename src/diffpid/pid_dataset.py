@@ -19,7 +19,7 @@ from .errors import ParameterError
 from .estimate import Curve
 from .information import Information
 from .models.base import Model
-from .pid import PID, check_mode, decompose, pid
+from .pid import PID, Decomposition, check_mode, decompose, pid
 from .settings import MAX_SEED, Settings
 
 
@@ -36,7 +36,7 @@ def _stack(results: Sequence[PID]) -> tuple[np.ndarray, np.ndarray, str]:
 
 
 @dataclass(frozen=True)
-class DatasetPID:
+class DatasetPID(Decomposition):
     """PID of the joint distribution from pointwise results, in nats (no maps).
 
     Args:
@@ -50,23 +50,10 @@ class DatasetPID:
         pointwise: the per-image results, in input order (empty when built from results).
     """
 
-    redundancy: Information
-    unique_1: Information
-    unique_2: Information
-    synergy: Information
-    mi_1: Information
-    mi_2: Information
-    mi_12: Information
-    per_snr_redundancy: Information
     redundancy_mode: str
     images: int
     weighted: bool
     pointwise: tuple[PID, ...] = ()
-
-    @property
-    def atoms(self) -> tuple[Information, Information, Information, Information]:
-        """``(redundancy, unique_1, unique_2, synergy)``."""
-        return (self.redundancy, self.unique_1, self.unique_2, self.synergy)
 
 
 def average_pid(

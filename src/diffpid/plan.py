@@ -219,21 +219,10 @@ class PlanResult:
     single: bool
     _cache: dict = field(default_factory=dict)
 
-    @property
-    def mi(self) -> _Lookup:
-        return _Lookup(self, "mi")
-
-    @property
-    def cmi(self) -> _Lookup:
-        return _Lookup(self, "cmi")
-
-    @property
-    def pid(self) -> _Lookup:
-        return _Lookup(self, "pid")
-
-    @property
-    def cpid(self) -> _Lookup:
-        return _Lookup(self, "cpid")
+    mi = property(lambda self: _Lookup(self, "mi"), doc="``mi[name]``: MI measurements by name")
+    cmi = property(lambda self: _Lookup(self, "cmi"), doc="``cmi[name]``: CMI measurements by name")
+    pid = property(lambda self: _Lookup(self, "pid"), doc="``pid[y1, y2]``: PID by pair (or name)")
+    cpid = property(lambda self: _Lookup(self, "cpid"), doc="``cpid[y1, y2]``: CPID by pair (or name)")
 
     @property
     def samples(self) -> int:

@@ -188,24 +188,21 @@ def _seed(text: str) -> int:
     return value
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text}")
-    return value
+def _number(kind: type, ok: Any, expected: str):
+    """An argparse type: ``kind(text)`` that must satisfy ``ok``, else "expected <expected>"."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+    return parse
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a relative standard error such as 0.1, got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"precision is a relative standard error between 0 and 1, got {text}")
-    return value
+_positive = _number(int, lambda v: v >= 1, "a positive whole number")
+_fraction = _number(float, lambda v: 0 < v < 1, "a relative standard error between 0 and 1 (such as 0.1)")
 
 
 def _checked(kind):
