@@ -75,6 +75,12 @@ def test_settings_flags_round_trip():
                          precision=0.2, progress=False)
     with pytest.raises(SystemExit):
         p.parse_args(["--seed", "99999999999999999999"])
+    before = torch.get_num_threads()
+    try:
+        settings_from_args(p.parse_args(["--threads", "1"]))
+        assert torch.get_num_threads() == 1  # --threads takes effect
+    finally:
+        torch.set_num_threads(before)
 
 
 def _mixture():

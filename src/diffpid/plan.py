@@ -179,6 +179,7 @@ def encode(model: Any, spec: Any) -> Any:
 def run_engine(model: Any, x: Any, conditions: Sequence[Any], terms: Sequence[Any], settings: Settings,
                on_batch: Any = None) -> EngineResult:
     """The one place where :class:`~diffpid.settings.Settings` become engine arguments."""
+    settings.apply_threads()
     return estimate(model, x, conditions, terms, samples=settings.samples, sampler=settings.sampler,
                     batch_size=settings.batch_size, seed=settings.seed, progress=settings.progress,
                     on_batch=on_batch)
