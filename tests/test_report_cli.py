@@ -112,7 +112,7 @@ def test_cli_default_out_is_the_prompt_slug(pixel_path, tmp_path, capsys, monkey
     (["--words", "red", "bird"], "'bird' is not a word of the prompt"),
     (["--image", "NOT_AN_IMAGE"], "cannot read the image"),
     (["--model", "/no/such/model/folder"], "is not a model folder"),
-    (["--samples", "0"], "--samples and --batch-size must be at least 1"),
+    (["--samples", "0"], "argument --samples: expected a positive whole number, got 0"),
 ])
 def test_cli_bad_input_one_line_no_output(pixel_path, tmp_path, capsys, extra, message):  # noqa: F811
     bad = tmp_path / "bad.png"
