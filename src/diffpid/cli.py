@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="MI on the exact Gaussian-mixture oracle against the closed form")
     d.add_argument("--images", type=int, default=4, help="images drawn from the mixture (default 4)")
-    add_settings_arguments(d, defaults=DEMO_DEFAULTS)  # --seed draws the images; image i's estimate uses seed + i
+    add_settings_arguments(d, defaults=DEMO_DEFAULTS)
+    d.epilog = "--seed draws the images; image i's estimate uses seed + i. The mixture runs in float64 on the CPU."
     d.set_defaults(func=cmd_demo)
 
     t = sub.add_parser("train-shapes", help="train or resume the embedded shapes model (checkpoints in --out)")
@@ -175,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="guidance scale for items without an image (default: the model's; 7.5 for Stable Diffusion)")
     r.add_argument("--maps", action="store_true", help="also save per-word pixel maps as OUT/.../maps/<id>.npz")
     r.add_argument("--retry-failed", action="store_true", help="compute items that failed before again")
-    add_settings_arguments(r, defaults=RUN_DEFAULTS)  # --seed: run seed (item seeds derive from it and the item id)
+    add_settings_arguments(r, defaults=RUN_DEFAULTS)
+    r.epilog = "--seed is the run seed: each item runs with its own seed, derived from it and the item's id."
     r.set_defaults(func=cmd_run)
 
     rs = sub.add_parser("runs", help="inspect dataset-scale runs: `runs show DIR`, `runs collect DIR`")

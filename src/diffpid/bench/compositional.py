@@ -27,8 +27,8 @@ ITEM_VERSION = "compositional-item/1"
 DEFAULTS = Settings(samples=100)
 """The bench's estimator settings unless told otherwise (the papers' 100 samples)."""
 
-__all__ = ["DEFAULTS", "CaptionScores", "CompositionalCase", "score_captions", "shapes_attribute_items", "shapes_relation_items",
-           "shapes_single_items"]
+__all__ = ["DEFAULTS", "CaptionScores", "CompositionalCase", "score_captions", "shapes_attribute_items",
+           "shapes_relation_items", "shapes_single_items"]
 
 
 @dataclass(frozen=True)

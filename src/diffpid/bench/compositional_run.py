@@ -271,7 +271,10 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--min-group", type=int, default=None, help="macro: leave out groups with fewer items "
                                                                "(default: 25 for vg-attribution, else 1)")
     p.add_argument("--out", required=True, help="folder for the resumable run and the results table")
-    add_settings_arguments(p, defaults=DEFAULTS)  # --samples: per image, shared by all candidates; --seed: shapes sets too
+    add_settings_arguments(p, defaults=DEFAULTS)
+    p.epilog = ("--seed is the run seed: each item runs with its own seed, derived from it and the item's id; "
+                "it also draws the shapes-world swap sets. --samples are per image, shared by every candidate and "
+                "the empty prompt.")
 
 
 def command(args: Any) -> int:

@@ -47,7 +47,8 @@ from .correlation import Estimate, image_level_correlation, pixel_level_correlat
 DEFAULTS = Settings(samples=32)
 """The bench's estimator settings unless told otherwise."""
 
-__all__ = ["DEFAULTS", "Intervention", "InterventionCase", "InterventionSummary", "intervene", "summarize_interventions"]
+__all__ = ["DEFAULTS", "Intervention", "InterventionCase", "InterventionSummary", "intervene",
+           "summarize_interventions"]
 
 
 @dataclass(frozen=True)

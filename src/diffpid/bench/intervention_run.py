@@ -250,7 +250,9 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--no-attention", action="store_true", help="skip the attention baseline")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--out", required=True, help="folder for the resumable run and the results table")
-    add_settings_arguments(p, defaults=DEFAULTS)  # --seed: shapes scenes, estimator draws and bootstrap
+    add_settings_arguments(p, defaults=DEFAULTS)
+    p.epilog = ("--seed is the run seed: each item runs with its own seed, derived from it and the item's id; "
+                "it also draws the shapes-world scenes and seeds the bootstrap.")
 
 
 def command(args: Any) -> int:

@@ -42,8 +42,8 @@ ATTENTION_METHODS = ("attention", "attention_info")
 DEFAULTS = Settings(samples=32)
 """The bench's estimator settings unless told otherwise (papers: 100 samples)."""
 
-__all__ = ["ATTENTION_METHODS", "DEFAULTS", "LocalizationCase", "LocalizationResult", "METHODS", "MethodMap", "MethodScore",
-           "check_methods", "localize", "resize_mask", "score_methods"]
+__all__ = ["ATTENTION_METHODS", "DEFAULTS", "LocalizationCase", "LocalizationResult", "METHODS", "MethodMap",
+           "MethodScore", "check_methods", "localize", "resize_mask", "score_methods"]
 
 
 @dataclass(frozen=True)

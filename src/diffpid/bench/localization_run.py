@@ -234,7 +234,9 @@ def add_arguments(p: Any) -> None:
                    + " (default: all; without the attention ones on the oracle)")
     p.add_argument("--maps", action="store_true", help="also store every method's map per item")
     p.add_argument("--out", required=True, help="folder for the resumable run and the results table")
-    add_settings_arguments(p, defaults=DEFAULTS)  # --seed also draws the shapes scenes; papers: --samples 100
+    add_settings_arguments(p, defaults=DEFAULTS)
+    p.epilog = ("--seed is the run seed: each item runs with its own seed, derived from it and the item's id; "
+                "it also draws the shapes-world scenes. The papers use --samples 100.")
 
 
 def command(args: Any) -> int:

@@ -55,7 +55,9 @@ def _common(p: Any) -> None:
                    f"'{ORACLE}': the exact single-object denoiser of the shapes world")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--out", required=True, help="folder for the resumable run and the results table")
-    add_settings_arguments(p, defaults=DEFAULTS)  # --samples per decomposition; --seed: scenes, draws, bootstrap
+    add_settings_arguments(p, defaults=DEFAULTS)
+    p.epilog = ("--seed is the run seed: each item runs with its own seed, derived from it and the item's id; "
+                "it also draws the shapes-world scenes and seeds the bootstrap.")
 
 
 def _kw(args: Any, dataset: str, meta: dict) -> dict:
