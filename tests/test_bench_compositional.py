@@ -16,6 +16,7 @@ from diffpid.bench.compositional_run import run_compositional
 from diffpid.errors import ParameterError
 from diffpid.information import mutual_information
 from diffpid.runs import Item, item_id
+from diffpid.settings import Settings
 
 CAPTIONS = ["a red circle", "a red square", "a blue circle", "a blue square"]
 
@@ -50,9 +51,10 @@ def test_candidates_share_one_engine_run():
     model, means = colour_shape_mixture()
     x = means[2].float()
     # the draws do not depend on the number of conditions or the chunking (batch_size // conditions)
-    r = score_captions(model, x, CAPTIONS + ["a red circle"], samples=24, sampler="uniform", seed=5)
+    settings = Settings(samples=24, sampler="uniform", seed=5)
+    r = score_captions(model, x, CAPTIONS + ["a red circle"], settings=settings)
     for k, c in enumerate(CAPTIONS):  # each score equals MI against "" with the same draws
-        alone = mutual_information(model, x, c, "", samples=24, sampler="uniform", seed=5, batch_size=3)
+        alone = mutual_information(model, x, c, "", settings=settings.replace(batch_size=3))
         assert r.scores[k] == pytest.approx(alone.value, rel=1e-9)
         assert r.stderr[k] == pytest.approx(alone.stderr, rel=1e-9)
         assert r.standard[k] == pytest.approx(alone.standard_value, rel=1e-9)
@@ -101,7 +103,7 @@ def test_run_compositional_accuracy_and_resume(tmp_path):
         items.append(Item(item_id("c", comp), case, caption))
     items.append(Item(item_id("c", "bad"), CompositionalCase(means[0].float(), ("a red circle", "a green circle"), 0,
                                                            "x"), "unknown caption"))
-    rep = run_compositional(items, out=str(tmp_path), dataset="planted", model=model, samples=48, progress=False)
+    rep = run_compositional(items, out=str(tmp_path), dataset="planted", model=model, settings=Settings(samples=48))
     assert len(rep.summary.failed) == 1 and rep.summary.failed[0].error_type == "ConditionError"
     # the standard estimator ranks every true caption first; i_o prefers the contradicting one (see above)
     assert rep.standard_micro.value == 1.0 and rep.standard_micro.items == 4

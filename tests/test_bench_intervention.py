@@ -14,6 +14,7 @@ from diffpid.errors import ConditionError, ParameterError
 from diffpid.information import mutual_information
 from diffpid.models.loading import load_model
 from diffpid.sampling import ddim_generate, ddim_invert
+from diffpid.settings import Settings
 from tiny_pipelines import pixel_folder, shapes_path  # noqa: F401 - fixture
 
 
@@ -29,7 +30,7 @@ def _x(model, seed=0):
 def test_intervene_matches_its_parts(pixel):
     x = _x(pixel)
     case = InterventionCase(x, "a red cat on a table", "cat")
-    r = intervene(pixel, case, steps=4, samples=8, seed=3, lowest=-3.0)
+    r = intervene(pixel, case, steps=4, lowest=-3.0, settings=Settings(samples=8, seed=3, batch_size=5))
     assert r.edited == "a red on a table"
     full, edit = pixel.encode_prompt(case.caption), pixel.encode_prompt(r.edited)
     noise = ddim_invert(pixel, x, full, 4, lowest=-3.0)
@@ -39,7 +40,7 @@ def test_intervene_matches_its_parts(pixel):
     change = ((out - rec) ** 2).sum(0).double().numpy()
     assert np.allclose(r.change_map, change, rtol=1e-4, atol=1e-6) and r.change == pytest.approx(change.sum(), rel=1e-4)
     assert r.reconstruction_mse == pytest.approx(float(((rec - x) ** 2).mean()), rel=1e-4)
-    info = mutual_information(pixel, x, case.caption, r.edited, samples=8, seed=3)
+    info = mutual_information(pixel, x, case.caption, r.edited, samples=8, seed=3, batch_size=5)
     assert r.information == pytest.approx(info.value) and r.information_stderr == pytest.approx(info.stderr)
     assert np.allclose(r.information_map, info.pixel_map)
     assert r.standard_information == pytest.approx(info.standard_value) and np.allclose(r.standard_map, info.standard_map)
@@ -132,7 +133,7 @@ def test_read_cases(tmp_path):
 
 def test_run_end_to_end_and_resume(shapes_path, tmp_path):
     cases = shapes_cases(3, seed=0)
-    s, table = run_intervention(cases, tmp_path, model=shapes_path, steps=3, samples=4, resamples=50)
+    s, table = run_intervention(cases, tmp_path, model=shapes_path, steps=3, resamples=50, settings=Settings(samples=4))
     assert s.items == 3 and len(table.rows) == 4 and s.pixel_standard is not None
     doc = json.loads((tmp_path / "intervention.json").read_text())
     assert doc["meta"]["items"] == 3 and len(doc["detail"]["items"]) == 3

@@ -14,7 +14,10 @@ from diffpid.bench.localization_run import run_localization, shapes_items
 from diffpid.bench.metrics import THRESHOLDS, iou_sweep
 from diffpid.errors import ConditionError, ParameterError
 from diffpid.information import conditional_mutual_information
+from diffpid.plan import Plan
+from diffpid.prompts import remove_words
 from diffpid.runs import Item, item_id
+from diffpid.settings import Settings
 from tiny_pipelines import pixel_folder
 
 RED, CAT, TABLE = box(0, 4, 0, 4), box(4, 8, 2, 6), box(0, 2, 4, 8)
@@ -62,19 +65,29 @@ def test_localize_on_a_diffusers_model_shares_the_engine_run():
     image = (rng.random((16, 16, 3)) * 255).astype(np.uint8)
     mask = np.zeros((16, 16), bool)
     mask[3:9, 5:12] = True
-    case = LocalizationCase(image, "a red cat on the table", "cat", mask)
-    r = localize(model, case, samples=6, steps=3, seed=3)
+    caption = "a red cat on the table"
+    case = LocalizationCase(image, caption, "cat", mask)
+    settings = Settings(samples=6, seed=3)
+    r = localize(model, case, steps=3, settings=settings)
     assert [m.method for m in r.maps] == ["cmi", "mi", "attention", "attention_info", "whole_image"]
     for mm in r.maps:
         assert mm.ious.shape == (50,)
         assert mm.ious == pytest.approx(iou_sweep(mm.map, mask, THRESHOLDS))
     assert r.maps[2].map.shape == (16, 16) and r.maps[3].map.shape == (16, 16)
     assert r.ious("whole_image") == pytest.approx(np.full(50, mask.mean()))
-    # the CMI of the shared run (with attention) equals the CMI estimated on its own with the same seed
-    alone = conditional_mutual_information(model, model.encode_image(image)[0], "a red cat on the table", word="cat",
-                                           samples=6, seed=3)
-    assert r.cmi == pytest.approx(alone.value, rel=1e-6)
-    assert r.maps[0].map == pytest.approx(alone.pixel_map.astype(np.float32), rel=1e-5)
+    # CMI, MI and attention_info are one plan: the same plan run without attention gives the same values
+    x = model.encode_image(image)[0]
+    ref = Plan().cmi("cat", caption, remove_words(caption, ["cat"])).mi("cat", "cat", "").run(model, x, settings)
+    assert r.cmi == pytest.approx(ref.cmi["cat"].value, rel=1e-6) and r.mi == pytest.approx(ref.mi["cat"].value,
+                                                                                             rel=1e-6)
+    assert r.maps[0].map == pytest.approx(ref.cmi["cat"].pixel_map.astype(np.float32), rel=1e-5)
+    assert r.maps[1].map == pytest.approx(ref.mi["cat"].pixel_map.astype(np.float32), rel=1e-5)
+    # common random numbers: the CMI estimated on its own with the same seed differs only by rounding
+    alone = conditional_mutual_information(model, x, caption, word="cat", settings=settings)
+    assert r.cmi == pytest.approx(alone.value, rel=1e-5)
+    # keywords are the same settings
+    again = localize(model, case, methods=("cmi", "mi"), samples=6, seed=3)
+    assert (again.cmi, again.mi) == (r.cmi, r.mi)
 
 
 def test_shapes_items_masks_and_determinism():

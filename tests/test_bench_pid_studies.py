@@ -9,12 +9,14 @@ import torch
 from diffpid.bench.correlation import minmax, spearman
 from diffpid.bench.pid_studies import (PairCase, PairResult, bias_cases, bias_strength, bias_summary, group_contrast,
                                        homonym_cases, pair_pid, synonym_cases)
-from diffpid.bench.pid_studies_run import occupation_cases, read_pair_cases
+from diffpid.bench.pid_studies_run import occupation_cases, read_pair_cases, run_pairs
 from diffpid.bench.uniqueness import mask_mass, summarize_uniqueness, uniqueness_cases
 from diffpid.cli import main
 from diffpid.errors import ParameterError
 from diffpid.models.loading import load_model
 from diffpid.pid import pid
+from diffpid.runs import item_seed
+from diffpid.settings import Settings
 from tiny_pipelines import pixel_folder, shapes_path  # noqa: F401 - fixture
 
 
@@ -27,7 +29,7 @@ def test_pair_pid_equals_diffpid_pid(pixel):
     x = torch.randn(pixel.data_shape, generator=torch.Generator().manual_seed(0))
     for conditional in (False, True):
         case = PairCase(x, "a red cat on a table", "red", "cat", conditional=conditional)
-        r = pair_pid(pixel, case, samples=8, seed=5)
+        r = pair_pid(pixel, case, settings=Settings(samples=8, seed=5))
         ref = pid(pixel, x, "red", "cat", prompt=case.prompt, conditional=conditional, full_prompt=not conditional,
                   samples=8, seed=5)
         assert r.values["redundancy"] == pytest.approx(ref.redundancy.value)
@@ -45,6 +47,33 @@ def test_pair_pid_equals_diffpid_pid(pixel):
     # words alone: the joint is "y1 y2"
     r = pair_pid(pixel, PairCase(x, None, "red", "cat"), samples=4)
     assert r.conditions == ("", "red", "cat", "red cat")
+
+
+def test_run_pairs_passes_the_settings_on(pixel, tmp_path):
+    """Every case runs with the run's settings (batch size included) and its own seed; the table records them."""
+    x = torch.randn(pixel.data_shape, generator=torch.Generator().manual_seed(1))
+    cases = [PairCase(x, "a red cat on a table", "red", "cat", group="a"),
+             PairCase(x, "a red cat on a table", "cat", "table", conditional=True, group="b")]
+    rows: list[int] = []
+    eps = pixel.eps
+
+    def counting(x_a, logsnr, conditions):
+        rows.append(len(x_a) * len(conditions))
+        return eps(x_a, logsnr, conditions)
+
+    pixel.eps = counting
+    try:
+        settings = Settings(samples=6, batch_size=4, sampler="sobol", seed=2)
+        results, stored, summary = run_pairs("t", cases, tmp_path, model=pixel, settings=settings)
+    finally:
+        del pixel.eps
+    assert rows and max(rows) <= 4  # the batch size reached the engine (it was dropped before)
+    assert summary.parameters["samples"] == 6 and summary.parameters["sampler"] == "sobol"
+    for r, s, c in zip(results, stored, cases):
+        seed = item_seed(2, s.id) % 2**31
+        ref = pair_pid(pixel, c, samples=6, sampler="sobol", seed=seed, batch_size=4)
+        assert r.values["synergy"] == pytest.approx(ref.values["synergy"], rel=1e-6)
+        assert r.stderrs["redundancy"] == pytest.approx(ref.stderrs["redundancy"], rel=1e-6)
 
 
 def test_planted_bias_strengths_and_cases():

@@ -67,7 +67,7 @@ def items_file(tmp_path_factory) -> Path:
 
 def _run_cmd(items: Path, out: Path, *extra: str) -> list[str]:
     return ["-m", "diffpid", "run", str(items), "--out", str(out), "--model", pixel_folder(), "--samples",
-            str(SAMPLES), "--steps", "2", "--maps", "--no-progress", *extra]
+            str(SAMPLES), "--steps", "2", "--maps", "--device", "cpu", "--threads", "1", "--no-progress", *extra]
 
 
 def _cli(items: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:

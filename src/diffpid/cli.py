@@ -9,7 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import DiffpidError
+from .errors import DiffpidError, ParameterError
+from .settings import Settings, add_settings_arguments, settings_from_args
+
+DEMO_DEFAULTS = Settings(samples=256)
+"""``diffpid demo``: enough draws that the estimate sits within a few hundredths of ln 4."""
+RUN_DEFAULTS = Settings()
+"""``diffpid run``: the package defaults."""
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -21,19 +27,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .information import mutual_information
     from .models.mixture import GaussianMixture
 
+    settings = settings_from_args(args)
+    if settings.device not in (None, "cpu") or settings.dtype is not None:
+        raise ParameterError("the demo's exact Gaussian mixture runs in float64 on the CPU; drop --device and --dtype")
     torch.manual_seed(0)
     k = 4
     means = torch.zeros(k, 3, 8, 8)
     for i in range(k):
         means[i, i % 3] = 0.5 * (1 + i // 3)
     model = GaussianMixture(means, 0.05, labels={"colour": list(range(k))})
-    g = torch.Generator().manual_seed(args.seed)
+    g = torch.Generator().manual_seed(settings.seed)
     x, comp = model.sample(args.images, generator=g)
     print(f"Gaussian-mixture oracle: {k} well-separated components, exact I(x; colour) = ln {k} = {math.log(k):.4f} nats")
     vals = []
     for i in range(args.images):
         cond = {"colour": int(comp[i])}
-        r = mutual_information(model, x[i], cond, samples=args.samples, seed=args.seed + i)
+        item = settings.replace(seed=(settings.seed + i) % 2**63, progress=False)
+        r = mutual_information(model, x[i], cond, settings=item)
         exact = (model.log_prob(x[i : i + 1], cond) - model.log_prob(x[i : i + 1])).item()
         vals.append(r.value)
         print(
@@ -77,10 +87,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Per-word MI and CMI over an item file; resumes, and shards under `accelerate launch`."""
     from .run_words import run_words
 
-    s = run_words(args.items, args.out, model=args.model, samples=args.samples, sampler=args.sampler, seed=args.seed,
-                  steps=args.steps, guidance=args.guidance, dtype=args.dtype, maps=args.maps,
-                  batch_size=args.batch_size, cpu=args.cpu, retry_failed=args.retry_failed,
-                  progress=not args.no_progress)
+    s = run_words(args.items, args.out, model=args.model, steps=args.steps, guidance=args.guidance, maps=args.maps,
+                  retry_failed=args.retry_failed, settings=settings_from_args(args))
     return 0 if not s.remaining else 1
 
 
@@ -101,21 +109,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return args.bench_command(args)
 
 
-class Parser(argparse.ArgumentParser):
-    """An argument parser whose usage errors are one line, like every other diffpid error."""
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one-line :class:`ParameterError` (exit status 2 in :func:`main`)."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"diffpid: error: {message} (see `{self.prog} --help`)\n")
+    def error(self, message: str):  # type: ignore[override]
+        raise ParameterError(f"{message} (see {self.prog} --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="diffpid", description=__doc__.splitlines()[0])
+    """The ``diffpid`` parser: every estimator subcommand registers the same settings flags
+    (:func:`~diffpid.settings.add_settings_arguments`) with its own default number of samples."""
+    from . import __version__
+
+    p = _Parser(prog="diffpid", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"diffpid {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="MI on the exact Gaussian-mixture oracle against the closed form")
-    d.add_argument("--samples", type=int, default=256)
-    d.add_argument("--images", type=int, default=4)
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--images", type=int, default=4, help="images drawn from the mixture (default 4)")
+    add_settings_arguments(d, defaults=DEMO_DEFAULTS)
+    d.epilog = "--seed draws the images; image i's estimate uses seed + i. The mixture runs in float64 on the CPU."
     d.set_defaults(func=cmd_demo)
 
     t = sub.add_parser("train-shapes", help="train or resume the embedded shapes model (checkpoints in --out)")
@@ -158,18 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("items", help="item file: JSON lines {\"image\": ..., \"prompt\": ..., \"words\": [...]} or CSV")
     r.add_argument("--out", required=True, help="root folder; the run goes to OUT/words-<hash of the parameters>")
     r.add_argument("--model", default=None, help="diffusers folder or hub id (default: the embedded shapes model)")
-    r.add_argument("--samples", type=int, default=64, help="(a, eps) draws per item")
-    r.add_argument("--sampler", default="adaptive", help="log-SNR sampler: adaptive, sobol, published, uniform")
-    r.add_argument("--seed", type=int, default=0, help="run seed; each item's seed derives from it and the item id")
     r.add_argument("--steps", type=int, default=50, help="sampling steps for items without an image")
     r.add_argument("--guidance", type=float, default=None,
                    help="guidance scale for items without an image (default: the model's; 7.5 for Stable Diffusion)")
-    r.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16")
     r.add_argument("--maps", action="store_true", help="also save per-word pixel maps as OUT/.../maps/<id>.npz")
-    r.add_argument("--batch-size", type=int, default=64, help="most rows per denoiser call")
-    r.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is there")
     r.add_argument("--retry-failed", action="store_true", help="compute items that failed before again")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_settings_arguments(r, defaults=RUN_DEFAULTS)
+    r.epilog = "--seed is the run seed: each item runs with its own seed, derived from it and the item's id."
     r.set_defaults(func=cmd_run)
 
     rs = sub.add_parser("runs", help="inspect dataset-scale runs: `runs show DIR`, `runs collect DIR`")
@@ -202,7 +210,6 @@ def build_parser() -> argparse.ArgumentParser:
         add(bs)
         bs.set_defaults(func=cmd_bench, bench_command=run)
 
-    # further subcommands (train-shapes, explain, bench, run, runs) register here
     return p
 
 
@@ -210,9 +217,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as e:  # --help, --version, or a usage error already printed in one line
-        return int(e.code or 0)
-    try:
         return int(args.func(args) or 0)
     except DiffpidError as e:
         print(f"diffpid: error: {e}", file=sys.stderr)

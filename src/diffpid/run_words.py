@@ -207,7 +207,7 @@ def run_words(items_path: str | os.PathLike, out: str | os.PathLike, *, model: s
         for word in w.words:
             find_word(w.prompt, word)
         if not loaded:
-            loaded.append(resolve_model(model, device=state.device, dtype=settings.torch_dtype()))
+            loaded.append(resolve_model(model, device=settings.device or state.device, dtype=settings.torch_dtype()))
         m = loaded[0]
         if w.path is None:
             gen = m.generate(w.prompt, seed=item_seed, steps=steps, guidance_scale=guidance)

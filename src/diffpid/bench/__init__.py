@@ -7,7 +7,8 @@
 - :mod:`.compositional`: compositional understanding (ARO and the shapes world's swap sets).
 - :mod:`.localization_run`, :mod:`.compositional_run`: their items, resumable runs and tables
   (``diffpid bench localization`` / ``diffpid bench compositional``).
-- :mod:`.common`: the model argument of every bench and its facts for the tables.
+- :mod:`.common`: the model argument of every bench, its facts for the tables, and the
+  per-item :class:`~diffpid.settings.Settings` (every bench takes one ``settings``).
 - :mod:`.intervention` (+ :mod:`.intervention_run`): prompt intervention, image change after
   omitting or swapping a word against its CMI and attention (``diffpid bench intervention``).
 - :mod:`.pid_studies`, :mod:`.uniqueness` (+ :mod:`.pid_studies_run`, :mod:`.pid_studies_cli`):

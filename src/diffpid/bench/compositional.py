@@ -21,11 +21,14 @@ import numpy as np
 from ..errors import ParameterError
 from ..models.base import Model
 from ..runs import Item, item_id
+from ..settings import Settings
 
 ITEM_VERSION = "compositional-item/1"
+DEFAULTS = Settings(samples=100)
+"""The bench's estimator settings unless told otherwise (the papers' 100 samples)."""
 
-__all__ = ["CaptionScores", "CompositionalCase", "score_captions", "shapes_attribute_items", "shapes_relation_items",
-           "shapes_single_items"]
+__all__ = ["DEFAULTS", "CaptionScores", "CompositionalCase", "score_captions", "shapes_attribute_items",
+           "shapes_relation_items", "shapes_single_items"]
 
 
 @dataclass(frozen=True)
@@ -81,8 +84,8 @@ class CaptionScores:
         return self.standard_predicted == self.correct
 
 
-def score_captions(model: Model, x: Any, captions: Sequence[str], correct: int = 0, *, samples: int = 100,
-                   sampler: Any = None, batch_size: int = 64, seed: int = 0) -> CaptionScores:
+def score_captions(model: Model, x: Any, captions: Sequence[str], correct: int = 0, *,
+                   settings: Settings | None = None, **overrides: Any) -> CaptionScores:
     """Score every candidate caption of one image in one engine run (common random numbers).
 
     Args:
@@ -90,17 +93,17 @@ def score_captions(model: Model, x: Any, captions: Sequence[str], correct: int =
         x: ``(*data_shape)`` or ``(1, *data_shape)`` model data of the image.
         captions: ``k >= 2`` candidates (identical candidates get identical scores).
         correct: index of the correct caption.
-        samples: ``(a, eps)`` draws shared by all candidates and ``""``.
-        sampler: log-SNR sampler or its name (default ``adaptive``).
-        batch_size: most rows per denoiser call.
-        seed: seed of the draws.
+        settings: the estimator :class:`~diffpid.settings.Settings` (default :data:`DEFAULTS`: 100
+            samples, shared by all candidates and ``""``) or its fields as keywords.
 
     Raises:
         ParameterError: fewer than two candidates, an empty candidate, or ``correct`` out of range.
         ConditionError: a caption the model cannot encode (too long, unknown words).
     """
-    from ..estimate import Combination, Difference, estimate
+    from ..estimate import Combination, Difference
+    from ..plan import Plan, encode, run_engine
 
+    settings = Settings.of(settings or DEFAULTS, **overrides)
     captions = [str(c) for c in captions]
     if len(captions) < 2:
         raise ParameterError(f"compositional scoring needs at least two candidate captions, got {len(captions)}")
@@ -108,16 +111,17 @@ def score_captions(model: Model, x: Any, captions: Sequence[str], correct: int =
         raise ParameterError("a candidate caption is empty; every candidate must be a non-empty caption")
     if not 0 <= correct < len(captions):
         raise ParameterError(f"correct index {correct} is outside 0..{len(captions) - 1}")
-    prompts = [""] + list(dict.fromkeys(captions))
-    conds = [model.encode_prompt(p) for p in prompts]
+    plan = Plan()  # conditions: "" and each distinct candidate once (the margins are combinations of terms)
+    empty = plan.condition("")
     k = len(captions)
-    terms: list = [Difference(prompts.index(c), 0) for c in captions]
+    terms: list = [Difference(plan.condition(c), empty) for c in captions]
+    conds = [encode(model, c) for c in plan.conditions]
     # margins of the correct caption over each other one, accumulated draw by draw (paired errors)
     others = [j for j in range(k) if j != correct]
     terms += [Combination((terms[correct], terms[j]), (1.0, -1.0)) for j in others]
     if tuple(np.shape(x)) == tuple(model.data_shape):
         x = x[None]
-    run = estimate(model, x, conds, terms, samples=samples, sampler=sampler, batch_size=batch_size, seed=seed)
+    run = run_engine(model, x, conds, terms, settings)
 
     def column(attr: str, part: slice) -> np.ndarray:
         return np.array([float(getattr(t, attr)[0]) for t in run.terms[part]])

@@ -16,8 +16,9 @@ import numpy as np
 
 from ..errors import ParameterError
 from ..runs import Item, ItemResult, RunSummary, collect, item_id, process_state, run_items
-from .common import LazyModel, load_case, model_facts, model_key
-from .compositional import (ITEM_VERSION, CompositionalCase, score_captions, shapes_attribute_items,
+from ..settings import Settings, add_settings_arguments, settings_from_args
+from .common import LazyModel, item_settings, load_case, model_facts, model_key, settings_parameters
+from .compositional import (DEFAULTS, ITEM_VERSION, CompositionalCase, score_captions, shapes_attribute_items,
                             shapes_relation_items, shapes_single_items)
 from .localization import model_data
 from .metrics import Accuracy, MacroAccuracy, accuracy, macro_accuracy
@@ -157,10 +158,9 @@ class CompositionalReport:
     table: ResultTable
 
 
-def run_compositional(items: Sequence[Item], *, out: str, dataset: str, model: Any = None, samples: int = 100,
-                      sampler: str = "adaptive", seed: int = 0, batch_size: int = 64,
-                      min_count: int | None = None, exclude: Iterable[str] | None = None, device: Any = None,
-                      dtype: Any = None, progress: bool = True, state: Any = None) -> CompositionalReport:
+def run_compositional(items: Sequence[Item], *, out: str, dataset: str, model: Any = None,
+                      min_count: int | None = None, exclude: Iterable[str] | None = None, state: Any = None,
+                      settings: Settings | None = None, **overrides: Any) -> CompositionalReport:
     """Score every item not yet stored, then the accuracies over all done items.
 
     Args:
@@ -168,31 +168,29 @@ def run_compositional(items: Sequence[Item], *, out: str, dataset: str, model: A
         out: root folder; the run lives in ``out/compositional-<hash of the parameters>/``.
         dataset: the dataset's name (parameters, table, default macro filters).
         model: a :class:`~diffpid.models.base.Model`, a folder or hub id, or ``None`` (embedded shapes model).
-        samples: ``(a, eps)`` draws per image, shared by every candidate and ``""``.
-        sampler, batch_size: as :func:`~diffpid.bench.compositional.score_captions`.
-        seed: run seed (each item's seed derives from it and the item id).
         min_count, exclude: macro filters (default :func:`macro_filters` of the dataset).
-        device, dtype: where and how to load a model given by name.
-        progress: progress bar; state: an ``accelerate.PartialState``.
+        state: an ``accelerate.PartialState`` (default: this process).
+        settings: the :class:`~diffpid.settings.Settings` (default
+            :data:`~diffpid.bench.compositional.DEFAULTS`: 100 samples per image, shared by every
+            candidate and ``""``) or its fields as keywords; ``seed`` is the run seed (each item's
+            seed derives from it and the item id); ``device``/``dtype`` load a model given by name.
     """
-    if not isinstance(samples, int) or samples < 1:
-        raise ParameterError(f"samples must be a positive integer, got {samples!r}")
+    settings = Settings.of(settings or DEFAULTS, **overrides)
     if not items:
         raise ParameterError("no items to run; ask for at least one item")
     d_min, d_excl = macro_filters(dataset)
     min_count = d_min if min_count is None else int(min_count)
     exclude = d_excl if exclude is None else frozenset(exclude)
-    params = dict(task="compositional", dataset=dataset, model=model_key(model), samples=samples, sampler=sampler,
-                  seed=seed)
-    state = process_state() if state is None else state
-    lazy = LazyModel(model, device=device if device is not None else state.device, dtype=dtype)
+    params = dict(task="compositional", dataset=dataset, model=model_key(model), **settings_parameters(settings),
+                  seed=settings.seed)
+    state = process_state(cpu=settings.device == "cpu") if state is None else state
+    lazy = LazyModel(model, settings, state)
 
     def compute(item: Item, item_seed: int) -> ItemResult:
         current = lazy.get()
         case = load_case(item.data)
         x = model_data(current, case.image)
-        r = score_captions(current, x, case.captions, case.correct, samples=samples, sampler=sampler,
-                           batch_size=batch_size, seed=item_seed)
+        r = score_captions(current, x, case.captions, case.correct, settings=item_settings(settings, item_seed))
         return ItemResult({"captions": list(case.captions), "correct": case.correct, "group": case.group,
                            "scores": r.scores.tolist(), "stderr": r.stderr.tolist(), "standard": r.standard.tolist(),
                            "standard_stderr": r.standard_stderr.tolist(), "predicted": r.predicted,
@@ -200,8 +198,8 @@ def run_compositional(items: Sequence[Item], *, out: str, dataset: str, model: A
                            "margin_stderr": r.margin_stderr.tolist(), "standard_margins": r.standard_margins.tolist(),
                            "standard_margin_stderr": r.standard_margin_stderr.tolist()})
 
-    summary = run_items(items, compute, out=out, parameters=params, seed=seed, name="compositional", state=state,
-                        progress=progress)
+    summary = run_items(items, compute, out=out, parameters=params, seed=settings.seed, name="compositional",
+                        state=state, progress=settings.progress)
     done = [r.values for r in collect(summary.directory, include_failed=False)]
     ok = [v["predicted"] == v["correct"] for v in done]
     ok_s = [v["standard_predicted"] == v["correct"] for v in done]
@@ -214,8 +212,8 @@ def run_compositional(items: Sequence[Item], *, out: str, dataset: str, model: A
                                      [v["correct"] for v in done]),
                standard_margin=margin_summary([v["standard_margins"] for v in done],
                                               [v["standard_margin_stderr"] for v in done], [v["correct"] for v in done]))
-    facts = model_facts(model) | {"items": len(done), "failed": len(summary.failed), "samples": samples,
-                                  "sampler": sampler, "seed": seed}
+    facts = model_facts(model) | {"items": len(done), "failed": len(summary.failed), "samples": settings.samples,
+                                  "sampler": params["sampler"], "seed": settings.seed}
     table = compositional_table(dataset, chance=chance, facts=facts, **rep)
     return CompositionalReport(summary, chance=chance, table=table, **rep)
 
@@ -270,23 +268,20 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--start", type=int, default=0, help="first ARO item")
     p.add_argument("--model", default=None, help="diffusers folder or hub id (default: the embedded shapes model); "
                    "'shapes-oracle': the exact single-object denoiser (dataset shapes-single only)")
-    p.add_argument("--samples", type=int, default=100, help="(a, eps) draws per image shared by all candidates")
-    p.add_argument("--sampler", default="adaptive", help="log-SNR sampler: adaptive, sobol, published, uniform")
-    p.add_argument("--seed", type=int, default=0, help="run seed (shapes sets and estimator draws)")
     p.add_argument("--min-group", type=int, default=None, help="macro: leave out groups with fewer items "
                                                                "(default: 25 for vg-attribution, else 1)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
     p.add_argument("--out", required=True, help="folder for the resumable run and the results table")
-    p.add_argument("--no-progress", action="store_true")
+    add_settings_arguments(p, defaults=DEFAULTS)
+    p.epilog = ("--seed is the run seed: each item runs with its own seed, derived from it and the item's id; "
+                "it also draws the shapes-world swap sets. --samples are per image, shared by every candidate and "
+                "the empty prompt.")
 
 
 def command(args: Any) -> int:
     """Run ``diffpid bench compositional`` and print the table."""
-    import torch
-
     from .tables import to_markdown, write_table
 
+    settings = settings_from_args(args)
     model, dataset = args.model, args.dataset
     if model == "shapes-oracle":
         from .shapes_oracle import ShapesOracle
@@ -294,12 +289,10 @@ def command(args: Any) -> int:
         if dataset != "shapes-single":
             raise ParameterError("the shapes oracle knows single centred objects only; use --dataset shapes-single")
         model, dataset = ShapesOracle(), "shapes-single-oracle"
-    items = compositional_items(args.dataset, n=args.items, seed=args.seed, root=args.root, images=args.images,
+    items = compositional_items(args.dataset, n=args.items, seed=settings.seed, root=args.root, images=args.images,
                                 start=args.start)
-    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    rep = run_compositional(items, out=args.out, dataset=dataset, model=model, samples=args.samples,
-                            sampler=args.sampler, seed=args.seed, batch_size=args.batch_size, min_count=args.min_group,
-                            dtype=dtypes[args.dtype], progress=not args.no_progress)
+    rep = run_compositional(items, out=args.out, dataset=dataset, model=model, min_count=args.min_group,
+                            settings=settings)
     if rep.micro.items and process_state().is_main_process:  # one table, written once under accelerate
         detail = {"groups": [{"group": g.group, "accuracy": g.accuracy.value, "items": g.accuracy.items,
                               "included": g.included} for g in rep.macro.groups],

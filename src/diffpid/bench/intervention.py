@@ -41,9 +41,14 @@ import torch
 
 from ..errors import ConditionError, ParameterError
 from ..models.base import Model
+from ..settings import Settings
 from .correlation import Estimate, image_level_correlation, pixel_level_correlation
 
-__all__ = ["Intervention", "InterventionCase", "InterventionSummary", "intervene", "summarize_interventions"]
+DEFAULTS = Settings(samples=32)
+"""The bench's estimator settings unless told otherwise."""
+
+__all__ = ["DEFAULTS", "Intervention", "InterventionCase", "InterventionSummary", "intervene",
+           "summarize_interventions"]
 
 
 @dataclass(frozen=True)
@@ -145,23 +150,16 @@ def case_data(model: Model, case: InterventionCase, seed: int) -> torch.Tensor:
     return model.encode_image(case.image).to(torch.float32)
 
 
-def _has_attention(model: Model) -> bool:
-    unet = getattr(model, "unet", None)
-    return unet is not None and hasattr(unet, "attn_processors")
-
-
 def intervene(
     model: Model,
     case: InterventionCase,
     *,
     steps: int = 100,
-    samples: int = 32,
     guidance: float = 1.0,
     lowest: float | None = None,
     attention: bool = True,
-    sampler: Any = None,
-    batch_size: int = 64,
-    seed: int = 0,
+    settings: Settings | None = None,
+    **overrides: Any,
 ) -> Intervention:
     """Invert, reconstruct and edit one image; measure the change, the information and the attention.
 
@@ -169,30 +167,32 @@ def intervene(
         model: the denoiser.
         case: image, caption, word and optional replacement.
         steps: DDIM steps of the inversion and of each regeneration (also of the attention's inversion).
-        samples: ``(a, eps)`` draws of the information estimate.
         guidance: classifier-free guidance of the inversion and regenerations (1 = none).
         lowest: the log-SNR the inversion stops at (when above the model's range; ``None``: the
             bottom of the range clipped to -12).
         attention: also map the word's attention (models with a diffusers UNet only).
-        sampler, batch_size: as :func:`diffpid.mutual_information`.
-        seed: seed of the information estimate (and of a generated image).
+        settings: the estimator :class:`~diffpid.settings.Settings` of the information estimate
+            (default :data:`DEFAULTS`: 32 samples) or its fields as keywords; ``seed`` also seeds a
+            generated image.
     """
     from ..attention import attention_maps
-    from ..information import mutual_information
+    from ..explanation import supports_attention
+    from ..plan import Plan
     from ..sampling import ddim_generate, ddim_invert, round_trip_error
 
+    settings = Settings.of(settings or DEFAULTS, **overrides)
     edited = edited_caption(case)
-    x = case_data(model, case, seed)  # (1, *data_shape)
+    x = case_data(model, case, settings.seed)  # (1, *data_shape)
     full, edit = model.encode_prompt(case.caption), model.encode_prompt(edited)
     noise = ddim_invert(model, x, full, steps, guidance=guidance, lowest=lowest)
     rec = ddim_generate(model, noise, full, steps, guidance=guidance, lowest=lowest)
     out = ddim_generate(model, noise, edit, steps, guidance=guidance, lowest=lowest)
     mse, rel = round_trip_error(x, rec)
     change_map = (out - rec).pow(2).sum(1)[0].double().cpu().numpy()  # (h, w)
-    info = mutual_information(model, x[0], full, edit, samples=samples, sampler=sampler, batch_size=batch_size,
-                              seed=seed)
+    # i_o(x; caption | edited) from the conditions encoded above (each evaluated once)
+    info = Plan().mi("information", full, edit).run(model, x[0], settings).mi["information"]
     att_map, att = None, None
-    if attention and _has_attention(model):
+    if attention and supports_attention(model):
         size = tuple(change_map.shape)
         maps = attention_maps(model, x[0], [case.word], case.caption, method="inversion", steps=steps, size=size)
         att_map = np.asarray(maps[case.word], dtype=np.float64)

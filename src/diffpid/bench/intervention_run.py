@@ -18,8 +18,10 @@ import numpy as np
 from ..errors import ParameterError
 from ..runs import Item, ItemResult, file_digest, item_id
 from .correlation import Estimate
-from .intervention import Intervention, InterventionCase, InterventionSummary, intervene, summarize_interventions
-from .common import model_facts
+from ..settings import Settings, add_settings_arguments, settings_from_args
+from .intervention import (DEFAULTS, Intervention, InterventionCase, InterventionSummary, intervene,
+                           summarize_interventions)
+from .common import LazyModel, item_settings, model_facts, settings_parameters
 from .study_runs import StoredItem, read_rows, run_study
 from .tables import ResultTable, write_table
 
@@ -172,16 +174,14 @@ def run_intervention(
     *,
     model: Any = None,
     steps: int = 100,
-    samples: int = 32,
     guidance: float = 1.0,
     lowest: float | None = None,
     attention: bool = True,
-    sampler: str = "adaptive",
-    seed: int = 0,
     resamples: int = 1000,
     table_name: str = "intervention",
     meta: dict[str, Any] | None = None,
-    progress: bool = False,
+    settings: Settings | None = None,
+    **overrides: Any,
 ) -> tuple[InterventionSummary, ResultTable]:
     """Run the cases through the resumable store and write ``OUT/TABLE_NAME.md`` and ``.json``.
 
@@ -189,17 +189,18 @@ def run_intervention(
         cases: ``(label, case)`` pairs (:func:`shapes_cases`, :func:`read_cases`).
         out: output folder (the run's item store lives in ``out/intervention-<hash>/``).
         model: ``None`` (the shapes model), a diffusers folder or hub id, or a loaded model.
-        steps, samples, guidance, lowest, attention, sampler: as :func:`~diffpid.bench.intervention.intervene`.
-        seed: run seed (item seeds derive from it).
+        steps, guidance, lowest, attention: as :func:`~diffpid.bench.intervention.intervene`.
         resamples: bootstrap resamples.
         table_name: stem of the table files.
         meta: extra facts for the table (e.g. the shapes-world seed).
-        progress: progress bar.
+        settings: the :class:`~diffpid.settings.Settings` (default
+            :data:`~diffpid.bench.intervention.DEFAULTS`) or its fields as keywords; ``seed`` is the
+            run seed (item seeds derive from it; it also seeds the bootstrap); ``device``/``dtype``
+            load a model given by name; ``progress`` is the bar over items.
     """
-    from ..explanation import resolve_model
-
-    for label, v in (("steps", steps), ("samples", samples), ("resamples", resamples)):
-        if not isinstance(v, int) or v < 1:
+    settings = Settings.of(settings or DEFAULTS, **overrides)
+    for label, v in (("steps", steps), ("resamples", resamples)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ParameterError(f"{label} must be a positive integer, got {v!r}")
     if not cases:
         raise ParameterError("no intervention items; give at least one")
@@ -209,26 +210,25 @@ def run_intervention(
         base = item_id("intervention/2", _case_key(c), c.caption, c.word, c.replacement)
         n = seen[base] = seen.get(base, -1) + 1  # repeated cases (generated images) are replicates
         items.append(Item(base if n == 0 else item_id(base, n), c, label))
-    loaded: list[Any] = []
+    lazy = LazyModel(model, settings)
 
     def compute(item: Item, item_seed: int) -> ItemResult:
-        if not loaded:
-            loaded.append(resolve_model(model))
-        r = intervene(loaded[0], item.data, steps=steps, samples=samples, guidance=guidance, lowest=lowest,
-                      attention=attention, sampler=sampler, seed=item_seed % (2**31))
+        r = intervene(lazy.get(), item.data, steps=steps, guidance=guidance, lowest=lowest, attention=attention,
+                      settings=item_settings(settings, item_seed, 2**31))
         return ItemResult(r.values(), r.arrays())
 
-    params = dict(model=info["model"], training_steps=info.get("training_steps"), steps=steps, samples=samples,
-                  guidance=float(guidance),
-                  lowest=None if lowest is None else float(lowest), attention=bool(attention), sampler=sampler)
-    run = run_study("intervention", items, compute, out=out, parameters=params, seed=seed, progress=progress)
+    params = dict(model=info["model"], training_steps=info.get("training_steps"), steps=steps,
+                  **settings_parameters(settings), guidance=float(guidance),
+                  lowest=None if lowest is None else float(lowest), attention=bool(attention))
+    run = run_study("intervention", items, compute, out=out, parameters=params, seed=settings.seed,
+                    progress=settings.progress)
     results = [_from_store(s) for s in run.items]
     if not results:
         raise ParameterError(f"every item failed (see {run.summary.directory}); check the captions and words")
-    summary = summarize_interventions(results, resamples=resamples, seed=seed)
+    summary = summarize_interventions(results, resamples=resamples, seed=settings.seed)
     table_meta = {**info, "items": len(results), "failed": len(run.summary.failed), "steps": steps,
-                  "samples": samples, "guidance": float(guidance), "lowest_logsnr": lowest, "seed": seed,
-                  **(meta or {})}
+                  "samples": settings.samples, "guidance": float(guidance), "lowest_logsnr": lowest,
+                  "seed": settings.seed, **(meta or {})}
     table = intervention_table(summary, table_meta)
     per_item = [{"name": s.name, **r.values()} for s, r in zip(run.items, results)]
     write_table(out, table_name, table, extra={"items": per_item})
@@ -244,38 +244,36 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--model", default=None, help="diffusers folder or hub id (default: the embedded shapes model); "
                    "'shapes-oracle': the exact single-object denoiser, on generated single-object captions")
     p.add_argument("--steps", type=int, default=100, help="DDIM steps of inversion, regeneration and attention")
-    p.add_argument("--samples", type=int, default=32, help="(a, eps) draws of each information estimate")
     p.add_argument("--guidance", type=float, default=1.0, help="guidance of inversion and regeneration (1 = none)")
     p.add_argument("--lowest", type=float, default=None,
                    help="log-SNR the inversion stops at (default: the model's lowest, clipped to -12)")
     p.add_argument("--no-attention", action="store_true", help="skip the attention baseline")
-    p.add_argument("--sampler", default="adaptive", help="log-SNR sampler: adaptive, sobol, published, uniform")
-    p.add_argument("--seed", type=int, default=0, help="run seed (shapes scenes, estimator draws, bootstrap)")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--out", required=True, help="folder for the resumable run and the results table")
-    p.add_argument("--no-progress", action="store_true")
+    add_settings_arguments(p, defaults=DEFAULTS)
+    p.epilog = ("--seed is the run seed: each item runs with its own seed, derived from it and the item's id; "
+                "it also draws the shapes-world scenes and seeds the bootstrap.")
 
 
 def command(args: Any) -> int:
     """Run ``diffpid bench intervention`` and print the table."""
     from .tables import to_markdown
 
-    model = args.model
+    settings = settings_from_args(args)
+    model, seed = args.model, settings.seed
     if model == "shapes-oracle":
         from .shapes_oracle import ShapesOracle
 
         model = ShapesOracle()
-        cases, dataset = single_object_cases(args.n, args.seed, args.mode), "shapes-oracle"
-        meta = {"world_seed": args.seed, "mode": args.mode}
+        cases, dataset = single_object_cases(args.n, seed, args.mode), "shapes-oracle"
+        meta = {"world_seed": seed, "mode": args.mode}
     elif args.items is None:
-        cases, dataset = shapes_cases(args.n, args.seed, args.mode), "shapes"
-        meta = {"world_seed": args.seed, "mode": args.mode}
+        cases, dataset = shapes_cases(args.n, seed, args.mode), "shapes"
+        meta = {"world_seed": seed, "mode": args.mode}
     else:
         cases, dataset, meta = read_cases(args.items), "file", {"items_file": str(args.items)}
-    _, table = run_intervention(cases, args.out, model=model, steps=args.steps, samples=args.samples,
-                                guidance=args.guidance, lowest=args.lowest, attention=not args.no_attention,
-                                sampler=args.sampler,
-                                seed=args.seed, resamples=args.resamples, table_name=f"intervention-{dataset}",
-                                meta=meta, progress=not args.no_progress)
+    _, table = run_intervention(cases, args.out, model=model, steps=args.steps, guidance=args.guidance,
+                                lowest=args.lowest, attention=not args.no_attention, resamples=args.resamples,
+                                table_name=f"intervention-{dataset}", meta=meta, settings=settings)
     print(to_markdown(table))
     return 0 if table.meta.get("failed", 0) == 0 else 1

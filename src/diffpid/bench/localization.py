@@ -8,8 +8,8 @@ For each (image, caption, word, mask), every method gives a map of where the wor
 - ``attention``: DAAM cross-attention of the word along a deterministic DDIM inversion of
   the image under the caption (a trajectory);
 - ``attention_info``: DAAM attention collected at the noise levels the information
-  estimator draws, from the same engine run as ``cmi``
-  (:func:`diffpid.attention.attention_and_information`);
+  estimator draws, on the caption's rows of the same engine run as ``cmi`` and ``mi``
+  (one :class:`~diffpid.plan.Plan` per case);
 - ``whole_image``: a constant map (the whole image predicted).
 
 Each map is upsampled bilinearly to the mask, min-max normalised, binarised over
@@ -33,14 +33,17 @@ import torch
 
 from ..errors import ParameterError, ShapeError
 from ..models.base import Model
+from ..settings import Settings
 from .metrics import THRESHOLDS, ThresholdSweep, best_threshold, iou_sweep
 
 METHODS = ("cmi", "mi", "attention", "attention_info", "whole_image")
 """Every localization method, in table order."""
 ATTENTION_METHODS = ("attention", "attention_info")
+DEFAULTS = Settings(samples=32)
+"""The bench's estimator settings unless told otherwise (papers: 100 samples)."""
 
-__all__ = ["ATTENTION_METHODS", "LocalizationCase", "LocalizationResult", "METHODS", "MethodMap", "MethodScore",
-           "check_methods", "localize", "resize_mask", "score_methods"]
+__all__ = ["ATTENTION_METHODS", "DEFAULTS", "LocalizationCase", "LocalizationResult", "METHODS", "MethodMap",
+           "MethodScore", "check_methods", "localize", "resize_mask", "score_methods"]
 
 
 @dataclass(frozen=True)
@@ -139,33 +142,36 @@ def localize(
     case: LocalizationCase,
     *,
     methods: Sequence[str] = METHODS,
-    samples: int = 32,
     steps: int = 20,
-    sampler: Any = None,
-    batch_size: int = 64,
-    seed: int = 0,
     thresholds: Sequence[float] = THRESHOLDS,
+    settings: Settings | None = None,
+    **overrides: Any,
 ) -> LocalizationResult:
     """Maps of every method for one case and their IoU sweeps.
+
+    The information methods are ONE :class:`~diffpid.plan.Plan` (the word's CMI given the
+    caption without it, its MI against ``""``), and ``attention_info`` is collected on the
+    caption's rows of the same denoiser calls, so all three share the ``(a, eps)`` draws.
 
     Args:
         model: the denoiser; the attention methods need a diffusers UNet (``model.unet``).
         case: the image, caption, word and mask.
         methods: which of :data:`METHODS` to compute.
-        samples: ``(a, eps)`` draws of each information estimate (and of ``attention_info``).
         steps: DDIM inversion steps of ``attention``.
-        sampler: log-SNR sampler or its name (default ``adaptive``).
-        batch_size: most rows per denoiser call.
-        seed: seed of the information estimates (the inversion is deterministic).
         thresholds: ``(n_thr,)`` the sweep.
+        settings: the estimator :class:`~diffpid.settings.Settings` (default :data:`DEFAULTS`: 32
+            samples) or its fields as keywords; ``seed`` seeds the information estimates (the
+            inversion is deterministic).
 
     Raises:
         ConditionError: the word is not in the caption (or the caption cannot be encoded).
     """
-    from ..attention import attention_and_information, attention_maps
-    from ..information import conditional_mutual_information, mutual_information
-    from ..prompts import find_word
+    from ..attention import attention_maps
+    from ..explanation import _run as run_plan
+    from ..plan import Plan
+    from ..prompts import find_word, remove_words
 
+    settings = Settings.of(settings or DEFAULTS, **overrides)
     methods = check_methods(methods)
     find_word(case.caption, case.word)
     size = getattr(model, "resolution", None)
@@ -173,22 +179,25 @@ def localize(
     x = model_data(model, case.image)
     maps: dict[str, np.ndarray] = {}
     cmi = cmi_se = mi = mi_se = float("nan")
-    opts = dict(samples=samples, sampler=sampler, batch_size=batch_size, seed=seed)
-    if "attention_info" in methods:
-        r = attention_and_information(model, x[0], case.caption, [case.word], size=mask.shape, **opts)
-        info = r.information[0]
-        maps["attention_info"] = np.asarray(r.attention.maps[0], dtype=np.float32)
-    elif "cmi" in methods:
-        info = conditional_mutual_information(model, x[0], case.caption, word=case.word, **opts)
-    else:
-        info = None
-    if info is not None:
-        cmi, cmi_se = float(info.value), float(info.stderr)
-        maps["cmi"] = np.asarray(info.pixel_map, dtype=np.float32)
+    plan = Plan()
+    if "cmi" in methods or "attention_info" in methods:
+        plan.cmi(case.word, case.caption, remove_words(case.caption, [case.word]))
     if "mi" in methods:
-        r_mi = mutual_information(model, x[0], case.mi_prompt or case.word, **opts)
-        mi, mi_se = float(r_mi.value), float(r_mi.stderr)
-        maps["mi"] = np.asarray(r_mi.pixel_map, dtype=np.float32)
+        plan.mi(case.word, case.mi_prompt or case.word, "")
+    if plan.terms:
+        attend = case.caption if "attention_info" in methods else None
+        result, capture = run_plan(model, x[0], plan, attend, [case.word], settings)
+        if case.word in result.cmi:
+            info = result.cmi[case.word]
+            cmi, cmi_se = float(info.value), float(info.stderr)
+            maps["cmi"] = np.asarray(info.pixel_map, dtype=np.float32)
+        if case.word in result.mi:
+            r_mi = result.mi[case.word]
+            mi, mi_se = float(r_mi.value), float(r_mi.stderr)
+            maps["mi"] = np.asarray(r_mi.pixel_map, dtype=np.float32)
+        if capture is not None:
+            a = capture.maps([case.word], case.caption, image=0, size=mask.shape)
+            maps["attention_info"] = np.asarray(a[case.word], dtype=np.float32)
     if "attention" in methods:
         a = attention_maps(model, x[0], [case.word], case.caption, method="inversion", steps=steps, size=mask.shape)
         maps["attention"] = np.asarray(a.maps[0], dtype=np.float32)

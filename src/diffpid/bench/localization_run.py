@@ -19,8 +19,9 @@ import torch
 
 from ..errors import ParameterError
 from ..runs import Item, ItemResult, RunSummary, collect, item_id, process_state, run_items
-from .common import LazyModel, load_case, model_facts, model_key
-from .localization import (ATTENTION_METHODS, METHODS, LocalizationCase, MethodScore, check_methods, localize,
+from ..settings import Settings, add_settings_arguments, settings_from_args
+from .common import LazyModel, item_settings, load_case, model_facts, model_key, settings_parameters
+from .localization import (ATTENTION_METHODS, DEFAULTS, METHODS, LocalizationCase, MethodScore, check_methods, localize,
                            score_methods)
 from .metrics import THRESHOLDS
 from .tables import ResultTable
@@ -148,9 +149,8 @@ class _Stored:
 
 
 def run_localization(items: Sequence[Item], *, out: str, model: Any = None, dataset: str = "shapes",
-                     methods: Sequence[str] = METHODS, samples: int = 32, steps: int = 20, sampler: str = "adaptive",
-                     seed: int = 0, batch_size: int = 64, maps: bool = False, device: Any = None, dtype: Any = None,
-                     progress: bool = True, state: Any = None) -> LocalizationReport:
+                     methods: Sequence[str] = METHODS, steps: int = 20, maps: bool = False, state: Any = None,
+                     settings: Settings | None = None, **overrides: Any) -> LocalizationReport:
     """Localize every item not yet stored, then score all done items.
 
     Args:
@@ -159,30 +159,30 @@ def run_localization(items: Sequence[Item], *, out: str, model: Any = None, data
         model: a :class:`~diffpid.models.base.Model`, a folder or hub id, or ``None`` (embedded shapes model).
         dataset: name of the dataset (enters the parameters and the table).
         methods: methods of :data:`~diffpid.bench.localization.METHODS`.
-        samples, steps, sampler, batch_size: as :func:`~diffpid.bench.localization.localize`.
-        seed: run seed (each item's seed derives from it and the item id).
+        steps: DDIM inversion steps of the attention baseline.
         maps: also store each method's map (``maps/<id>.npz``).
-        device, dtype: where and how to load a model given by name.
-        progress: progress bar.
         state: an ``accelerate.PartialState`` (default: this process).
+        settings: the :class:`~diffpid.settings.Settings` (default
+            :data:`~diffpid.bench.localization.DEFAULTS`) or its fields as keywords; ``seed`` is the
+            run seed (each item's seed derives from it and the item id); ``device``/``dtype`` load a
+            model given by name; ``progress`` is the bar over items.
     """
+    settings = Settings.of(settings or DEFAULTS, **overrides)
     methods = check_methods(methods)
-    for label, v in (("samples", samples), ("steps", steps), ("batch_size", batch_size)):
-        if not isinstance(v, int) or v < 1:
-            raise ParameterError(f"{label} must be a positive integer, got {v!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ParameterError(f"steps must be a positive integer, got {steps!r}")
     if not items:
         raise ParameterError("no items to run; ask for at least one item")
     params = dict(task="localization", dataset=dataset, model=model_key(model), methods=list(methods),
-                  samples=samples, steps=steps, sampler=sampler, seed=seed,
+                  **settings_parameters(settings), steps=steps, seed=settings.seed, engine="one plan per case",
                   thresholds=[float(THRESHOLDS[0]), float(THRESHOLDS[-1]), len(THRESHOLDS)])
-    state = process_state() if state is None else state
-    lazy = LazyModel(model, device=device if device is not None else state.device, dtype=dtype)
+    state = process_state(cpu=settings.device == "cpu") if state is None else state
+    lazy = LazyModel(model, settings, state)
 
     def compute(item: Item, item_seed: int) -> ItemResult:
         current = lazy.get()
         case = load_case(item.data)
-        r = localize(current, case, methods=methods, samples=samples, steps=steps, sampler=sampler,
-                     batch_size=batch_size, seed=item_seed % (2**63))
+        r = localize(current, case, methods=methods, steps=steps, settings=item_settings(settings, item_seed))
         values = {"caption": case.caption, "word": case.word, "cmi": r.cmi, "cmi_stderr": r.cmi_stderr,
                   "mi": r.mi, "mi_stderr": r.mi_stderr, "mask_fraction": float(r.mask.mean()),
                   "ious": {m.method: [float(v) for v in m.ious] for m in r.maps}}
@@ -192,13 +192,13 @@ def run_localization(items: Sequence[Item], *, out: str, model: Any = None, data
             arrays["mask"] = r.mask
         return ItemResult(values, arrays)
 
-    summary = run_items(items, compute, out=out, parameters=params, seed=seed, name="localization", state=state,
-                        progress=progress)
+    summary = run_items(items, compute, out=out, parameters=params, seed=settings.seed, name="localization",
+                        state=state, progress=settings.progress)
     done = [_Stored(r.values) for r in collect(summary.directory, include_failed=False)]
     scores = score_methods(done, methods) if done else ()
     table = localization_table(scores, dataset=dataset, facts=model_facts(model) | {
-        "items": len(done), "failed": len(summary.failed), "samples": samples, "inversion steps": steps,
-        "sampler": sampler, "seed": seed})
+        "items": len(done), "failed": len(summary.failed), "samples": settings.samples, "inversion steps": steps,
+        "sampler": params["sampler"], "seed": settings.seed})
     return LocalizationReport(summary, scores, table)
 
 
@@ -229,25 +229,21 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--start", type=int, default=0, help="first COCO-IT row")
     p.add_argument("--model", default=None, help="diffusers folder or hub id (default: the embedded shapes model); "
                    "'shapes-oracle': the exact denoiser of single centred objects (information methods only)")
-    p.add_argument("--samples", type=int, default=32, help="(a, eps) draws per information estimate (papers: 100)")
     p.add_argument("--steps", type=int, default=20, help="DDIM inversion steps of the attention baseline")
-    p.add_argument("--sampler", default="adaptive", help="log-SNR sampler: adaptive, sobol, published, uniform")
     p.add_argument("--methods", default=None, help="comma-separated subset of " + ",".join(METHODS)
                    + " (default: all; without the attention ones on the oracle)")
-    p.add_argument("--seed", type=int, default=0, help="run seed (shapes scenes and estimator draws)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
     p.add_argument("--maps", action="store_true", help="also store every method's map per item")
     p.add_argument("--out", required=True, help="folder for the resumable run and the results table")
-    p.add_argument("--no-progress", action="store_true")
+    add_settings_arguments(p, defaults=DEFAULTS)
+    p.epilog = ("--seed is the run seed: each item runs with its own seed, derived from it and the item's id; "
+                "it also draws the shapes-world scenes. The papers use --samples 100.")
 
 
 def command(args: Any) -> int:
     """Run ``diffpid bench localization`` and print the table."""
-    import torch
-
     from .tables import to_markdown, write_table
 
+    settings = settings_from_args(args)
     model, dataset = args.model, args.dataset
     methods = METHODS if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
     if model == "shapes-oracle":
@@ -256,20 +252,18 @@ def command(args: Any) -> int:
         if args.dataset != "shapes":
             raise ParameterError("the shapes oracle knows the shapes world only; use --dataset shapes")
         model, dataset = ShapesOracle(), "shapes-oracle"
-        items = oracle_items(24 if args.items is None else args.items, args.seed)
+        items = oracle_items(24 if args.items is None else args.items, settings.seed)
         if args.methods is None:
             methods = [m for m in METHODS if m not in ATTENTION_METHODS]
     elif args.dataset == "shapes":
-        items = shapes_items(24 if args.items is None else args.items, args.seed)
+        items = shapes_items(24 if args.items is None else args.items, settings.seed)
     else:
         from ..datasets.coco_it import CocoIT
 
         data = CocoIT(args.root, csv_path=args.csv, images=args.images, annotations=args.annotations)
         items = coco_it_items(data, args.items, args.start)
-    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    rep = run_localization(items, out=args.out, model=model, dataset=dataset, methods=methods, samples=args.samples,
-                           steps=args.steps, sampler=args.sampler, seed=args.seed, batch_size=args.batch_size,
-                           maps=args.maps, dtype=dtypes[args.dtype], progress=not args.no_progress)
+    rep = run_localization(items, out=args.out, model=model, dataset=dataset, methods=methods, steps=args.steps,
+                           maps=args.maps, settings=settings)
     if rep.scores and process_state().is_main_process:  # one table, written once under accelerate
         detail = {"thresholds": [float(t) for t in THRESHOLDS],
                   "miou_per_threshold": {sc.method: [float(v) for v in sc.sweep.per_threshold] for sc in rep.scores},

@@ -35,10 +35,14 @@ import torch
 
 from ..errors import ParameterError
 from ..models.base import Model
+from ..settings import Settings
 from .correlation import Estimate, bootstrap, minmax, spearman
 
+DEFAULTS = Settings(samples=32)
+"""The studies' estimator settings unless told otherwise."""
+
 __all__ = [
-    "BIAS_METRICS", "BiasSummary", "bias_reference", "GroupContrast", "PairCase", "PairResult", "bias_cases", "bias_summary", "group_contrast",
+    "BIAS_METRICS", "DEFAULTS", "BiasSummary", "bias_reference", "GroupContrast", "PairCase", "PairResult", "bias_cases", "bias_summary", "group_contrast",
     "homonym_cases", "pair_pid", "synonym_cases",
 ]
 
@@ -113,22 +117,24 @@ def case_data(model: Model, image: Any, prompt: str | None, seed: int) -> torch.
     return model.encode_image(image).to(torch.float32)
 
 
-def pair_pid(model: Model, case: PairCase, *, samples: int = 32, sampler: Any = None, batch_size: int = 64,
-             redundancy: str = "integrated", seed: int = 0) -> PairResult:
+def pair_pid(model: Model, case: PairCase, *, redundancy: str = "integrated", settings: Settings | None = None,
+             **overrides: Any) -> PairResult:
     """The pointwise PID (or CPID) of a case's two words about its image.
 
     Args:
         model: the denoiser.
         case: image, prompt, words.
-        samples, sampler, batch_size, redundancy, seed: as :func:`diffpid.pid`.
+        redundancy: as :func:`diffpid.pid`.
+        settings: the estimator :class:`~diffpid.settings.Settings` (default :data:`DEFAULTS`: 32
+            samples) or its fields as keywords; ``seed`` also seeds a generated image.
     """
     from ..pid import pid
 
-    x = case_data(model, case.image, case.image_prompt or case.prompt, seed)
+    settings = Settings.of(settings or DEFAULTS, **overrides)
+    x = case_data(model, case.image, case.image_prompt or case.prompt, settings.seed)
     full = case.prompt is not None and not case.conditional
     r = pid(model, x[0], case.word_1, case.word_2, prompt=case.prompt, conditional=case.conditional,
-            full_prompt=full, samples=samples, sampler=sampler, batch_size=batch_size, redundancy=redundancy,
-            seed=seed)
+            full_prompt=full, redundancy=redundancy, settings=settings)
     named = dict(zip(ATOMS, r.atoms))
     named.update(mi_1=r.mi_1, mi_2=r.mi_2, mi_12=r.mi_12, per_snr_redundancy=r.per_snr_redundancy)
     values = {k: float(v.value) for k, v in named.items()}

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .pid_studies import bias_cases, bias_reference, homonym_cases, synonym_cases
+from ..settings import add_settings_arguments, settings_from_args
+from .pid_studies import DEFAULTS, bias_cases, bias_reference, homonym_cases, synonym_cases
 from .pid_studies_run import occupation_cases, read_pair_cases, run_bias, run_contrast, run_uniqueness
 from .tables import to_markdown
 from .uniqueness import uniqueness_cases
@@ -49,20 +50,18 @@ def _model(args: Any) -> tuple[Any, bool]:
     return args.model, bool(getattr(args, "generated", False))
 
 
-def _common(p: Any, samples: int = 32) -> None:
+def _common(p: Any) -> None:
     p.add_argument("--model", default=None, help="diffusers folder or hub id (default: the embedded shapes model); "
                    f"'{ORACLE}': the exact single-object denoiser of the shapes world")
-    p.add_argument("--samples", type=int, default=samples, help="(a, eps) draws per decomposition")
-    p.add_argument("--sampler", default="adaptive", help="log-SNR sampler: adaptive, sobol, published, uniform")
-    p.add_argument("--seed", type=int, default=0, help="run seed (scenes, estimator draws, bootstrap)")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--out", required=True, help="folder for the resumable run and the results table")
-    p.add_argument("--no-progress", action="store_true")
+    add_settings_arguments(p, defaults=DEFAULTS)
+    p.epilog = ("--seed is the run seed: each item runs with its own seed, derived from it and the item's id; "
+                "it also draws the shapes-world scenes and seeds the bootstrap.")
 
 
 def _kw(args: Any, dataset: str, meta: dict) -> dict:
-    return dict(model=_model(args)[0], samples=args.samples, sampler=args.sampler, seed=args.seed,
-                meta={"dataset": dataset, **meta}, progress=not args.no_progress)
+    return dict(model=_model(args)[0], settings=settings_from_args(args), meta={"dataset": dataset, **meta})
 
 
 def _name(study: str, dataset: str) -> str:

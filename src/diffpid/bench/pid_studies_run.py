@@ -19,9 +19,10 @@ import numpy as np
 from ..errors import ParameterError
 from ..runs import Item, ItemResult, file_digest, item_id
 from .correlation import spearman
-from .pid_studies import (ATOMS, BIAS_METRICS, BiasSummary, GroupContrast, PairCase, PairResult, bias_summary, group_contrast,
+from ..settings import Settings
+from .pid_studies import (ATOMS, BIAS_METRICS, DEFAULTS, BiasSummary, GroupContrast, PairCase, PairResult, bias_summary, group_contrast,
                           metric_of, pair_pid)
-from .common import model_facts
+from .common import LazyModel, item_settings, model_facts, settings_parameters
 from .study_runs import StoredItem, read_rows, run_study
 from .tables import ResultTable, write_table
 from .uniqueness import UniquenessCase, UniquenessSummary, mask_mass, summarize_uniqueness, uniqueness_figure
@@ -95,9 +96,9 @@ def _from_store(s: StoredItem) -> PairResult:
     return PairResult(case, v["values"], v["stderrs"], v["pixel_redundancy"], maps, tuple(v["conditions"]))
 
 
-def run_pairs(name: str, cases: Sequence[PairCase], out: str | os.PathLike, *, model: Any = None, samples: int = 32,
-              sampler: str = "adaptive", seed: int = 0, masks: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
-              progress: bool = False) -> tuple[list[PairResult], list[StoredItem], Any]:
+def run_pairs(name: str, cases: Sequence[PairCase], out: str | os.PathLike, *, model: Any = None,
+              masks: Sequence[tuple[np.ndarray, np.ndarray]] | None = None, settings: Settings | None = None,
+              **overrides: Any) -> tuple[list[PairResult], list[StoredItem], Any]:
     """One pointwise PID per case through the resumable store.
 
     Args:
@@ -105,19 +106,17 @@ def run_pairs(name: str, cases: Sequence[PairCase], out: str | os.PathLike, *, m
         cases: the cases, in table order.
         out: output folder.
         model: ``None`` (the shapes model), a folder or hub id, or a loaded model.
-        samples, sampler: as :func:`diffpid.pid`.
-        seed: run seed.
         masks: per case two ``(h, w)`` masks stored beside the maps (uniqueness).
-        progress: progress bar.
+        settings: the :class:`~diffpid.settings.Settings` (default
+            :data:`~diffpid.bench.pid_studies.DEFAULTS`) or its fields as keywords: every case's PID
+            runs with them and its own seed (derived from ``seed``, the run seed, and the case);
+            ``device``/``dtype`` load a model given by name; ``progress`` is the bar over cases.
 
     Returns:
         The done cases' results, their stored items (arrays: atom maps, the image, masks), and
         the run summary.
     """
-    from ..explanation import resolve_model
-
-    if not isinstance(samples, int) or samples < 1:
-        raise ParameterError(f"samples must be a positive integer, got {samples!r}")
+    settings = Settings.of(settings or DEFAULTS, **overrides)
     if not cases:
         raise ParameterError(f"no {name} cases; give at least one")
     info = model_facts(model)
@@ -130,14 +129,12 @@ def run_pairs(name: str, cases: Sequence[PairCase], out: str | os.PathLike, *, m
         n = seen[base] = seen.get(base, -1) + 1  # cases that repeat (generated images) are replicates
         items.append(Item(base if n == 0 else item_id(*content, n), (c, None if masks is None else masks[i]),
                           c.key or f"{c.word_1} {c.word_2}"))
-    loaded: list[Any] = []
+    lazy = LazyModel(model, settings)
 
     def compute(item: Item, item_seed: int) -> ItemResult:
         case, mask = item.data
-        if not loaded:
-            loaded.append(resolve_model(model))
-        m = loaded[0]
-        r = pair_pid(m, case, samples=samples, sampler=sampler, seed=item_seed % (2**31))
+        m = lazy.get()
+        r = pair_pid(m, case, settings=item_settings(settings, item_seed, 2**31))
         values = {"prompt": case.prompt, "image_prompt": case.image_prompt, "word_1": case.word_1, "word_2": case.word_2,
                   "conditional": case.conditional,
                   "group": case.group, "key": case.key, "strength": case.strength, "values": r.values,
@@ -149,12 +146,12 @@ def run_pairs(name: str, cases: Sequence[PairCase], out: str | os.PathLike, *, m
                 arrays["image"] = np.asarray(m.decode(m.check_x(case.image))[0], dtype=np.uint8)
         return ItemResult(values, arrays)
 
-    params = dict(model=info["model"], training_steps=info.get("training_steps"), samples=samples, sampler=sampler)
-    run = run_study(name, items, compute, out=out, parameters=params, seed=seed, progress=progress)
+    params = dict(model=info["model"], training_steps=info.get("training_steps"), **settings_parameters(settings))
+    run = run_study(name, items, compute, out=out, parameters=params, seed=settings.seed, progress=settings.progress)
     return [_from_store(s) for s in run.items], list(run.items), run.summary
 
 
-def _meta(model: Any, results: Sequence[PairResult], summary: Any, samples: int, seed: int, extra: dict | None) -> dict:
+def _meta(model: Any, results: Sequence[PairResult], summary: Any, settings: Settings, extra: dict | None) -> dict:
     """Table facts; the model's are those the run was keyed by (read when it started)."""
     params = summary.parameters
     facts = {"model": params.get("model")}
@@ -162,8 +159,8 @@ def _meta(model: Any, results: Sequence[PairResult], summary: Any, samples: int,
         facts["training_steps"] = params["training_steps"]
     if model_facts(model).get("training_steps") != params.get("training_steps"):
         facts["warning"] = "the checkpoint changed during the run; run the command again to measure the new one"
-    return {**facts, "cases": len(results), "failed": len(summary.failed), "samples": samples, "seed": seed,
-            **(extra or {})}
+    return {**facts, "cases": len(results), "failed": len(summary.failed), "samples": settings.samples,
+            "seed": settings.seed, **(extra or {})}
 
 
 def _per_case(results: Sequence[PairResult]) -> list[dict]:
@@ -204,18 +201,18 @@ def bias_table(s: BiasSummary, meta: dict, reference: dict[str, float] | None = 
     return ResultTable("Bias: redundancy of attribute and object words", cols, rows, tuple(notes), meta)
 
 
-def run_bias(cases: Sequence[PairCase], out: str | os.PathLike, *, model: Any = None, samples: int = 32,
-             sampler: str = "adaptive", seed: int = 0, resamples: int = 1000, meta: dict | None = None,
-             table_name: str = "bias", reference: dict[str, float] | None = None,
-             progress: bool = False) -> tuple[BiasSummary, ResultTable]:
+def run_bias(cases: Sequence[PairCase], out: str | os.PathLike, *, model: Any = None, resamples: int = 1000,
+             meta: dict | None = None, table_name: str = "bias", reference: dict[str, float] | None = None,
+             settings: Settings | None = None, **overrides: Any) -> tuple[BiasSummary, ResultTable]:
     """The bias study: ``OUT/TABLE_NAME.md`` and ``.json`` (arguments as :func:`run_pairs`; ``reference``:
-    a perfect model's redundancy per pair key, shown beside the measured one)."""
-    results, _, summary = run_pairs("bias", cases, out, model=model, samples=samples, sampler=sampler, seed=seed,
-                                    progress=progress)
+    a perfect model's redundancy per pair key, shown beside the measured one; the bootstrap is seeded
+    with ``settings.seed``)."""
+    settings = Settings.of(settings or DEFAULTS, **overrides)
+    results, _, summary = run_pairs("bias", cases, out, model=model, settings=settings)
     if not results:
         raise ParameterError(f"every bias case failed (see {summary.directory})")
-    s = bias_summary(results, resamples=resamples, seed=seed)
-    table = bias_table(s, _meta(model, results, summary, samples, seed, meta), reference)
+    s = bias_summary(results, resamples=resamples, seed=settings.seed)
+    table = bias_table(s, _meta(model, results, summary, settings, meta), reference)
     write_table(out, table_name, table, extra={"cases": _per_case(results)})
     return s, table
 
@@ -231,9 +228,9 @@ def contrast_table(title: str, contrasts: Sequence[GroupContrast], meta: dict, n
 
 
 def run_contrast(name: str, cases: Sequence[PairCase], out: str | os.PathLike, *, first: str, second: str,
-                 metrics: Sequence[str], title: str, notes: Sequence[str] = (), model: Any = None, samples: int = 32,
-                 sampler: str = "adaptive", seed: int = 0, resamples: int = 1000, meta: dict | None = None,
-                 table_name: str | None = None, progress: bool = False) -> tuple[list[GroupContrast], ResultTable]:
+                 metrics: Sequence[str], title: str, notes: Sequence[str] = (), model: Any = None,
+                 resamples: int = 1000, meta: dict | None = None, table_name: str | None = None,
+                 settings: Settings | None = None, **overrides: Any) -> tuple[list[GroupContrast], ResultTable]:
     """A two-group study (synonyms, homonyms): ``OUT/TABLE_NAME.md`` and ``.json`` (default name: ``NAME``).
 
     Args:
@@ -242,34 +239,35 @@ def run_contrast(name: str, cases: Sequence[PairCase], out: str | os.PathLike, *
         first, second: the groups compared.
         metrics: the metrics compared (first is the study's headline).
         title, notes: the table's title and notes.
-        Other arguments as :func:`run_pairs`.
+        Other arguments as :func:`run_pairs`; the bootstrap is seeded with ``settings.seed``.
     """
-    results, _, summary = run_pairs(name, cases, out, model=model, samples=samples, sampler=sampler, seed=seed,
-                                    progress=progress)
+    settings = Settings.of(settings or DEFAULTS, **overrides)
+    results, _, summary = run_pairs(name, cases, out, model=model, settings=settings)
     if not results:
         raise ParameterError(f"every {name} case failed (see {summary.directory})")
-    contrasts = [group_contrast(results, m, first, second, resamples=resamples, seed=seed) for m in metrics]
+    contrasts = [group_contrast(results, m, first, second, resamples=resamples, seed=settings.seed) for m in metrics]
     per_key: dict[str, list[float]] = {}
     for r in results:
         per_key.setdefault(r.case.key or f"{r.case.word_1} {r.case.word_2}", []).append(metric_of(r, metrics[0]))
     breakdown = ", ".join(f"{k}: {np.mean(v):.3f}" for k, v in per_key.items())
     notes = (*notes, f"Mean {metrics[0]} per pair: {breakdown}.")
-    table = contrast_table(title, contrasts, _meta(model, results, summary, samples, seed, meta), notes)
+    table = contrast_table(title, contrasts, _meta(model, results, summary, settings, meta), notes)
     write_table(out, table_name or name, table, extra={"cases": _per_case(results)})
     return contrasts, table
 
 
-def run_uniqueness(cases: Sequence[UniquenessCase], out: str | os.PathLike, *, model: Any = None, samples: int = 32,
-                   sampler: str = "adaptive", seed: int = 0, figure_cases: int = 6, meta: dict | None = None,
-                   table_name: str = "uniqueness", grow: int = 1,
-                   progress: bool = False) -> tuple[UniquenessSummary, ResultTable]:
+def run_uniqueness(cases: Sequence[UniquenessCase], out: str | os.PathLike, *, model: Any = None,
+                   figure_cases: int = 6, meta: dict | None = None, table_name: str = "uniqueness", grow: int = 1,
+                   settings: Settings | None = None, **overrides: Any) -> tuple[UniquenessSummary, ResultTable]:
     """Unique-information maps of two objects' words: ``OUT/TABLE_NAME.md``, ``.json`` and ``.png``
-    (``grow``: object masks grown by this many pixels, see :func:`~diffpid.bench.uniqueness.mask_mass`)."""
+    (``grow``: object masks grown by this many pixels, see :func:`~diffpid.bench.uniqueness.mask_mass`;
+    other arguments as :func:`run_pairs`)."""
     from ..run_store import write_atomic
 
+    settings = Settings.of(settings or DEFAULTS, **overrides)
     pairs = [c.pair for c in cases]
-    results, stored, summary = run_pairs("uniqueness", pairs, out, model=model, samples=samples, sampler=sampler,
-                                         seed=seed, masks=[(c.mask_1, c.mask_2) for c in cases], progress=progress)
+    results, stored, summary = run_pairs("uniqueness", pairs, out, model=model, settings=settings,
+                                         masks=[(c.mask_1, c.mask_2) for c in cases])
     if not results:
         raise ParameterError(f"every uniqueness case failed (see {summary.directory})")
     masses = []
@@ -285,7 +283,7 @@ def run_uniqueness(cases: Sequence[UniquenessCase], out: str | os.PathLike, *, m
              "would give). CPID of the two words given the rest of the caption.")
     table = ResultTable("Uniqueness maps: where each word's unique information lies",
                         ("mask", "share of the unique map", "stderr", "flat-map share"), rows, notes,
-                        _meta(model, results, summary, samples, seed, {"mask_grow": grow, **(meta or {})}))
+                        _meta(model, results, summary, settings, {"mask_grow": grow, **(meta or {})}))
     write_table(out, table_name, table, extra={"cases": _per_case(results),
                                                  "mass": [m.__dict__ for m in masses]})
     shown = [(r, s) for r, s in zip(results, stored) if "image" in s.arrays][:figure_cases]

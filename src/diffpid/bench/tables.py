@@ -12,7 +12,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from ..errors import ParameterError
 
@@ -107,7 +107,3 @@ def write_table(folder: str | os.PathLike, name: str, table: ResultTable, extra:
     js = write_atomic(folder / f"{name}.json", (json.dumps(_json_ready(doc), indent=2) + "\n").encode())
     return md, js
 
-
-def rows_of(records: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> tuple[tuple[Any, ...], ...]:
-    """Rows from mappings, in column order (missing keys as ``None``)."""
-    return tuple(tuple(r.get(c) for c in columns) for r in records)
