@@ -25,6 +25,7 @@ from .models.base import Model
 from .pid import PID, check_mode, pid_from_run, pid_terms
 from .pid_sources import pid_sources
 from .prompts import find_word, prompt_words, remove_words
+from .report.identity import model_identity
 
 STOPWORDS = frozenset(
     "a an the of and or with in on at to is are be by for from as its it this that these those into onto".split()
@@ -72,6 +73,8 @@ class Explanation:
         attention: word -> cross-attention map (``None`` when not collected).
         curves: the MMSE curve of every condition the analysis used.
         parameters: how it was computed; versions: package versions.
+        model_identity: name, revision or training step, dtype and generation defaults of the model
+            (:func:`diffpid.report.identity.model_identity`).
     """
 
     prompt: str
@@ -88,6 +91,12 @@ class Explanation:
     curves: tuple[ConditionCurve, ...]
     parameters: Parameters
     versions: dict[str, str] = field(default_factory=dict)
+    model_identity: dict = field(default_factory=dict)
+
+    def _repr_html_(self) -> str:
+        from .report.notebook import explanation_html
+
+        return explanation_html(self)
 
     def to_html(self) -> str:
         """The self-contained HTML report."""
@@ -282,7 +291,8 @@ def explain(
     params = Parameters(samples, batch_size, type(sampler).__name__, redundancy, seed, str(m.device),
                         str(getattr(m, "dtype", torch.float32)).replace("torch.", ""), capture is not None)
     return Explanation(prompt, m.name, gen_seed, np.asarray(img), words, mi, cmi, pair,
-                       pids[0] if pids else None, pids[1] if pids else None, att, curves, params, versions())
+                       pids[0] if pids else None, pids[1] if pids else None, att, curves, params, versions(),
+                       model_identity(m))
 
 
 def _sub(run: EngineResult, start: int, stop: int) -> EngineResult:

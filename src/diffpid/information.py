@@ -45,6 +45,11 @@ class Information:
     curve: Curve
     samples: int
 
+    def _repr_html_(self) -> str:
+        from .report.notebook import information_html
+
+        return information_html(self)
+
 
 def as_condition(model: Model, spec: Any) -> Any:
     """A prompt (string or label mapping) is encoded by the model; anything else passes as built."""

@@ -117,6 +117,11 @@ class PID:
     covariance: np.ndarray
     samples: int
 
+    def _repr_html_(self) -> str:
+        from .report.notebook import pid_html
+
+        return pid_html(self)
+
     @property
     def atoms(self) -> tuple[Atom, Atom, Atom, Atom]:
         """``(redundancy, unique_1, unique_2, synergy)``."""
