@@ -439,7 +439,8 @@ def map_data(assets: ReportAssets) -> str:
         unit = "attention weight" if m.kind == "attention" else "nats"
         out[m.key] = {"label": m.label, "unit": unit, "h": int(v.shape[0]), "w": int(v.shape[1]), "s": s,
                       "q": np.round(v / s).astype(int).ravel().tolist()}
-    return json.dumps(out, separators=(",", ":")).replace("</", "<\\/")
+    text = json.dumps(out, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")  # inert inside <script>
 
 
 def _kv_table(table_id: str, items: list[tuple[str, Any]]) -> str:
