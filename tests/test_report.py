@@ -62,6 +62,13 @@ def saved(expl, tmp_path_factory):
     return save_explanation(expl, tmp_path_factory.mktemp("rep") / "out")
 
 
+def quick_html(e) -> str:
+    """The report page without the curves figure (the slow part of a render)."""
+    from diffpid.report.assets import build_assets
+
+    return render_html(e, build_assets(e, overlays=False, curves=False))
+
+
 def png_of_uri(uri: str) -> Image.Image:
     assert uri.startswith("data:image/png;base64,")
     return Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
@@ -338,7 +345,7 @@ def test_html_is_self_contained_with_hooks(saved, expl):
 
 
 def test_html_numbers_follow_their_errors(expl):
-    html = render_html(expl)
+    html = quick_html(expl)
     mi = expl.mi["red"]  # value 31.5 * ... with stderr 0.1 * value + 0.01
     assert f">{format_pm(mi.value, mi.stderr)}</td>" in html
     assert "0.5247" not in html and "± nan" not in html
@@ -349,7 +356,7 @@ def test_html_numbers_follow_their_errors(expl):
     e = synthetic_explanation(words=("red", "cat"), pair=None, attention=False)
     one = dataclasses.replace(e.cmi["red"], stderr=float("nan"), samples=1)
     e.cmi["red"] = one
-    assert f"{format_pm(one.value)} ± —" in render_html(e)
+    assert f"{format_pm(one.value)} ± —" in quick_html(e)
 
 
 def test_hover_data_holds_the_map_values(saved, expl):
@@ -373,16 +380,16 @@ def test_pid_maps_that_do_not_sum_are_labelled(saved, expl):
     assert all(m.sums_to_value for m in s if m.kind in ("mi", "cmi"))
     per_snr = synthetic_explanation()
     per_snr = dataclasses.replace(per_snr, pid=dataclasses.replace(per_snr.pid, redundancy_mode="per_snr"), cpid=None)
-    assert render_html(per_snr).count('class="nosum"') == 0
+    assert quick_html(per_snr).count('class="nosum"') == 0
 
 
 def test_pid_informations_agree_with_the_word_table_or_say_why():
     e = synthetic_explanation()
-    html = render_html(e)
+    html = quick_html(e)
     assert 'id="pid-consistency" data-same-run="false"' in html and "second engine run" in html
     # the same run: the PID's I(red), I(cat) are the MI table's values
     same = dataclasses.replace(e, pid=dataclasses.replace(e.pid, mi_1=e.mi["red"], mi_2=e.mi["cat"]))
-    html = render_html(same)
+    html = quick_html(same)
     assert 'data-same-run="true"' in html and "second engine run" not in html
     assert explanation_to_dict(same)["decomposition_run"] == "same"
     assert explanation_to_dict(same)["precision"]["samples"]["decomposition"] is None
@@ -407,8 +414,8 @@ def test_model_identity_of_the_embedded_model(tmp_path):
     data = explanation_to_dict(e)
     jsonschema.validate(data, results_schema())
     assert data["generation"] == generation and data["model_identity"]["training_step"] == training["steps"]
-    assert f"training step {training['steps']}" in render_html(e)
-    assert "ddpm, 50 steps, guidance 3.0; seed 7" in render_html(e)
+    html = quick_html(e)
+    assert f"training step {training['steps']}" in html and "ddpm, 50 steps, guidance 3.0; seed 7" in html
 
 
 def test_notebook_display():
@@ -433,7 +440,7 @@ def test_notebook_display():
 def test_html_escapes_user_text():
     prompt = 'a <script>alert("x")</script> red & cat'
     e = synthetic_explanation(prompt=prompt, words=("red", "cat", "<b>x"), pair=None, attention=False)
-    html = render_html(e)
+    html = quick_html(e)
     assert "<script>alert" not in html and "<b>x" not in html
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; red &amp; cat" in html
     tags = parse(html)

@@ -62,11 +62,12 @@ class ReportAssets:
 def map_images(expl: Any, maps: tuple[ReportMap, ...] | None = None, overlays: bool = True) -> tuple[MapImage, ...]:
     """Both scales and pictures of every map (``overlays=False`` skips the display-size overlay PNGs)."""
     maps = report_maps(expl) if maps is None else maps
+    layer = outline_rgba(expl.image) if overlays else None
     out = []
     for m in maps:
         own, shared = own_scale(m), shared_scale(m, maps)
         out.append(MapImage(m, own, shared, png_bytes(heatmap(m.values, own)), png_bytes(heatmap(m.values, shared)),
-                            png_bytes(overlay(expl.image, m.values, own)) if overlays else b""))
+                            png_bytes(overlay(expl.image, m.values, own, layer)) if overlays else b""))
     return tuple(out)
 
 

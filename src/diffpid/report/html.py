@@ -451,7 +451,7 @@ def _kv_table(table_id: str, items: list[tuple[str, Any]]) -> str:
 
 def report_body(expl: Any, assets: ReportAssets | None = None, curves: bool = True, root_id: str | None = None) -> str:
     """The report's content: a ``<div class="dp">`` with its style and script, for a page or a notebook cell."""
-    assets = build_assets(expl) if assets is None else assets
+    assets = build_assets(expl, overlays=False) if assets is None else assets  # the page composes its overlays
     root_id = root_id or f"dp-{uuid.uuid4().hex[:10]}"
     h, w = display_size(expl.image.shape)
     px = min(176, max(h, w))

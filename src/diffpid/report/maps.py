@@ -407,7 +407,7 @@ def outline_rgba(image: np.ndarray, size: tuple[int, int] | None = None) -> np.n
     return out
 
 
-def overlay(image: np.ndarray, values: np.ndarray, scale: ColorScale) -> np.ndarray:
+def overlay(image: np.ndarray, values: np.ndarray, scale: ColorScale, layer: np.ndarray | None = None) -> np.ndarray:
     """A map with the image's outlines over it; the map stays dominant.
 
     The map is upsampled bilinearly to the displayed image (:func:`display_size`), coloured on
@@ -417,13 +417,14 @@ def overlay(image: np.ndarray, values: np.ndarray, scale: ColorScale) -> np.ndar
         image: ``(H, W, 3)`` uint8 image.
         values: ``(h, w)`` map.
         scale: its colour scale.
+        layer: the image's :func:`outline_rgba` when already computed (one per image).
 
     Returns:
         ``(H', W', 3)`` uint8 overlay at :func:`display_size` of the image.
     """
     size = display_size(np.asarray(image).shape)
     base = colorize(bilinear(values, size), scale)
-    layer = outline_rgba(image, size).astype(np.float64) / 255.0
+    layer = (outline_rgba(image, size) if layer is None else layer).astype(np.float64) / 255.0
     a = layer[..., 3:]
     out = base * (1 - a) + layer[..., :3] * a
     return np.clip(np.round(out * 255), 0, 255).astype(np.uint8)
@@ -434,7 +435,8 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(buf, format="PNG", optimize=True)
+    arr = np.ascontiguousarray(rgb, dtype=np.uint8)
+    Image.fromarray(arr).save(buf, format="PNG", optimize=arr.shape[0] * arr.shape[1] <= 128 * 128)
     return buf.getvalue()
 
 
