@@ -166,9 +166,10 @@ class Explorer:
         samples = request.get("samples", self.settings.samples)
         seed = request.get("seed", self.settings.seed)
         try:
-            s = Settings.of(self.settings, samples=int(samples), seed=int(seed))
+            samples, seed = int(samples), int(seed)
         except (TypeError, ValueError):
             raise ParameterError("samples and seed must be whole numbers") from None
+        s = Settings.of(self.settings, samples=samples, seed=seed)
         if s.samples > s.max_samples:
             raise ParameterError(f"at most {s.max_samples} samples per condition here (--max-samples)")
         self.model.encode_prompt(prompt)  # raises for words the model does not know (the embedded model)
