@@ -62,6 +62,7 @@ max-width:62rem}
 .dp th{background:#f4f4f6}.dp td.name,.dp th.name{text-align:left}
 .dp td.text{text-align:left;white-space:normal;overflow-wrap:anywhere}
 .dp .scroll{max-width:100%;overflow-x:auto}
+@media (max-width:900px){.dp th,.dp td{white-space:normal;padding:.2rem .3rem}.dp table{font-size:.78rem}}
 .dp td.nz,.dp span.nz{color:#888}.dp .zero{font-size:.7rem;color:#888;margin-left:.25rem}
 .dp .bar{position:relative;height:.8rem;width:11rem;max-width:25vw;background:#f2f2f2}
 .dp .bar .fill{position:absolute;left:0;top:0;bottom:0;background:#b35806}
