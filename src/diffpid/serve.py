@@ -276,7 +276,9 @@ function poll(id){fetch('/api/jobs/'+id).then(function(r){return r.json();}).the
   stage.textContent=s.stage;bar.value=s.progress;
   if(s.state==='error'){showError(s.error);return;}
   if(s.state==='done'){status.classList.add('hidden');run.disabled=false;
-    frame.onload=function(){try{frame.style.height=(frame.contentDocument.documentElement.scrollHeight+20)+'px';}catch(e){}};
+    frame.onload=function(){try{var doc=frame.contentDocument;
+      var fit=function(){frame.style.height=(doc.documentElement.scrollHeight+20)+'px';};fit();
+      if(window.ResizeObserver)new ResizeObserver(fit).observe(doc.body);}catch(e){}};
     frame.src=s.report;frame.classList.remove('hidden');
     document.getElementById('download').href=s.download;document.getElementById('open').href=s.report;
     dl.classList.remove('hidden');return;}
