@@ -74,10 +74,10 @@ display:flex;flex-wrap:wrap;gap:.4rem 1.2rem;font-size:.85rem;align-items:center
 .dp .maprow h3{margin:.2rem 0 .35rem}
 .dp .figs{display:flex;flex-wrap:wrap;gap:.7rem 1.1rem;align-items:flex-start}
 .dp figure{margin:0}.dp figcaption{font-size:.76rem;margin-top:.2rem;color:#333;overflow-wrap:anywhere}
-.dp .thumb img{display:block;width:var(--px);height:var(--px);image-rendering:pixelated;border:1px solid #ccc}
+.dp .thumb img{display:block;width:var(--px);height:auto;image-rendering:pixelated;border:1px solid #ccc}
 .dp .mapfig{width:calc(2 * var(--px) + .35rem);max-width:100%}
 .dp .pair{display:flex;gap:.35rem}
-.dp img.raw{display:block;width:var(--px);height:var(--px);max-width:calc(50% - .2rem);height:auto;
+.dp img.raw{display:block;width:var(--px);max-width:calc(50% - .2rem);height:auto;
 image-rendering:pixelated;border:1px solid #ccc;cursor:crosshair}
 .dp .overlay{position:relative;width:var(--px);max-width:calc(50% - .2rem);border:1px solid #ccc;cursor:crosshair}
 .dp .overlay img{display:block;width:100%;height:auto;image-rendering:auto}
@@ -369,6 +369,7 @@ def map_figure(item: MapImage, px: int) -> str:
     srcs = (f'src="{data_uri(item.raw_own)}" data-src-own="{data_uri(item.raw_own)}" '
             f'data-src-shared="{data_uri(item.raw_shared)}" data-scale="own"')
     h, w = m.values.shape
+    ph = max(1, round(px * h / w))
     caption = f"<b>{escape(m.label)}</b>"
     if m.value is not None:
         caption += f" = {_pm(m.value, m.value_stderr)} nats"
@@ -377,7 +378,7 @@ def map_figure(item: MapImage, px: int) -> str:
                     "redundancy map is a per-pixel minimum (a sum of minima is at most the minimum of sums)</span>")
     return (
         f'<figure class="mapfig" {attrs} data-scale="own"{scale_attrs}>'
-        f'<div class="pair"><img class="map raw" {attrs} {srcs} width="{px}" height="{px}" '
+        f'<div class="pair"><img class="map raw" {attrs} {srcs} width="{px}" height="{ph}" '
         f'alt="{_attr(m.label)}: raw heat map, {h}&times;{w} map pixels">'
         f'<div class="overlay" data-key="{_attr(m.key)}"><img class="map under" {srcs} alt="{_attr(m.label)} with the '
         f'image outlines"><span class="outline"></span></div></div>'
@@ -407,8 +408,9 @@ def word_rows(expl: Any, assets: ReportAssets, px: int) -> str:
     out = [controls(expl, kinds)]
     label = "generated image" if expl.seed is not None else "analysed image"
     for w in ranked_words(expl):
+        ih, iw = display_size(expl.image.shape)
         figs = [f'<figure class="thumb"><img class="image-copy" src="{data_uri(assets.image_png)}" width="{px}" '
-                f'height="{px}" alt="{label}"><figcaption>{label}</figcaption></figure>']
+                f'height="{max(1, round(px * ih / iw))}" alt="{label}"><figcaption>{label}</figcaption></figure>']
         figs += [map_figure(by_key[(k, w)], px) for k in kinds if (k, w) in by_key]
         c, m = expl.cmi[w], expl.mi[w]
         out.append(f'<div class="maprow" data-word="{_attr(w)}"><h3>{escape(w)} <small>CMI {_pm(c.value, c.stderr)} '
