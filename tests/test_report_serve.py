@@ -135,3 +135,19 @@ def test_serve_binds_to_localhost_by_default():
     assert args.host == "127.0.0.1" and args.model is None and args.samples == 16
     args = build_parser().parse_args(["serve", "--samples", "4", "--threads", "1", "--port", "0"])
     assert args.samples == 4 and args.threads == 1 and args.port == 0
+
+
+def test_a_precision_target_is_checked_and_passed_where_explain_takes_one(explorer, monkeypatch):
+    import diffpid.serve as serve
+
+    base = {"prompt": "a red circle", "samples": 2}
+    assert "precision" not in explorer.check(base)
+    with pytest.raises(ParameterError, match="relative standard error between 0 and 1"):
+        explorer.check({**base, "precision": 2})
+    with pytest.raises(ParameterError, match="such as 0.1"):
+        explorer.check({**base, "precision": "tight"})
+    if "precision" not in serve.explain_parameters():
+        with pytest.raises(ParameterError, match="takes no precision target"):
+            explorer.check({**base, "precision": 0.1})
+        monkeypatch.setattr(serve, "explain_parameters", lambda: frozenset({"precision"}))
+    assert explorer.check({**base, "precision": "0.1"})["precision"] == 0.1

@@ -11,8 +11,8 @@ unreadable image) are answered in the page. It binds to 127.0.0.1 unless ``--hos
 One job runs at a time; the model is loaded once, at start. Reports are written under ``--workdir``
 (default: a temporary folder removed at exit).
 
-HTTP API (JSON): ``POST /api/explain`` with ``{"prompt", "words", "pair", "samples", "seed", "image"
-(a data URL or null)}`` answers ``{"job": id}`` or ``{"error": message}`` (status 400);
+HTTP API (JSON): ``POST /api/explain`` with ``{"prompt", "words", "pair", "samples", "precision" (a target
+relative standard error, or null), "seed", "image" (a data URL or null)}`` answers ``{"job": id}`` or ``{"error": message}`` (status 400);
 ``GET /api/jobs/<id>`` answers ``{"state": "queued|running|done|error", "stage", "progress" (0..1),
 "error", "report", "download"}``; ``GET /jobs/<id>/report.html``, ``GET /jobs/<id>/report.zip``.
 """
@@ -117,6 +117,15 @@ def decode_image(data_url: str | None) -> Any:
         raise ImageError("cannot read the uploaded image; upload a PNG or JPEG file") from None
 
 
+def explain_parameters() -> frozenset[str]:
+    """The keyword arguments :func:`diffpid.explain` takes (a precision target only where it has one)."""
+    import inspect
+
+    from .explain import explain
+
+    return frozenset(inspect.signature(explain).parameters)
+
+
 def _words(value: Any) -> list[str]:
     if value is None:
         return []
@@ -170,12 +179,27 @@ class Explorer:
         except (TypeError, ValueError):
             raise ParameterError("samples and seed must be whole numbers") from None
         s = Settings.of(self.settings, samples=samples, seed=seed)
+        precision = request.get("precision")
+        if precision not in (None, ""):
+            try:
+                precision = float(precision)
+            except (TypeError, ValueError):
+                raise ParameterError("the precision is a relative standard error such as 0.1") from None
+            s = s.replace(precision=precision)
+            if "precision" not in explain_parameters():
+                raise ParameterError("this version of diffpid's explain takes no precision target; leave precision "
+                                     "empty and set the samples")
+        else:
+            precision = None
         if s.samples > s.max_samples:
             raise ParameterError(f"at most {s.max_samples} samples per condition here (--max-samples)")
         self.model.encode_prompt(prompt)  # raises for words the model does not know (the embedded model)
         image = decode_image(request.get("image"))
-        return dict(prompt=prompt, words=words, pair=pair, samples=s.samples, seed=s.seed, image=image,
-                    batch_size=s.batch_size, sampler=s.sampler)
+        out = dict(prompt=prompt, words=words, pair=pair, samples=s.samples, seed=s.seed, image=image,
+                   batch_size=s.batch_size, sampler=s.sampler)
+        if precision is not None:
+            out["precision"] = precision
+        return out
 
     def submit(self, request: dict) -> Job:
         """Validate ``request`` and queue it; raises :class:`DiffpidError` for bad input."""
@@ -199,10 +223,8 @@ class Explorer:
                 _Progress.current, _Progress.runs = job, 0
                 engine.tqdm = _Progress
                 self.settings.apply_threads()
-                expl = explain(job.request["prompt"], model=self.model, image=job.request["image"],
-                               seed=job.request["seed"], words=job.request["words"], pair=job.request["pair"],
-                               samples=job.request["samples"], sampler=job.request["sampler"],
-                               batch_size=job.request["batch_size"], progress=True)
+                expl = explain(job.request["prompt"], model=self.model, progress=True,
+                               **{k: v for k, v in job.request.items() if k != "prompt"})
                 job.update(stage="writing the report", progress=1.0)
                 folder = expl.save(self.workdir / job.id / "report")
                 job.update(state="done", stage="done", folder=folder)
@@ -253,6 +275,9 @@ generating one), pick words and the PID pair, then run. Everything runs on this 
  placeholder="two words; default: the two of highest CMI">
 <label for="samples">samples</label><span><input type="number" id="samples" name="samples" min="1" max="@@max@@"
  value="@@samples@@"> per condition; the standard errors shrink as 1/&radic;samples</span>
+<label for="precision">precision</label><span><input type="number" id="precision" name="precision" min="0.001"
+ max="0.999" step="any" placeholder="off"> target relative standard error (e.g. 0.1): draws rounds of samples until
+ every value reaches it</span>
 <label for="seed">seed</label><input type="number" id="seed" name="seed" min="0" value="@@seed@@">
 <label for="image">image</label><input type="file" id="image" name="image" accept="image/*">
 <span></span><span><button type="submit" id="run">Explain</button></span>
@@ -287,7 +312,8 @@ form.addEventListener('submit',function(ev){ev.preventDefault();err.classList.ad
   dl.classList.add('hidden');frame.classList.add('hidden');run.disabled=true;
   readFile(document.getElementById('image')).then(function(image){
     var body={prompt:form.prompt.value,words:form.words.value,pair:form.pair.value,
-      samples:Number(form.samples.value),seed:Number(form.seed.value),image:image};
+      samples:Number(form.samples.value),seed:Number(form.seed.value),image:image,
+      precision:form.precision.value===''?null:Number(form.precision.value)};
     stage.textContent='checking the input';bar.value=0;status.classList.remove('hidden');
     return fetch('/api/explain',{method:'POST',headers:{'Content-Type':'application/json'},body:JSON.stringify(body)});
   }).then(function(r){return r.json();}).then(function(a){if(a.error){showError(a.error);return;}poll(a.job);})
