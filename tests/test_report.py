@@ -418,6 +418,22 @@ def test_model_identity_of_the_embedded_model(tmp_path):
     assert f"training step {training['steps']}" in html and "ddpm, 50 steps, guidance 3.0; seed 7" in html
 
 
+def test_revision_of_a_hub_snapshot():
+    from diffpid.report.identity import _revision, model_identity
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    assert _revision(f"/cache/models--org--sd/snapshots/{commit}") == commit
+    assert _revision("org/not-in-the-cache") is None and _revision(None) is None
+
+    class Bare:  # a model that tells nothing but its name
+        name = "bare"
+
+    ident = model_identity(Bare())
+    assert ident["name"] == "bare" and ident["class"] == "Bare"
+    assert all(ident[k] is None for k in ("source", "revision", "training_step", "weights_sha256", "dtype",
+                                          "generation"))
+
+
 def test_notebook_display():
     e = synthetic_explanation()
     html = e._repr_html_()
@@ -523,12 +539,13 @@ def test_plot_helpers_return_figures(expl):
     assert len(panels) == 4 and len(fig.axes) == 4 + 4  # four atoms, each with its own colour bar
     assert {tuple(ax.images[0].get_array().shape[:2]) for ax in panels} == {(256, 256)}
     shared = plot_maps(expl, kind="pid", shared=True)
-    assert len(shared.axes) == 4 + 1  # one shared colour bar
+    assert len(shared.axes) == 4 + 2  # one bar for the sequential atoms, one for synergy's diverging scale
+    assert len(plot_maps(expl, kind="cmi", shared=True).axes) == 3 + 1  # one shared colour bar
     raw = plot_maps(expl, kind="cmi", raw=True)
     assert {tuple(ax.images[0].get_array().shape[:2]) for ax in raw.axes if ax.images} == {(8, 8)}
     # the synergy panel uses the diverging purple-orange map, the others inferno
     cmaps = [ax.images[0] for ax in fig.axes if ax.images]
-    assert "per-pixel minima" in panels[0].get_title()
+    assert "map sum" in panels[0].get_title() and "per-pixel minima" in panels[0].get_title()
     bars = [ax for ax in fig.axes if not ax.images]
     assert len(bars) == 4 and cmaps
     curves = plot_curves(expl)

@@ -95,27 +95,32 @@ def plot_maps(expl: Any, kind: str = "cmi", columns: int = 4, shared: bool = Fal
         raise ParameterError(f"this explanation has no {kind} maps (attention=False or no word pair?)")
     cols = min(columns, len(chosen))
     rows = math.ceil(len(chosen) / cols)
-    fig = _figure(2.9 * cols + (0.8 if shared else 0.0), 3.3 * rows)
+    from matplotlib.ticker import MaxNLocator
+
+    fig = _figure(3.1 * cols + (1.2 if shared else 0.0), 3.4 * rows)
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel():
         ax.set_axis_off()
-    last = None
+    used: dict[tuple, tuple[ColorScale, list]] = {}
     for ax, m in zip(axes.ravel(), chosen):
         scale = shared_scale(m, maps) if shared else own_scale(m)
         picture = heatmap(m.values, scale) if raw else overlay(expl.image, m.values, scale)
         ax.imshow(picture, interpolation="nearest")
         title = _title(m)
         if not m.sums_to_value and m.value is not None:
-            title += f"\nmap sums to {m.map_sum:.3g} (per-pixel minima)"
-        ax.set_title(title, fontsize=8)
+            title += f"\nmap sum {m.map_sum:.3g} (per-pixel minima)"
+        ax.set_title(title, fontsize=7.5)
         if not shared:
             cb = fig.colorbar(_mappable(scale), ax=ax, orientation="horizontal", fraction=0.05, pad=0.04)
             cb.ax.tick_params(labelsize=6)
+            cb.locator = MaxNLocator(4)
+            cb.update_ticks()
             if scale.clipped:
                 cb.set_label(f"{PERCENTILE:g}th pct; max {scale.true_max:.3g}", fontsize=6)
-        last = scale
-    if shared and last is not None:
-        fig.colorbar(_mappable(last), ax=axes.ravel().tolist(), shrink=0.8, label=last.unit)
+        used.setdefault((scale.colormap, scale.vmin, scale.vmax), (scale, []))[1].append(ax)
+    if shared:  # one colour bar per scale in use: the sequential atoms' and, beside it, synergy's diverging one
+        for scale, owners in used.values():
+            fig.colorbar(_mappable(scale), ax=owners, shrink=0.8, label=scale.unit)
     return fig
 
 

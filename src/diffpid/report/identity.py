@@ -43,9 +43,20 @@ def _source(model: Any) -> str | None:
 
 
 def _revision(source: str | None) -> str | None:
+    """The hub commit of a snapshot folder, or of a hub id's cached snapshot (looked up offline)."""
     if not source:
         return None
     match = re.search(r"snapshots[/\\]([0-9a-f]{7,40})", source)
+    if match:
+        return match.group(1)
+    if os.path.isdir(source) or source.count("/") != 1:
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        match = re.search(r"snapshots[/\\]([0-9a-f]{7,40})", snapshot_download(source, local_files_only=True))
+    except Exception:  # noqa: BLE001  (not cached, or no hub library: the revision stays unknown)
+        return None
     return match.group(1) if match else None
 
 
