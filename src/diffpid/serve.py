@@ -210,18 +210,19 @@ class Explorer:
         return job
 
     def _run(self, job: Job) -> None:
-        import importlib
+        import sys
 
-        from .explain import explain
+        from .explain import estimate, explain
 
-        engine = importlib.import_module("diffpid.estimate")  # the module (the package exports a function of that name)
+        engine = sys.modules[estimate.__module__]  # the engine's module, wherever it lives: its bar is replaced
         with self.engine:
             job.update(state="running", stage="generating the image" if job.request["image"] is None
                        else "encoding the image")
-            saved = engine.tqdm
+            saved = getattr(engine, "tqdm", None)
             try:
                 _Progress.current, _Progress.runs = job, 0
-                engine.tqdm = _Progress
+                if saved is not None:
+                    engine.tqdm = _Progress
                 self.settings.apply_threads()
                 expl = explain(job.request["prompt"], model=self.model, progress=True,
                                **{k: v for k, v in job.request.items() if k != "prompt"})
@@ -234,7 +235,8 @@ class Explorer:
                 traceback.print_exc()
                 job.update(state="error", stage="failed", error=f"internal error ({type(e).__name__}: {e})")
             finally:
-                engine.tqdm = saved
+                if saved is not None:
+                    engine.tqdm = saved
                 _Progress.current = None
 
     def zip_bytes(self, job: Job) -> bytes:
