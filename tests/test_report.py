@@ -1,5 +1,6 @@
-"""The report: files, results.json against the Explanation and its schema, maps.npz, shared colour
-scales, overlays, HTML hooks and escaping, atomic writes, and the plotting helpers.
+"""The report: files, results.json against the Explanation and its schema, maps.npz, robust own and
+shared colour scales, raw heat maps and map-dominant overlays, rounding to the standard error, HTML
+hooks and escaping, the model identity, notebook display, atomic writes, and the plotting helpers.
 
 Rendering tests use Explanations with known arrays (tests/report_fixtures.py); the CLI and an
 end-to-end run through ``diffpid.explain`` on a tiny pixel-space model are in test_report_cli.py.
@@ -8,6 +9,7 @@ end-to-end run through ``diffpid.explain`` on a tiny pixel-space model are in te
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 from html.parser import HTMLParser
@@ -21,7 +23,9 @@ from PIL import Image
 from diffpid.errors import OutputExistsError, ParameterError
 from diffpid.report import color_scales, explanation_to_dict, plot_curves, plot_maps, render_html, report_maps
 from diffpid.report import figures
-from diffpid.report.maps import bilinear, display_size, overlay, scale_of, slugify, unique_slugs
+from diffpid.report.format import error_decimals, format_pm, near_zero
+from diffpid.report.maps import (PERCENTILE, bilinear, colorize, display_size, heatmap, outlines, overlay, own_scale,
+                                 robust_top, shared_scale, slugify, unique_slugs)
 from diffpid.report.results import results_schema
 from diffpid.report.save import map_arrays, save_explanation
 
@@ -56,6 +60,13 @@ def expl():
 @pytest.fixture(scope="module")
 def saved(expl, tmp_path_factory):
     return save_explanation(expl, tmp_path_factory.mktemp("rep") / "out")
+
+
+def quick_html(e) -> str:
+    """The report page without the curves figure (the slow part of a render)."""
+    from diffpid.report.assets import build_assets
+
+    return render_html(e, build_assets(e, overlays=False, curves=False))
 
 
 def png_of_uri(uri: str) -> Image.Image:
@@ -105,6 +116,13 @@ def test_results_json_equals_the_explanation_and_validates(saved, expl):
                                   "redundancy": "integrated", "seed": 3, "device": "cpu", "dtype": "float32",
                                   "attention": True}
     assert data["versions"]["torch"] == "2.13.0+cpu"
+    # no model was asked (a synthetic explanation): the identity holds what the explanation knows
+    assert data["model_identity"]["name"] == "tiny-model" and data["model_identity"]["dtype"] == "float32"
+    assert data["model_identity"]["training_step"] is None and data["generation"] is None
+    assert data["precision"] == {"target": None, "samples": {"words": 16, "decomposition": 16},
+                                 "max_relative_stderr": pytest.approx(max(
+                                     expl.cmi[w].stderr / expl.cmi[w].value for w in expl.words))}
+    assert data["decomposition_run"] == "separate"  # the fixture's PID informations are not the MI table's
     c = data["curves"][0]
     assert c["mmse"][1] is None and c["count"][1] == 0  # an empty bin is null, not NaN
     assert c["mmse"][0] == expl.curves[0].curve.mean[0] and c["nll"] == -1000.0
@@ -117,6 +135,12 @@ def test_results_json_equals_the_explanation_and_validates(saved, expl):
     lambda d: d["parameters"].update(redundancy="max"),
     lambda d: d["maps"][0].update(key="mi/Red Cat"),
     lambda d: d.update(units="bits"),
+    lambda d: d.pop("model_identity"),
+    lambda d: d["model_identity"].update(training_step="10k"),
+    lambda d: d.update(generation={"sampler": "ddpm", "steps": 0, "guidance_scale": 3.0}),
+    lambda d: d.update(decomposition_run="maybe"),
+    lambda d: d["maps"][0].pop("own_scale"),
+    lambda d: d["color_scales"]["mi"].update(percentile=101),
 ])
 def test_schema_rejects_broken_results(expl, mutate):
     data = explanation_to_dict(expl)
@@ -141,43 +165,130 @@ def test_maps_npz_holds_the_raw_arrays(saved, expl):
     assert set(arrays) == set(map_arrays(expl))
 
 
-def test_colour_scales_are_shared_per_group(saved, expl):
-    top = RAMP.max()
-    scales = {s.group: s for s in color_scales(report_maps(expl))}
-    assert (scales["mi"].vmin, scales["mi"].vmax) == (0.0, pytest.approx(3 * top))  # the largest of the three MI maps
-    assert (scales["cmi"].vmin, scales["cmi"].vmax) == (0.0, pytest.approx(1.5 * top))
-    assert scales["pid"].diverging and scales["pid"].vmax == pytest.approx(3 * top) and scales["pid"].vmin == -scales["pid"].vmax
-    assert scales["cpid"].vmax == pytest.approx(0.3 * top)
-    assert scales["attention"].vmax == pytest.approx(max(a.max() for a in expl.attention.values()))
+P99 = float(np.percentile(RAMP, PERCENTILE))
+
+
+def test_colour_scales_are_robust_own_and_shared(saved, expl):
+    maps = report_maps(expl)
+    by = {(m.kind, m.name): m for m in maps}
+    # own scale: [0, 99th percentile]; MI of the i-th word is (i + 1) * RAMP
+    for i, w in enumerate(expl.words):
+        s = own_scale(by[("mi", w)])
+        assert (s.vmin, s.vmax, s.colormap, s.diverging) == (0.0, pytest.approx((i + 1) * P99), "inferno", False)
+        assert s.true_max == pytest.approx((i + 1) * RAMP.max())
+        assert shared_scale(by[("mi", w)], maps).vmax == pytest.approx(3 * P99)  # the group's largest top
+    # synergy (-3 RAMP) is signed: diverging purple-orange, symmetric, on |v|
+    syn = own_scale(by[("pid", "synergy")])
+    assert syn.diverging and syn.colormap == "PuOr_r" and syn.vmax == pytest.approx(3 * P99) and syn.vmin == -syn.vmax
+    red = own_scale(by[("pid", "redundancy")])
+    assert not red.diverging and red.vmax == pytest.approx(P99)
+    # the shared PID scale: the top of the hottest atom; sequential atoms stay sequential on it
+    assert shared_scale(by[("pid", "redundancy")], maps).vmax == pytest.approx(3 * P99)
+    assert not shared_scale(by[("pid", "redundancy")], maps).diverging
+    scales = {s.group: s for s in color_scales(maps)}
+    assert scales["pid"].diverging and scales["cpid"].vmax == pytest.approx(0.3 * P99)
     data = json.loads((saved / "results.json").read_text())
+    assert data["color_scales"]["mi"]["vmax"] == pytest.approx(3 * P99)
+    assert data["color_scales"]["mi"]["true_max"] == pytest.approx(3 * RAMP.max())
+    entry = next(e for e in data["maps"] if e["key"] == "mi/red")
+    assert entry["own_scale"]["vmax"] == pytest.approx(P99) and entry["shared_scale"]["vmax"] == pytest.approx(3 * P99)
     tags = parse((saved / "report.html").read_text())
-    for group, s in scales.items():
-        assert data["color_scales"][group]["vmin"] == s.vmin and data["color_scales"][group]["vmax"] == s.vmax
-        imgs = tags.find("img", **{"class": "map", "data_kind": group})
-        assert len(imgs) == (4 if group in ("pid", "cpid") else 3)
-        assert {(float(i["data-vmin"]), float(i["data-vmax"])) for i in imgs} == {(s.vmin, s.vmax)}
-        bar = tags.find("img", **{"class": "colorbar", "data_scale": group})
-        assert len(bar) == 1 and float(bar[0]["data-vmax"]) == s.vmax
+    figs = tags.find("figure", **{"class": "mapfig", "data_kind": "mi"})
+    assert len(figs) == 3
+    for fig in figs:
+        k = expl.words.index(fig["data-name"]) + 1
+        assert float(fig["data-own-vmax"]) == pytest.approx(k * P99)
+        assert float(fig["data-shared-vmax"]) == pytest.approx(3 * P99)
 
 
-def test_overlay_colours_follow_the_shared_scale(expl):
+def test_a_few_hot_pixels_do_not_set_the_scale():
+    rng = np.random.default_rng(0)
+    v = rng.uniform(0, 1, size=(32, 32))
+    hot = v.copy()
+    hot[0, :3] = 50.0  # three hot pixels out of 1024
+    assert robust_top(hot, signed=False) == pytest.approx(robust_top(v, signed=False), rel=0.02)
+    assert robust_top(v, signed=False) == pytest.approx(np.percentile(v, 99))
+    e = synthetic_explanation(words=("red",), pair=None, attention=False)
+    e.cmi["red"] = dataclasses.replace(e.cmi["red"], pixel_map=hot)
+    s = own_scale(next(m for m in report_maps(e) if m.key == "cmi/red"))
+    assert s.vmax < 1.0 and s.true_max == 50.0 and s.clipped
+    assert "99th percentile; max 50" in s.describe()
+    assert robust_top(np.zeros((4, 4)), False) == 1.0  # an all-zero map keeps a usable scale
+    sparse = np.zeros((40, 40))
+    sparse[0, 0] = 2.0
+    assert robust_top(sparse, False) == 2.0  # a percentile of zero falls back to the maximum
+
+
+def test_raw_heat_map_is_the_map_on_its_colour_scale(expl):
     from matplotlib import colormaps
 
-    maps = report_maps(expl)
-    scale = scale_of(color_scales(maps), "mi")
-    red = overlay(expl.image, expl.mi["red"].pixel_map, scale)
-    table = overlay(expl.image, expl.mi["table"].pixel_map, scale)
-    # the bottom-right map pixel of "table" holds the scale maximum: full opacity of the top colour
-    # (the map is bilinearly upsampled; at the last display pixel it equals the corner value)
-    top = np.asarray(colormaps["inferno"](1.0)[:3])
-    base = expl.image[-1, -1] / 255.0
-    want = np.round((base * 0.15 + top * 0.85) * 255)
-    assert np.abs(table[-1, -1].astype(float) - want).max() <= 1
-    # "red" is a third of "table": at the same pixel, a third of the scale, not its top
-    v = expl.mi["red"].pixel_map[-1, -1] / scale.vmax
-    a = 0.25 + 0.6 * v
-    want_red = np.round((base * (1 - a) + np.asarray(colormaps["inferno"](v)[:3]) * a) * 255)
-    assert np.abs(red[-1, -1].astype(float) - want_red).max() <= 1
+    m = next(m for m in report_maps(expl) if m.key == "cmi/table")
+    s = own_scale(m)
+    raw = heatmap(m.values, s)
+    assert raw.shape == (8, 8, 3)  # the model's resolution, not the image's
+    want = np.round(np.asarray(colormaps["inferno"](np.clip(m.values / s.vmax, 0, 1)))[..., :3] * 255)
+    assert np.abs(raw.astype(float) - want).max() <= 1
+
+
+def _square_image() -> np.ndarray:
+    img = np.zeros((16, 16, 3), dtype=np.uint8)
+    img[4:12, 4:12] = (220, 20, 20)  # a red square on black
+    return img
+
+
+def test_outlines_follow_the_objects():
+    edge = outlines(_square_image())
+    assert edge.shape == (256, 256)
+    rows, cols = np.nonzero(edge)
+    # the square spans display pixels 64..191; its contour lies at its border (bilinear mid level)
+    assert rows.min() >= 60 and rows.max() <= 195 and cols.min() >= 60 and cols.max() <= 195
+    assert edge[128, 60:70].any() and edge[128, 186:196].any()  # left and right sides
+    assert not edge[100:150, 100:150].any() and not edge[:40].any()  # nothing inside or in the background
+    assert not outlines(np.full((16, 16, 3), 90, dtype=np.uint8)).any()  # a flat image has none
+
+
+def test_overlay_keeps_the_map_dominant(expl):
+    img = _square_image()
+    m = next(m for m in report_maps(expl) if m.key == "mi/table")
+    s = own_scale(m)
+    out = overlay(img, m.values, s)
+    assert out.shape == (256, 256, 3)
+    base = np.round(colorize(bilinear(m.values, (256, 256)), s) * 255)
+    edge = outlines(img)
+    far = ~edge
+    far[1:] &= ~edge[:-1]
+    far[:-1] &= ~edge[1:]
+    far[:, 1:] &= ~edge[:, :-1]
+    far[:, :-1] &= ~edge[:, 1:]
+    # away from the outlines the overlay is exactly the heat map (the image does not tint it) ...
+    assert np.abs(out[far].astype(float) - base[far]).max() <= 1
+    # ... on them, light lines
+    assert out[edge].mean() > base[edge].mean() + 40
+    # over a random image the overlay still tracks the map (the old blend tracked the image)
+    noisy = np.random.default_rng(3).integers(0, 256, size=(16, 16, 3), dtype=np.uint8)
+    def blocks(a):  # the median of every 16 x 16 display block
+        return np.median(a.mean(axis=2).reshape(16, 16, 16, 16).transpose(0, 2, 1, 3).reshape(16, 16, -1), axis=2)
+    got, want = blocks(overlay(noisy, m.values, s).astype(float)), blocks(base)
+    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("value,stderr,text", [
+    (5.247, 1.31, "5.2 ± 1.3"), (0.5247, 0.0921, "0.52 ± 0.09"), (0.5247, 1.0, "0.5 ± 1.0"),
+    (0.09942, 1.8, "0.1 ± 1.8"), (0.0, 1.3, "0.0 ± 1.3"), (5.155, float("nan"), "5.16 ± —"),
+    (float("nan"), 0.1, "—"), (None, None, "—"), (123.4, 45.0, "120 ± 40"), (1.0, 0.0996, "1.00 ± 0.10"),
+    (-0.0001, 0.5, "0.0 ± 0.5"), (0.0354, 0.0354, "0.035 ± 0.035"), (0.0356, 0.0356, "0.04 ± 0.04"),
+    (2.5, 0.0, "2.50 ± 0"), (0.001234, None, "0.00123"),
+])
+def test_values_are_rounded_to_their_standard_error(value, stderr, text):
+    assert format_pm(value, stderr) == text
+
+
+def test_error_decimals_and_near_zero():
+    assert error_decimals(1.3) == 1 and error_decimals(0.09) == 2 and error_decimals(0.0354) == 3
+    assert error_decimals(0.999) == 1  # rounds up to 1.0: two digits
+    assert error_decimals(45.0) == -1
+    assert near_zero(0.5, 0.25) and not near_zero(0.51, 0.25) and near_zero(-0.4, 0.2)
+    assert not near_zero(1.0, float("nan")) and not near_zero(None, 1.0)
 
 
 @pytest.mark.parametrize("shape,size", [((8, 8), (256, 256)), ((5, 7), (13, 17)), ((64, 64), (384, 384))])
@@ -196,20 +307,31 @@ def test_display_sizes():
 
 def test_html_is_self_contained_with_hooks(saved, expl):
     html = (saved / "report.html").read_text()
-    assert "<script" not in html and "http://" not in html and "https://" not in html
+    assert "http://" not in html and "https://" not in html
     tags = parse(html)
     for t, a in tags.tags:
         for attr in ("src", "href"):
             assert attr not in a or a[attr].startswith("data:"), (t, a)
+        assert not (t == "script" and "src" in a)  # inline scripts only
     image = tags.find("img", id="image")
     assert len(image) == 1 and png_of_uri(image[0]["src"]).size == (256, 256)
-    maps = tags.find("img", **{"class": "map"})
-    assert len(maps) == 3 * 3 + 2 * 4
-    for m in maps:
-        assert png_of_uri(m["src"]).size == (256, 256)
-    assert {m["data-word"] for m in tags.find("img", **{"class": "map", "data_kind": "cmi"})} == set(expl.words)
-    assert {m["data-atom"] for m in tags.find("img", **{"class": "map", "data_kind": "pid"})} == {
+    raws = tags.find("img", **{"class": "map raw"})
+    assert len(raws) == 3 * 3 + 2 * 4
+    for m in raws:  # raw maps at the model's resolution, on both scales
+        for key in ("src", "data-src-own", "data-src-shared"):
+            assert png_of_uri(m[key]).size == (8, 8)
+    with np.load(saved / "maps.npz") as z:
+        for m in raws:
+            values = z[m["data-key"]]
+            lum = np.asarray(png_of_uri(m["src"]).convert("L"), dtype=float)
+            assert np.corrcoef(lum.ravel(), values.ravel())[0, 1] > 0.95 or m["data-name"] == "synergy"
+    assert {m["data-word"] for m in tags.find("img", **{"class": "map raw", "data_kind": "cmi"})} == set(expl.words)
+    assert {m["data-atom"] for m in tags.find("img", **{"class": "map raw", "data_kind": "pid"})} == {
         "redundancy", "unique_1", "unique_2", "synergy"}
+    assert len(tags.find("div", **{"class": "overlay"})) == len(raws)
+    # the ranking: words by CMI, highest first (the fixture's CMI grows with the word's index)
+    assert [r["data-word"] for r in tags.find("tr", **{"class": "rank-row"})] == ["table", "cat", "red"]
+    assert [r["data-word"] for r in tags.find("div", **{"class": "maprow"})] == ["table", "cat", "red"]
     rows = tags.find("tr", **{"class": "word-row"})
     assert [r["data-word"] for r in rows] == list(expl.words)
     cells = [a for t, a in tags.tags if t == "td" and a.get("data-quantity") == "cmi"]
@@ -219,13 +341,123 @@ def test_html_is_self_contained_with_hooks(saved, expl):
     assert [float(c["data-value"]) for c in pid_cells] == [expl.pid.synergy.value, expl.cpid.synergy.value]
     assert len(tags.find("table", id="parameters")) == 1 and len(tags.find("table", id="versions")) == 1
     assert png_of_uri(tags.find("img", id="curves")[0]["src"]).size[0] > 300
+    assert len(tags.find("input", name="scale")) == 2 and len(tags.find("select", **{"class": "word-select"})) == 1
+
+
+def test_html_numbers_follow_their_errors(expl):
+    html = quick_html(expl)
+    mi = expl.mi["red"]  # value 31.5 * ... with stderr 0.1 * value + 0.01
+    assert f">{format_pm(mi.value, mi.stderr)}</td>" in html
+    assert "0.5247" not in html and "± nan" not in html
+    # the standard CMI of "red" is 0 with error 0.05: within two errors of zero, greyed
+    tags = parse(html)
+    cell = next(a for t, a in tags.tags if t == "td" and a.get("data-quantity") == "cmi_standard")
+    assert "nz" in cell["class"].split()
+    e = synthetic_explanation(words=("red", "cat"), pair=None, attention=False)
+    one = dataclasses.replace(e.cmi["red"], stderr=float("nan"), samples=1)
+    e.cmi["red"] = one
+    assert f"{format_pm(one.value)} ± —" in quick_html(e)
+
+
+def test_hover_data_holds_the_map_values(saved, expl):
+    html = (saved / "report.html").read_text()
+    start = html.index('<script type="application/json" class="dp-data">') + len(
+        '<script type="application/json" class="dp-data">')
+    data = json.loads(html[start:html.index("</script>", start)])
+    for m in report_maps(expl):
+        d = data[m.key]
+        got = np.asarray(d["q"], dtype=float).reshape(d["h"], d["w"]) * d["s"]
+        assert np.abs(got - m.values).max() <= np.abs(m.values).max() / 30000 + 1e-15
+
+
+def test_pid_maps_that_do_not_sum_are_labelled(saved, expl):
+    html = (saved / "report.html").read_text()
+    labels = html.count('class="nosum"')
+    assert labels == 8  # the four atoms of PID and of CPID in the integrated mode
+    s = report_maps(expl)
+    atom = next(m for m in s if m.key == "pid/redundancy")
+    assert not atom.sums_to_value and f"map sums to {format_pm(atom.map_sum)}" in html
+    assert all(m.sums_to_value for m in s if m.kind in ("mi", "cmi"))
+    per_snr = synthetic_explanation()
+    per_snr = dataclasses.replace(per_snr, pid=dataclasses.replace(per_snr.pid, redundancy_mode="per_snr"), cpid=None)
+    assert quick_html(per_snr).count('class="nosum"') == 0
+
+
+def test_pid_informations_agree_with_the_word_table_or_say_why():
+    e = synthetic_explanation()
+    html = quick_html(e)
+    assert 'id="pid-consistency" data-same-run="false"' in html and "second engine run" in html
+    # the same run: the PID's I(red), I(cat) are the MI table's values
+    same = dataclasses.replace(e, pid=dataclasses.replace(e.pid, mi_1=e.mi["red"], mi_2=e.mi["cat"]))
+    html = quick_html(same)
+    assert 'data-same-run="true"' in html and "second engine run" not in html
+    assert explanation_to_dict(same)["decomposition_run"] == "same"
+    assert explanation_to_dict(same)["precision"]["samples"]["decomposition"] is None
+
+
+def test_model_identity_of_the_embedded_model(tmp_path):
+    import hashlib
+
+    from diffpid.models.shapes import default_model_path, load_shapes_model
+    from diffpid.report.identity import model_identity
+
+    folder = default_model_path()
+    ident = model_identity(load_shapes_model(device="cpu"))
+    training = json.loads((folder / "training.json").read_text())
+    generation = json.loads((folder / "generation.json").read_text())
+    weights = (folder / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert ident["training_step"] == training["steps"] and ident["generation"] == generation
+    assert ident["weights_sha256"] == hashlib.sha256(weights).hexdigest()[:16]
+    assert ident["dtype"] == "float32" and ident["device"] == "cpu" and ident["name"] == "shapes"
+    assert ident["revision"] is None and ident["source"] == str(folder)
+    e = dataclasses.replace(synthetic_explanation(), model_identity=ident)
+    data = explanation_to_dict(e)
+    jsonschema.validate(data, results_schema())
+    assert data["generation"] == generation and data["model_identity"]["training_step"] == training["steps"]
+    html = quick_html(e)
+    assert f"training step {training['steps']}" in html and "ddpm, 50 steps, guidance 3.0; seed 7" in html
+
+
+def test_revision_of_a_hub_snapshot():
+    from diffpid.report.identity import _revision, model_identity
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    assert _revision(f"/cache/models--org--sd/snapshots/{commit}") == commit
+    assert _revision("org/not-in-the-cache") is None and _revision(None) is None
+
+    class Bare:  # a model that tells nothing but its name
+        name = "bare"
+
+    ident = model_identity(Bare())
+    assert ident["name"] == "bare" and ident["class"] == "Bare"
+    assert all(ident[k] is None for k in ("source", "revision", "training_step", "weights_sha256", "dtype",
+                                          "generation"))
+
+
+def test_notebook_display():
+    e = synthetic_explanation()
+    html = e._repr_html_()
+    tags = parse(html)
+    assert len(tags.find("img", **{"class": "map raw"})) == 3 * 3 + 2 * 4 and not tags.find("img", id="curves")
+    assert html.count('class="dp"') == 1 and e._repr_html_() != html  # a fresh root id per display
+    info = e.mi["red"]._repr_html_()
+    assert format_pm(e.mi["red"].value, e.mi["red"].stderr) in info and len(parse(info).find("img")) == 1
+    pid = e.pid._repr_html_()
+    assert len(parse(pid).find("img")) == 4 and format_pm(e.pid.synergy.value, e.pid.synergy.stderr) in pid
+    assert "per-pixel minima" in pid
+    from diffpid.information import Information
+
+    batch = Information(np.array([1.0, 2.0]), np.array([0.1, 3.0]), np.zeros((2, 4, 4)), np.zeros((2, 4, 4)),
+                        np.array([1.0, 2.0]), np.array([0.1, 0.1]), np.zeros((2, 4, 4)), e.mi["red"].curve, 8)
+    text = batch._repr_html_()
+    assert "2 images" in text and "1.00 ± 0.10" in text and 'class="nz"' in text  # 2 ± 3 is compatible with zero
 
 
 def test_html_escapes_user_text():
     prompt = 'a <script>alert("x")</script> red & cat'
     e = synthetic_explanation(prompt=prompt, words=("red", "cat", "<b>x"), pair=None, attention=False)
-    html = render_html(e)
-    assert "<script>" not in html and "<b>x" not in html
+    html = quick_html(e)
+    assert "<script>alert" not in html and "<b>x" not in html
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; red &amp; cat" in html
     tags = parse(html)
     assert [r["data-word"] for r in tags.find("tr", **{"class": "word-row"})] == ["red", "cat", "<b>x"]
@@ -304,9 +536,21 @@ def test_plot_helpers_return_figures(expl):
     fig = plot_maps(expl, kind="pid")
     assert isinstance(fig, Figure)
     panels = [ax for ax in fig.axes if ax.images]
-    assert len(panels) == 4 and len(fig.axes) == 4 + 1  # four atoms and one shared colour bar
+    assert len(panels) == 4 and len(fig.axes) == 4 + 4  # four atoms, each with its own colour bar
     assert {tuple(ax.images[0].get_array().shape[:2]) for ax in panels} == {(256, 256)}
-    assert isinstance(plot_curves(expl), Figure) and len(plot_curves(expl).axes) == 2
+    shared = plot_maps(expl, kind="pid", shared=True)
+    assert len(shared.axes) == 4 + 2  # one bar for the sequential atoms, one for synergy's diverging scale
+    assert len(plot_maps(expl, kind="cmi", shared=True).axes) == 3 + 1  # one shared colour bar
+    raw = plot_maps(expl, kind="cmi", raw=True)
+    assert {tuple(ax.images[0].get_array().shape[:2]) for ax in raw.axes if ax.images} == {(8, 8)}
+    # the synergy panel uses the diverging purple-orange map, the others inferno
+    cmaps = [ax.images[0] for ax in fig.axes if ax.images]
+    assert "map sum" in panels[0].get_title() and "per-pixel minima" in panels[0].get_title()
+    bars = [ax for ax in fig.axes if not ax.images]
+    assert len(bars) == 4 and cmaps
+    curves = plot_curves(expl)
+    assert isinstance(curves, Figure) and len(curves.legends) == 1
+    assert sum(1 for ax in curves.axes if ax.lines) == 1 + len(expl.words)  # MMSE, then one panel per word
     with pytest.raises(ParameterError, match="unknown map kind"):
         plot_maps(expl, kind="bogus")
     with pytest.raises(ParameterError, match="no attention maps"):

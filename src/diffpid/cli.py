@@ -83,6 +83,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Start the local web explorer (prompt or image in, report out)."""
+    from .serve import run
+
+    return run(args)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Per-word MI and CMI over an item file; resumes, and shards under `accelerate launch`."""
     from .run_words import run_words
@@ -166,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("explain", help="explain the words of a prompt; writes an HTML report, results.json and maps")
     explain_arguments(e)
     e.set_defaults(func=cmd_explain)
+
+    from .serve import add_arguments as serve_arguments
+
+    sv = sub.add_parser("serve", help="local web explorer: type a prompt or upload an image, see its maps (127.0.0.1)")
+    serve_arguments(sv)
+    sv.set_defaults(func=cmd_serve)
 
     r = sub.add_parser("run", help="per-word MI/CMI over an item file (.jsonl/.csv); resumable, shards with accelerate")
     r.add_argument("items", help="item file: JSON lines {\"image\": ..., \"prompt\": ..., \"words\": [...]} or CSV")

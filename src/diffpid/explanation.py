@@ -23,6 +23,7 @@ from .models.base import Model
 from .pid import PID, check_mode
 from .plan import ConditionCurve, Plan, PlanResult, encode
 from .prompts import find_word, prompt_words
+from .report.identity import model_identity
 from .settings import Settings
 
 STOPWORDS = frozenset(
@@ -61,6 +62,8 @@ class Explanation:
         attention: word -> cross-attention map (``None`` when not collected).
         curves: the MMSE curve of every condition the analysis used.
         parameters: how it was computed; versions: package versions.
+        model_identity: name, revision or training step, dtype and generation defaults of the model
+            (:func:`diffpid.report.identity.model_identity`).
     """
 
     prompt: str
@@ -77,6 +80,12 @@ class Explanation:
     curves: tuple[ConditionCurve, ...]
     parameters: Parameters
     versions: dict[str, str] = field(default_factory=dict)
+    model_identity: dict = field(default_factory=dict)
+
+    def _repr_html_(self) -> str:
+        from .report.notebook import explanation_html
+
+        return explanation_html(self)
 
     def to_html(self) -> str:
         """The self-contained HTML report."""
@@ -219,7 +228,7 @@ def explain(
                         str(m.device), str(getattr(m, "dtype", torch.float32)).replace("torch.", ""),
                         capture is not None)
     return Explanation(prompt, m.name, gen_seed, np.asarray(img), words, mi, cmi, pair, pids[0], pids[1], att,
-                       curves, params, versions())
+                       curves, params, versions(), model_identity(m))
 
 
 def _add_pids(plan: Plan, pair: Sequence[str], prompt: str, redundancy: str) -> Plan:

@@ -48,6 +48,11 @@ class Information:
     curve: Curve | None = None
     samples: int | None = None
 
+    def _repr_html_(self) -> str:
+        from .report.notebook import information_html
+
+        return information_html(self)
+
 
 def pick_image(single: bool):
     """Unbatch per-image arrays for a single input: ``(1,)`` to a float, ``(1, ...)`` to ``(...)``."""

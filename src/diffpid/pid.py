@@ -112,6 +112,11 @@ class PID(Decomposition):
     covariance: np.ndarray
     samples: int
 
+    def _repr_html_(self) -> str:
+        from .report.notebook import pid_html
+
+        return pid_html(self)
+
 
 def check_mode(redundancy: str) -> str:
     if redundancy not in REDUNDANCY_MODES:

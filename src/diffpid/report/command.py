@@ -62,8 +62,7 @@ def _check(args: argparse.Namespace) -> tuple[Path, Any]:
 
 def summary_lines(expl: Any) -> list[str]:
     """A short plain-text table of the values (nats, with standard errors)."""
-    def pm(value: float, stderr: float) -> str:
-        return f"{value + 0.0:.4g} ± {stderr:.2g}"
+    from .format import format_pm as pm  # rounded to the precision the standard error supports
 
     width = max(4, *(len(w) for w in expl.words))
     lines = [f"{'word':<{width}}  {'MI i_o (nats)':>20}  {'CMI i_o (nats)':>20}"]

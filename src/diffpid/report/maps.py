@@ -1,11 +1,23 @@
-"""The maps of an explanation, their shared colour scales, and heat-map overlays on the image.
+"""The maps of an explanation, their colour scales, raw heat maps and outline overlays.
 
-Maps are compared inside a *group* (all MI maps, all CMI maps, the four PID atoms, the four
-CPID atoms, all attention maps), so every group has one :class:`ColorScale`: a sequential
-scale ``[0, max]`` when no value of the group is negative, else a diverging scale
-``[-m, m]`` with ``m`` the largest absolute value (synergy can be negative). Maps live at
-the model's data resolution (e.g. ``(64, 64)`` latents); overlays upsample them bilinearly
-to the displayed image.
+Colour rules (the same in ``report.html``, the PNG files, notebooks and :func:`~diffpid.report.plot_maps`):
+
+- a non-negative quantity (MI, CMI, redundancy, unique information, attention) gets a
+  *sequential* scale ``[0, top]`` (``inferno``; ``viridis`` for attention, which is not information);
+- a signed quantity (synergy, or any map with negative values) gets a *diverging* scale
+  ``[-top, top]`` in purple-orange (``PuOr_r``), colours that do not collide with the red,
+  blue and green of typical images;
+- ``top`` is the 99th percentile of the map's (absolute) values, so a few hot pixels do not
+  flatten the rest; the true extremes are kept beside it (:class:`ColorScale` ``true_min`` /
+  ``true_max``) and printed;
+- every map has its *own* scale (:func:`own_scale`) and a *shared* scale (:func:`shared_scale`),
+  whose top is the largest ``top`` of its group (all MI maps, all CMI maps, the four PID atoms ...),
+  for comparing maps of one group.
+
+Maps live at the model's data resolution (e.g. ``(32, 32)`` or ``(64, 64)`` latents). The raw heat
+map is drawn at that resolution (:func:`heatmap`); the overlay upsamples it bilinearly to the
+displayed image and draws the image's outlines over it (:func:`overlay`), so the map stays dominant
+and the objects can still be located.
 """
 
 from __future__ import annotations
@@ -26,7 +38,10 @@ GROUPS = ("mi", "cmi", "pid", "cpid", "attention")
 ATOMS = ("redundancy", "unique_1", "unique_2", "synergy")
 
 SEQUENTIAL = {"mi": "inferno", "cmi": "inferno", "pid": "inferno", "cpid": "inferno", "attention": "viridis"}
-DIVERGING = "RdBu_r"
+DIVERGING = "PuOr_r"
+
+PERCENTILE = 99.0
+"""Colour scales end at this percentile of a map's (absolute) values, not at its hottest pixel."""
 
 UNITS = {"mi": "nats per map pixel", "cmi": "nats per map pixel", "pid": "nats per map pixel",
          "cpid": "nats per map pixel", "attention": "attention weight"}
@@ -49,6 +64,10 @@ class ReportMap:
         values: ``(h, w)`` float map at the model's data resolution.
         stderr: ``(h, w)`` per-pixel standard error, or ``None`` (attention).
         value, value_stderr: the image-level value and its standard error (``None`` for attention).
+        sums_to_value: ``False`` when the map does not sum to ``value`` by construction (the PID
+            atoms of the integrated redundancy: per-pixel minima, whose sum is at most the minimum
+            of the sums); ``True`` for MI and CMI (the orthogonal pixel maps sum to the value).
+        signed: the quantity can be negative (synergy), or the map has negative values.
     """
 
     kind: str
@@ -59,6 +78,8 @@ class ReportMap:
     stderr: np.ndarray | None
     value: float | None
     value_stderr: float | None
+    sums_to_value: bool = True
+    signed: bool = False
 
     @property
     def key(self) -> str:
@@ -70,17 +91,25 @@ class ReportMap:
         """The overlay PNG's path inside the output folder: ``maps/<kind>_<slug>.png``."""
         return f"maps/{self.kind}_{self.slug}.png"
 
+    @property
+    def map_sum(self) -> float:
+        """The sum of the finite map values."""
+        return float(np.sum(self.values[np.isfinite(self.values)]))
+
 
 @dataclass(frozen=True)
 class ColorScale:
-    """The colour scale shared by every map of one group.
+    """A colour scale.
 
     Args:
         group: the map kind it serves.
-        vmin, vmax: the values mapped to the ends of the colour map.
+        vmin, vmax: the values mapped to the ends of the colour map (``vmin = -vmax`` when diverging).
         colormap: a matplotlib colour-map name.
         diverging: ``True`` for a scale symmetric about zero.
         unit: what the values measure.
+        true_min, true_max: the extremes of the values it was made for (beyond ``vmin``/``vmax``
+            when a few pixels are hotter than the :data:`PERCENTILE`).
+        shared: ``True`` for a group's shared scale, ``False`` for one map's own.
     """
 
     group: str
@@ -89,16 +118,36 @@ class ColorScale:
     colormap: str
     diverging: bool
     unit: str
+    true_min: float = float("nan")
+    true_max: float = float("nan")
+    shared: bool = True
 
     def normalize(self, values: np.ndarray) -> np.ndarray:
         """``values`` mapped to ``[0, 1]`` on this scale (clipped)."""
         return np.clip((np.asarray(values, dtype=np.float64) - self.vmin) / (self.vmax - self.vmin), 0.0, 1.0)
 
-    def strength(self, values: np.ndarray) -> np.ndarray:
-        """How far ``values`` are from the neutral colour, in ``[0, 1]``: ``|v| / max`` or ``(v - vmin) / range``."""
-        if self.diverging:
-            return np.clip(np.abs(np.asarray(values, dtype=np.float64)) / self.vmax, 0.0, 1.0)
-        return self.normalize(values)
+    @property
+    def clipped(self) -> bool:
+        """Some values lie beyond the ends of the scale (shown in the end colours)."""
+        return bool(self.true_max > self.vmax * (1 + 1e-9) or self.true_min < self.vmin * (1 + 1e-9) - 1e-300)
+
+    def describe(self) -> str:
+        """``"0 to 0.012 (99th percentile; max 0.19)"``: the limits and the true extremes."""
+        from .format import format_limit
+
+        text = f"{format_limit(self.vmin)} to {format_limit(self.vmax)}"
+        if self.clipped:
+            extremes = (f"min {format_limit(self.true_min)}, max {format_limit(self.true_max)}" if self.diverging
+                        else f"max {format_limit(self.true_max)}")
+            text += f" ({PERCENTILE:g}th percentile; {extremes})"
+        return text
+
+    def stops(self, n: int = 9) -> list[str]:
+        """``n`` CSS colours along the colour map, for a gradient colour bar."""
+        from matplotlib import colormaps
+
+        cmap = colormaps[self.colormap]
+        return ["#%02x%02x%02x" % tuple(int(round(255 * c)) for c in cmap(t)[:3]) for t in np.linspace(0, 1, n)]
 
 
 def slugify(text: str, fallback: str = "word") -> str:
@@ -133,26 +182,36 @@ def report_maps(expl: Any) -> tuple[ReportMap, ...]:
     for kind, table in (("mi", expl.mi), ("cmi", expl.cmi)):
         for w in expl.words:
             info = table[w]
-            out.append(ReportMap(kind, w, f"{kind.upper()}({w})", slugs[w], np.asarray(info.pixel_map, dtype=np.float64),
-                                 np.asarray(info.pixel_stderr, dtype=np.float64), _plain(info.value), _plain(info.stderr)))
+            v = np.asarray(info.pixel_map, dtype=np.float64)
+            out.append(ReportMap(kind, w, f"{kind.upper()}({w})", slugs[w], v,
+                                 np.asarray(info.pixel_stderr, dtype=np.float64), _plain(info.value),
+                                 _plain(info.stderr), True, _has_negative(v)))
     for kind in ("pid", "cpid"):
         dec = getattr(expl, kind)
         if dec is None:
             continue
         labels = atom_labels(dec.source_1, dec.source_2)
+        sums = dec.redundancy_mode != "integrated"  # integrated: per-pixel minima, not the atoms' values
         for name, atom, label in zip(ATOMS, dec.atoms, labels):
             if atom.pixel_map is None:
                 continue
+            v = np.asarray(atom.pixel_map, dtype=np.float64)
             err = None if atom.pixel_stderr is None else np.asarray(atom.pixel_stderr, dtype=np.float64)
-            out.append(ReportMap(kind, name, label, name, np.asarray(atom.pixel_map, dtype=np.float64), err,
-                                 _plain(atom.value), _plain(atom.stderr)))
+            out.append(ReportMap(kind, name, label, name, v, err, _plain(atom.value), _plain(atom.stderr), sums,
+                                 name == "synergy" or _has_negative(v)))
     if expl.attention is not None:
         for w in expl.words:
             a = expl.attention.get(w)
             if a is not None:
-                out.append(ReportMap("attention", w, f"attention({w})", slugs[w],
-                                     np.asarray(a, dtype=np.float64), None, None, None))
+                v = np.asarray(a, dtype=np.float64)
+                out.append(ReportMap("attention", w, f"attention({w})", slugs[w], v, None, None, None, True,
+                                     _has_negative(v)))
     return tuple(out)
+
+
+def _has_negative(values: np.ndarray) -> bool:
+    finite = values[np.isfinite(values)]
+    return bool(finite.size and finite.min() < 0)
 
 
 def atom_labels(source_1: Any, source_2: Any) -> tuple[str, str, str, str]:
@@ -161,25 +220,73 @@ def atom_labels(source_1: Any, source_2: Any) -> tuple[str, str, str, str]:
     return (f"R({a}, {b})", f"U({a})", f"U({b})", f"S({a}, {b})")
 
 
-def color_scales(maps: Sequence[ReportMap]) -> tuple[ColorScale, ...]:
-    """One :class:`ColorScale` per group present in ``maps`` (in :data:`GROUPS` order), shared by its maps.
+def robust_top(values: np.ndarray, signed: bool) -> float:
+    """The end of a colour scale for ``values``: the :data:`PERCENTILE` of ``|v|`` (signed) or of ``v``.
 
-    Non-finite values are ignored; a group whose maps are all zero gets ``[0, 1]``.
+    Falls back to the largest magnitude when the percentile is zero (a sparse map), and to 1 for an
+    all-zero map, so the scale never collapses.
     """
-    scales = []
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if not finite.size:
+        return 1.0
+    mag = np.abs(finite) if signed else np.clip(finite, 0, None)
+    top = float(np.percentile(mag, PERCENTILE))
+    if top <= 0:
+        top = float(mag.max())
+    return top if top > 0 else 1.0
+
+
+def _extremes(values: np.ndarray) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    return (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+
+
+def _scale(m: ReportMap, top: float, shared: bool) -> ColorScale:
+    lo, hi = _extremes(m.values)
+    if m.signed:
+        return ColorScale(m.kind, -top, top, DIVERGING, True, UNITS[m.kind], lo, hi, shared)
+    return ColorScale(m.kind, 0.0, top, SEQUENTIAL[m.kind], False, UNITS[m.kind], lo, hi, shared)
+
+
+def own_scale(m: ReportMap) -> ColorScale:
+    """The map's own colour scale: sequential ``[0, p99]`` or diverging ``[-p99(|v|), p99(|v|)]``."""
+    return _scale(m, robust_top(m.values, m.signed), shared=False)
+
+
+def group_tops(maps: Sequence[ReportMap]) -> dict[str, float]:
+    """The shared top of every group present: the largest robust top of its maps."""
+    tops: dict[str, float] = {}
+    for m in maps:
+        tops[m.kind] = max(tops.get(m.kind, 0.0), robust_top(m.values, m.signed))
+    return tops
+
+
+def shared_scale(m: ReportMap, maps: Sequence[ReportMap]) -> ColorScale:
+    """The map's scale when its group shares one top (sequential or diverging as for :func:`own_scale`)."""
+    return _scale(m, group_tops(maps)[m.kind], shared=True)
+
+
+def color_scales(maps: Sequence[ReportMap]) -> tuple[ColorScale, ...]:
+    """The shared :class:`ColorScale` of every group present in ``maps`` (in :data:`GROUPS` order).
+
+    Its top is the largest robust top (:func:`robust_top`) of the group's maps; it is diverging
+    when a map of the group is signed (its sequential maps then use ``[0, top]`` of it).
+    """
+    tops = group_tops(maps)
+    out = []
     for group in GROUPS:
-        vals = [m.values[np.isfinite(m.values)] for m in maps if m.kind == group]
-        if not vals:
+        members = [m for m in maps if m.kind == group]
+        if not members:
             continue
-        flat = np.concatenate([v.ravel() for v in vals])
-        lo = float(flat.min()) if flat.size else 0.0
-        hi = float(flat.max()) if flat.size else 0.0
-        if lo < 0:
-            m = max(abs(lo), abs(hi))
-            scales.append(ColorScale(group, -m, m, DIVERGING, True, UNITS[group]))
+        top = tops[group]
+        lo = min(_extremes(m.values)[0] for m in members)
+        hi = max(_extremes(m.values)[1] for m in members)
+        if any(m.signed for m in members):
+            out.append(ColorScale(group, -top, top, DIVERGING, True, UNITS[group], lo, hi, True))
         else:
-            scales.append(ColorScale(group, 0.0, hi if hi > 0 else 1.0, SEQUENTIAL[group], False, UNITS[group]))
-    return tuple(scales)
+            out.append(ColorScale(group, 0.0, top, SEQUENTIAL[group], False, UNITS[group], lo, hi, True))
+    return tuple(out)
 
 
 def scale_of(scales: Sequence[ColorScale], group: str) -> ColorScale:
@@ -254,34 +361,82 @@ def colorize(values: np.ndarray, scale: ColorScale) -> np.ndarray:
     return np.where(np.isfinite(values)[..., None], rgb, 0.5)
 
 
-def overlay(image: np.ndarray, values: np.ndarray, scale: ColorScale, alpha: tuple[float, float] = (0.25, 0.85)) -> np.ndarray:
-    """A map drawn over the image.
+def heatmap(values: np.ndarray, scale: ColorScale) -> np.ndarray:
+    """The raw heat map: ``(h, w)`` values as ``(h, w, 3)`` uint8 colours on ``scale``, at the map's resolution.
 
-    The map is upsampled bilinearly to the displayed image (:func:`display_image`) and blended
-    with an opacity that grows from ``alpha[0]`` (neutral values) to ``alpha[1]`` (the ends of the scale).
+    Non-finite values are mid grey.
+    """
+    return np.clip(np.round(colorize(np.asarray(values, dtype=np.float64), scale) * 255), 0, 255).astype(np.uint8)
+
+
+def outlines(image: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Where the image's outlines run, at ``size`` (default :func:`display_size`): ``(H', W')`` bool.
+
+    Each colour channel with some contrast is upsampled bilinearly and cut at its mid level; a
+    pixel is on an outline where the cut changes between it and a neighbour. Objects on a plain
+    background get their contours; a photograph gets a coarse sketch.
+    """
+    img = np.asarray(image, dtype=np.float64) / 255.0
+    size = display_size(img.shape) if size is None else size
+    edge = np.zeros(size, dtype=bool)
+    for c in range(img.shape[2]):
+        ch = img[..., c]
+        lo, hi = float(ch.min()), float(ch.max())
+        if hi - lo < 0.2:
+            continue
+        above = bilinear(ch, size) > (lo + hi) / 2
+        edge[:, 1:] |= above[:, 1:] != above[:, :-1]
+        edge[1:, :] |= above[1:, :] != above[:-1, :]
+    return edge
+
+
+def outline_rgba(image: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+    """The outlines as an ``(H', W', 4)`` uint8 layer: white lines in a dark halo, transparent elsewhere.
+
+    Laid over any heat map (light or dark colours) the lines stay visible without hiding the map.
+    """
+    line = outlines(image, size)
+    halo = line.copy()
+    halo[1:, :] |= line[:-1, :]
+    halo[:-1, :] |= line[1:, :]
+    halo[:, 1:] |= line[:, :-1]
+    halo[:, :-1] |= line[:, 1:]
+    out = np.zeros((*line.shape, 4), dtype=np.uint8)
+    out[halo] = (0, 0, 0, 140)
+    out[line] = (255, 255, 255, 220)
+    return out
+
+
+def overlay(image: np.ndarray, values: np.ndarray, scale: ColorScale, layer: np.ndarray | None = None) -> np.ndarray:
+    """A map with the image's outlines over it; the map stays dominant.
+
+    The map is upsampled bilinearly to the displayed image (:func:`display_size`), coloured on
+    ``scale``, and the outline layer (:func:`outline_rgba`) is composited on top.
 
     Args:
         image: ``(H, W, 3)`` uint8 image.
         values: ``(h, w)`` map.
-        scale: its group's colour scale.
-        alpha: opacity at strength 0 and 1.
+        scale: its colour scale.
+        layer: the image's :func:`outline_rgba` when already computed (one per image).
 
     Returns:
         ``(H', W', 3)`` uint8 overlay at :func:`display_size` of the image.
     """
-    base = display_image(image).astype(np.float64) / 255.0
-    up = bilinear(values, base.shape[:2])
-    a = (alpha[0] + (alpha[1] - alpha[0]) * scale.strength(np.nan_to_num(up)))[..., None]
-    out = base * (1 - a) + colorize(up, scale) * a
+    size = display_size(np.asarray(image).shape)
+    base = colorize(bilinear(values, size), scale)
+    layer = (outline_rgba(image, size) if layer is None else layer).astype(np.float64) / 255.0
+    a = layer[..., 3:]
+    out = base * (1 - a) + layer[..., :3] * a
     return np.clip(np.round(out * 255), 0, 255).astype(np.uint8)
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:
-    """A ``(H, W, 3)`` uint8 array as PNG bytes."""
+    """A ``(H, W, 3)`` (or ``(H, W, 4)``) uint8 array as PNG bytes."""
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(buf, format="PNG")
+    arr = np.ascontiguousarray(rgb, dtype=np.uint8)
+    Image.fromarray(arr).save(buf, format="PNG", optimize=arr.shape[0] * arr.shape[1] <= 128 * 128)
     return buf.getvalue()
 
 

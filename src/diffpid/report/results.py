@@ -4,9 +4,17 @@ The JSON Schema is ``results_schema.json`` beside this module (:func:`results_sc
 All information values are in nats; every value has its standard error beside it;
 non-finite numbers (e.g. empty curve bins) are ``null``. Top level::
 
-    schema          "diffpid.results/1"
+    schema          "diffpid.results/2"
     prompt, model   the prompt and the model id or folder
+    model_identity  name, class, source, revision, training_step, weights_sha256, dtype, device,
+                    generation defaults (:func:`diffpid.report.identity.model_identity`)
+    generation      {sampler, steps, guidance_scale} that made the image; null when the image was given
     seed            generation seed, null when the image was given
+    precision       target (relative standard error or null), samples {words, decomposition}
+                    (draws per condition of each engine run; decomposition null when it shared the
+                    word run), max_relative_stderr (largest stderr / value of a positive CMI, or null)
+    decomposition_run  "same" (PID informations are the word table's MI) or "separate"
+                    (explain chose the pair and ran it again), null without a pair
     units           "nats"
     image_shape     [H, W, 3] of the analysed image; map_shape [h, w] of the maps
     words           the words explained, in prompt order
@@ -26,9 +34,12 @@ non-finite numbers (e.g. empty curve bins) are ``null``. Top level::
                       mi_1, mi_2, mi_12: Information;  covariance: 4x4 of (mi_1, mi_2, mi_12, per-SNR min)
     attention       words with an attention map, or null when attention was not collected
     maps            one entry per map: key ("cmi/red": the maps.npz key), kind, name, label,
-                    png (path of its overlay), scale (its colour-scale group), min, max, sum
-    color_scales    group -> {vmin, vmax, colormap, diverging, unit}: the one scale shared by
-                    every map of the group (mi, cmi, pid, cpid, attention)
+                    png (path of its overlay), scale (its colour-scale group), min, max, sum,
+                    sums_to_value (false for per-pixel minima), signed, own_scale and
+                    shared_scale ({vmin, vmax, colormap, diverging}: the report's two views)
+    color_scales    group -> {vmin, vmax, colormap, diverging, unit, true_min, true_max, percentile}:
+                    the shared scale of the group (mi, cmi, pid, cpid, attention); its top is the
+                    largest 99th percentile of the group's maps, true_max their real maximum
     curves          per condition: prompt, logsnr [bins], mmse [bins] (null: no sample),
                     count [bins], nll and nll_stderr (-log p(x | prompt), nats)
     parameters      samples, batch_size, sampler, redundancy, seed, device, dtype, attention
@@ -46,9 +57,10 @@ from typing import Any
 
 import numpy as np
 
-from .maps import ColorScale, ReportMap, color_scales, report_maps, unique_slugs
+from .identity import identity_of
+from .maps import PERCENTILE, ColorScale, ReportMap, color_scales, own_scale, report_maps, shared_scale, unique_slugs
 
-SCHEMA_ID = "diffpid.results/1"
+SCHEMA_ID = "diffpid.results/2"
 
 FILES = {"report": "report.html", "results": "results.json", "maps_npz": "maps.npz",
          "image": "image.png", "curves": "curves.png"}
@@ -96,16 +108,37 @@ def decomposition_dict(dec: Any) -> dict:
     return out
 
 
-def map_dict(m: ReportMap) -> dict:
-    """The index entry of one map."""
+def _view(s: ColorScale) -> dict:
+    return {"vmin": s.vmin, "vmax": s.vmax, "colormap": s.colormap, "diverging": s.diverging}
+
+
+def map_dict(m: ReportMap, maps: tuple[ReportMap, ...] = ()) -> dict:
+    """The index entry of one map (``maps``: all maps of the report, for the shared scale)."""
     finite = m.values[np.isfinite(m.values)]
     return {"key": m.key, "kind": m.kind, "name": m.name, "label": m.label, "png": m.filename, "scale": m.kind,
             "min": _num(finite.min()) if finite.size else None, "max": _num(finite.max()) if finite.size else None,
-            "sum": _num(finite.sum())}
+            "sum": _num(finite.sum()), "sums_to_value": bool(m.sums_to_value), "signed": bool(m.signed),
+            "own_scale": _view(own_scale(m)), "shared_scale": _view(shared_scale(m, maps or (m,)))}
 
 
 def scale_dict(s: ColorScale) -> dict:
-    return {"vmin": s.vmin, "vmax": s.vmax, "colormap": s.colormap, "diverging": s.diverging, "unit": s.unit}
+    return {"vmin": s.vmin, "vmax": s.vmax, "colormap": s.colormap, "diverging": s.diverging, "unit": s.unit,
+            "true_min": _num(s.true_min), "true_max": _num(s.true_max), "percentile": PERCENTILE}
+
+
+def precision_dict(expl: Any) -> dict:
+    """Samples used per engine run and the largest relative standard error of a positive CMI."""
+    from .html import same_run
+
+    words = list(expl.words)
+    rel = [float(expl.cmi[w].stderr) / float(expl.cmi[w].value) for w in words
+           if _num(expl.cmi[w].stderr) is not None and (_num(expl.cmi[w].value) or 0) > 0]
+    second = None
+    if expl.pid is not None and not same_run(expl):
+        second = int(expl.pid.samples)
+    return {"target": _num(getattr(expl.parameters, "precision", None)),
+            "samples": {"words": int(expl.mi[words[0]].samples) if words else None, "decomposition": second},
+            "max_relative_stderr": max(rel) if rel else None}
 
 
 def _bins(curve: Any) -> dict:
@@ -130,13 +163,20 @@ def explanation_to_dict(expl: Any) -> dict:
         a dict following ``results_schema.json`` (see the module docstring); ``json.dumps``
         serialises it without ``allow_nan``.
     """
+    from .html import same_run
+
     maps = report_maps(expl)
     map_shape = next((list(m.values.shape) for m in maps), None)
+    ident = identity_of(expl)
     return {
         "schema": SCHEMA_ID,
         "prompt": expl.prompt,
         "model": str(expl.model_name),
+        "model_identity": ident,
+        "generation": None if expl.seed is None else ident.get("generation"),
         "seed": None if expl.seed is None else int(expl.seed),
+        "precision": precision_dict(expl),
+        "decomposition_run": None if expl.pid is None else ("same" if same_run(expl) else "separate"),
         "units": "nats",
         "image_shape": [int(n) for n in np.asarray(expl.image).shape],
         "map_shape": map_shape,
@@ -148,7 +188,7 @@ def explanation_to_dict(expl: Any) -> dict:
         "pid": None if expl.pid is None else decomposition_dict(expl.pid),
         "cpid": None if expl.cpid is None else decomposition_dict(expl.cpid),
         "attention": None if expl.attention is None else [w for w in expl.words if expl.attention.get(w) is not None],
-        "maps": [map_dict(m) for m in maps],
+        "maps": [map_dict(m, maps) for m in maps],
         "color_scales": {s.group: scale_dict(s) for s in color_scales(maps)},
         "curves": [_curve(c) for c in expl.curves],
         "parameters": dataclasses.asdict(expl.parameters),

@@ -1,0 +1,444 @@
+"""``diffpid serve``: a local web explorer of explanations (standard library only).
+
+Start it with ``diffpid serve`` (the embedded model, offline) or ``diffpid serve --model FOLDER_OR_HUB_ID``
+and open the printed address. The page takes a prompt (and optionally an uploaded image to analyse
+instead of generating one), the words to explain, the PID pair and the samples; it shows the engine's
+progress, then the report of the run (the same page as ``report.html``: image, maps, tables; words
+and colour scales switch in the page, without recomputing) and a link to download the report folder
+as a zip. Input errors (a word not in the prompt, a word the embedded model does not know, an
+unreadable image) are answered in the page. It binds to 127.0.0.1 unless ``--host`` says otherwise.
+
+One job runs at a time; the model is loaded once, at start. Reports are written under ``--workdir``
+(default: a temporary folder removed at exit).
+
+HTTP API (JSON): ``POST /api/explain`` with ``{"prompt", "words", "pair", "samples", "precision" (a target
+relative standard error, or null), "seed", "image" (a data URL or null)}`` answers ``{"job": id}`` or ``{"error": message}`` (status 400);
+``GET /api/jobs/<id>`` answers ``{"state": "queued|running|done|error", "stage", "progress" (0..1),
+"error", "report", "download"}``; ``GET /jobs/<id>/report.html``, ``GET /jobs/<id>/report.zip``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import io
+import json
+import shutil
+import tempfile
+import threading
+import traceback
+import uuid
+import zipfile
+from dataclasses import dataclass, field
+from html import escape
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from .errors import DiffpidError, ImageError, ParameterError
+from .settings import Settings, add_settings_arguments, settings_from_args
+
+MAX_UPLOAD = 20 * 2**20
+"""Largest request body (bytes) the explorer accepts (an uploaded image as a data URL)."""
+
+
+@dataclass
+class Job:
+    """One explanation requested from the page."""
+
+    id: str
+    request: dict
+    state: str = "queued"
+    stage: str = "waiting for the engine"
+    progress: float = 0.0
+    error: str | None = None
+    folder: Path | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def status(self) -> dict:
+        with self.lock:
+            done = self.state == "done"
+            return {"job": self.id, "state": self.state, "stage": self.stage, "progress": round(self.progress, 4),
+                    "error": self.error, "report": f"/jobs/{self.id}/report.html" if done else None,
+                    "download": f"/jobs/{self.id}/report.zip" if done else None}
+
+    def update(self, **changes: Any) -> None:
+        with self.lock:
+            for k, v in changes.items():
+                setattr(self, k, v)
+
+
+class _Progress:
+    """Stands in for the engine's tqdm bar during a job: forwards the samples done to the job."""
+
+    current: Job | None = None
+    runs = 0
+
+    def __init__(self, total: int | None = None, disable: bool = False, desc: str = "", unit: str = "", **_: Any):
+        type(self).runs += 1
+        self.total, self.n, self.run = total or 1, 0, type(self).runs
+        self._show()
+
+    def _show(self) -> None:
+        job = type(self).current
+        if job is not None:
+            job.update(stage=f"engine run {self.run}: {self.n} of {self.total} samples",
+                       progress=min(1.0, self.n / self.total))
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        self._show()
+
+    def close(self) -> None:
+        pass
+
+
+def decode_image(data_url: str | None) -> Any:
+    """An uploaded image (``data:image/...;base64,...``) as an RGB ``PIL.Image``; ``None`` for no image.
+
+    Raises:
+        ImageError: not a base64 data URL, or not an image PIL can read.
+    """
+    if not data_url:
+        return None
+    from PIL import Image, UnidentifiedImageError
+
+    from .models.images import to_rgb
+
+    if not isinstance(data_url, str) or "," not in data_url:
+        raise ImageError("the uploaded file is not readable as an image; upload a PNG or JPEG")
+    try:
+        raw = base64.b64decode(data_url.split(",", 1)[1], validate=True)
+        with Image.open(io.BytesIO(raw)) as im:
+            im.load()
+            return to_rgb(im)
+    except (binascii.Error, ValueError, OSError, UnidentifiedImageError):
+        raise ImageError("cannot read the uploaded image; upload a PNG or JPEG file") from None
+
+
+def explain_parameters() -> frozenset[str]:
+    """The keyword arguments :func:`diffpid.explain` takes (a precision target only where it has one)."""
+    import inspect
+
+    from .explanation import explain
+
+    return frozenset(inspect.signature(explain).parameters)
+
+
+def _words(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = value.replace(",", " ").split()
+    if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+        raise ParameterError("words must be text: the words of the prompt to explain, separated by spaces")
+    return [w.strip().lower() for w in value if w.strip()]
+
+
+class Explorer:
+    """The engine side of the explorer: validates requests and runs them one at a time.
+
+    Args:
+        model: a loaded :class:`~diffpid.models.base.Model`.
+        settings: the estimator settings (samples is the page's default).
+        workdir: where job folders go.
+    """
+
+    def __init__(self, model: Any, settings: Settings, workdir: Path) -> None:
+        self.model, self.settings, self.workdir = model, settings, Path(workdir)
+        self.jobs: dict[str, Job] = {}
+        self.engine = threading.Lock()
+
+    def check(self, request: dict) -> dict:
+        """Validate a request before any computation; returns the arguments of :func:`diffpid.explain`.
+
+        Raises:
+            DiffpidError: an empty prompt, a word not in the prompt or unknown to the model, a bad
+                pair, a bad number of samples or seed, an unreadable image.
+        """
+        from .explanation import content_words
+        from .prompts import find_word
+
+        prompt = request.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ParameterError("the prompt is empty; type the text whose words you want explained")
+        prompt = " ".join(prompt.split())
+        words = _words(request.get("words")) or None
+        pair = _words(request.get("pair")) or None
+        for w in (words or []) + (pair or []):
+            find_word(prompt, w)
+        if pair is not None and len(pair) != 2:
+            raise ParameterError(f"the PID pair is two words, got {len(pair)}: {' '.join(pair)}")
+        if not (words or content_words(prompt)):
+            raise ParameterError("the prompt has no content words; name the words to explain")
+        samples = request.get("samples", self.settings.samples)
+        seed = request.get("seed", self.settings.seed)
+        try:
+            samples, seed = int(samples), int(seed)
+        except (TypeError, ValueError):
+            raise ParameterError("samples and seed must be whole numbers") from None
+        s = Settings.of(self.settings, samples=samples, seed=seed)
+        precision = request.get("precision")
+        if precision not in (None, ""):
+            try:
+                precision = float(precision)
+            except (TypeError, ValueError):
+                raise ParameterError("the precision is a relative standard error such as 0.1") from None
+            s = s.replace(precision=precision)
+            if "precision" not in explain_parameters():
+                raise ParameterError("this version of diffpid's explain takes no precision target; leave precision "
+                                     "empty and set the samples")
+        else:
+            precision = None
+        if s.samples > s.max_samples:
+            raise ParameterError(f"at most {s.max_samples} samples per condition here (--max-samples)")
+        self.model.encode_prompt(prompt)  # raises for words the model does not know (the embedded model)
+        image = decode_image(request.get("image"))
+        out = dict(prompt=prompt, words=words, pair=pair, samples=s.samples, seed=s.seed, image=image,
+                   batch_size=s.batch_size, sampler=s.sampler)
+        if precision is not None:
+            out["precision"] = precision
+        return out
+
+    def submit(self, request: dict) -> Job:
+        """Validate ``request`` and queue it; raises :class:`DiffpidError` for bad input."""
+        kwargs = self.check(request)
+        job = Job(uuid.uuid4().hex[:12], kwargs)
+        self.jobs[job.id] = job
+        threading.Thread(target=self._run, args=(job,), daemon=True, name=f"diffpid-job-{job.id}").start()
+        return job
+
+    def _run(self, job: Job) -> None:
+        import sys
+
+        from .estimate import estimate
+        from .explanation import explain
+
+        engine = sys.modules[estimate.__module__]  # the engine's module, wherever it lives: its bar is replaced
+        with self.engine:
+            job.update(state="running", stage="generating the image" if job.request["image"] is None
+                       else "encoding the image")
+            saved = getattr(engine, "tqdm", None)
+            try:
+                _Progress.current, _Progress.runs = job, 0
+                if saved is not None:
+                    engine.tqdm = _Progress
+                self.settings.apply_threads()
+                expl = explain(job.request["prompt"], model=self.model, progress=True,
+                               **{k: v for k, v in job.request.items() if k != "prompt"})
+                job.update(stage="writing the report", progress=1.0)
+                folder = expl.save(self.workdir / job.id / "report")
+                job.update(state="done", stage="done", folder=folder)
+            except DiffpidError as e:
+                job.update(state="error", stage="failed", error=str(e))
+            except Exception as e:  # noqa: BLE001  (shown in the page, the trace goes to the console)
+                traceback.print_exc()
+                job.update(state="error", stage="failed", error=f"internal error ({type(e).__name__}: {e})")
+            finally:
+                if saved is not None:
+                    engine.tqdm = saved
+                _Progress.current = None
+
+    def zip_bytes(self, job: Job) -> bytes:
+        """The job's report folder as a zip archive (``report/...``)."""
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for path in sorted(job.folder.rglob("*")):
+                if path.is_file():
+                    z.write(path, Path("report") / path.relative_to(job.folder))
+        return buf.getvalue()
+
+
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>diffpid explorer</title><link rel="icon" href="data:,">
+<style>
+body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0;color:#1d1d1f}
+main{max-width:1560px;margin:0 auto;padding:.8rem 1.2rem;box-sizing:border-box}
+h1{font-size:1.4rem;margin:.2rem 0}.note{color:#555;font-size:.85rem}
+form{display:grid;grid-template-columns:max-content minmax(0,1fr);gap:.45rem .8rem;align-items:center;max-width:56rem}
+label{font-weight:600;font-size:.9rem}input[type=text]{width:100%;box-sizing:border-box;font-size:1rem;padding:.3rem}
+input[type=number]{width:7rem;font-size:1rem;padding:.25rem}
+button{font-size:1rem;padding:.35rem 1.2rem;cursor:pointer}
+#error{color:#8a1111;background:#fdeaea;border-left:4px solid #c62828;padding:.45rem .7rem;margin:.6rem 0;
+max-width:56rem;overflow-wrap:anywhere}
+#status{margin:.6rem 0;font-size:.9rem}progress{width:20rem;max-width:80vw;vertical-align:middle}
+iframe{width:100%;border:1px solid #ddd;min-height:400px}
+.hidden{display:none}
+</style></head><body><main>
+<h1>diffpid explorer</h1>
+<p class="note">Model: <b id="model">@@model@@</b>. Type a prompt (or upload an image to analyse instead of
+generating one), pick words and the PID pair, then run. Everything runs on this computer.</p>
+<form id="form" autocomplete="off">
+<label for="prompt">prompt</label><input type="text" id="prompt" name="prompt" value="@@prompt@@" required>
+<label for="words">words</label><input type="text" id="words" name="words"
+ placeholder="default: every content word, e.g. red circle blue">
+<label for="pair">PID pair</label><input type="text" id="pair" name="pair"
+ placeholder="two words; default: the two of highest CMI">
+<label for="samples">samples</label><span><input type="number" id="samples" name="samples" min="1" max="@@max@@"
+ value="@@samples@@"> per condition; the standard errors shrink as 1/&radic;samples</span>
+<label for="precision">precision</label><span><input type="number" id="precision" name="precision" min="0.001"
+ max="0.999" step="any" placeholder="off"> target relative standard error (e.g. 0.1): draws rounds of samples until
+ every value reaches it</span>
+<label for="seed">seed</label><input type="number" id="seed" name="seed" min="0" value="@@seed@@">
+<label for="image">image</label><input type="file" id="image" name="image" accept="image/*">
+<span></span><span><button type="submit" id="run">Explain</button></span>
+</form>
+<div id="error" role="alert" class="hidden"></div>
+<div id="status" class="hidden"><span id="stage"></span> <progress id="progress" max="1" value="0"></progress></div>
+<p id="download-line" class="hidden"><a id="download" href="#">Download the report folder (zip)</a> &middot;
+<a id="open" href="#" target="_blank">open the report in its own tab</a></p>
+<iframe id="report" class="hidden" title="report"></iframe>
+</main>
+<script>
+(function(){
+var form=document.getElementById('form'),err=document.getElementById('error'),status=document.getElementById('status');
+var stage=document.getElementById('stage'),bar=document.getElementById('progress'),frame=document.getElementById('report');
+var run=document.getElementById('run'),dl=document.getElementById('download-line');
+function showError(msg){err.textContent=msg;err.classList.remove('hidden');status.classList.add('hidden');run.disabled=false;}
+function readFile(input){return new Promise(function(ok,fail){var f=input.files[0];if(!f){ok(null);return;}
+  var r=new FileReader();r.onload=function(){ok(r.result);};r.onerror=function(){fail(new Error('cannot read the file'));};
+  r.readAsDataURL(f);});}
+function poll(id){fetch('/api/jobs/'+id).then(function(r){return r.json();}).then(function(s){
+  stage.textContent=s.stage;bar.value=s.progress;
+  if(s.state==='error'){showError(s.error);return;}
+  if(s.state==='done'){status.classList.add('hidden');run.disabled=false;
+    frame.onload=function(){try{var doc=frame.contentDocument;
+      var fit=function(){frame.style.height=(doc.documentElement.scrollHeight+20)+'px';};fit();
+      if(window.ResizeObserver)new ResizeObserver(fit).observe(doc.body);}catch(e){}};
+    frame.src=s.report;frame.classList.remove('hidden');
+    document.getElementById('download').href=s.download;document.getElementById('open').href=s.report;
+    dl.classList.remove('hidden');return;}
+  setTimeout(function(){poll(id);},400);}).catch(function(e){showError('lost the connection to the explorer: '+e);});}
+form.addEventListener('submit',function(ev){ev.preventDefault();err.classList.add('hidden');
+  dl.classList.add('hidden');frame.classList.add('hidden');run.disabled=true;
+  readFile(document.getElementById('image')).then(function(image){
+    var body={prompt:form.prompt.value,words:form.words.value,pair:form.pair.value,
+      samples:Number(form.samples.value),seed:Number(form.seed.value),image:image,
+      precision:form.precision.value===''?null:Number(form.precision.value)};
+    stage.textContent='checking the input';bar.value=0;status.classList.remove('hidden');
+    return fetch('/api/explain',{method:'POST',headers:{'Content-Type':'application/json'},body:JSON.stringify(body)});
+  }).then(function(r){return r.json();}).then(function(a){if(a.error){showError(a.error);return;}poll(a.job);})
+  .catch(function(e){showError(String(e.message||e));});});
+})();
+</script></body></html>
+"""
+
+
+def make_handler(explorer: Explorer, default_prompt: str = "a big red circle left of a small blue box"):
+    """The request handler class of an :class:`Explorer`."""
+    fill = {"model": escape(str(getattr(explorer.model, "name", "model"))), "prompt": escape(default_prompt),
+            "samples": explorer.settings.samples, "seed": explorer.settings.seed, "max": explorer.settings.max_samples}
+    text = PAGE
+    for key, value in fill.items():
+        text = text.replace(f"@@{key}@@", str(value))
+    page = text.encode("utf-8")
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "diffpid-explorer"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (quiet: no request log)
+            pass
+
+        def _send(self, status: int, body: bytes, kind: str, extra: dict | None = None) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            for k, v in (extra or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _json(self, status: int, data: dict) -> None:
+            self._send(status, json.dumps(data).encode("utf-8"), "application/json")
+
+        def _job(self, job_id: str) -> Job | None:
+            return explorer.jobs.get(job_id)
+
+        def do_GET(self) -> None:  # noqa: N802
+            parts = [p for p in self.path.split("?", 1)[0].split("/") if p]
+            if not parts:
+                return self._send(200, page, "text/html; charset=utf-8")
+            if len(parts) == 3 and parts[:2] == ["api", "jobs"]:
+                job = self._job(parts[2])
+                return self._json(200, job.status()) if job else self._json(404, {"error": "no such job"})
+            if len(parts) == 3 and parts[0] == "jobs":
+                job = self._job(parts[1])
+                if job is None or job.folder is None:
+                    return self._json(404, {"error": "no such report"})
+                if parts[2] == "report.html":
+                    return self._send(200, (job.folder / "report.html").read_bytes(), "text/html; charset=utf-8")
+                if parts[2] == "report.zip":
+                    return self._send(200, explorer.zip_bytes(job), "application/zip",
+                                      {"Content-Disposition": f'attachment; filename="diffpid-{job.id}.zip"'})
+            return self._json(404, {"error": "not found"})
+
+        def do_POST(self) -> None:  # noqa: N802
+            if self.path.split("?", 1)[0] != "/api/explain":
+                return self._json(404, {"error": "not found"})
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if not 0 < length <= MAX_UPLOAD:
+                return self._json(400, {"error": f"the request must carry at most {MAX_UPLOAD >> 20} MB; "
+                                                 "upload a smaller image"})
+            try:
+                request = json.loads(self.rfile.read(length).decode("utf-8"))
+                if not isinstance(request, dict):
+                    raise ValueError
+            except (ValueError, UnicodeDecodeError):
+                return self._json(400, {"error": "the request is not a JSON object"})
+            try:
+                job = explorer.submit(request)
+            except DiffpidError as e:
+                return self._json(400, {"error": str(e)})
+            return self._json(200, {"job": job.id})
+
+    return Handler
+
+
+def start(explorer: Explorer, host: str = "127.0.0.1", port: int = 7860) -> ThreadingHTTPServer:
+    """A server for ``explorer`` bound to ``host:port`` (``port=0``: a free port), not yet serving."""
+    try:
+        server = ThreadingHTTPServer((host, port), make_handler(explorer))
+    except OSError as e:
+        raise ParameterError(f"cannot listen on {host}:{port} ({e.strerror or e}); pick another --port") from None
+    server.daemon_threads = True
+    return server
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Register the options of ``diffpid serve`` on ``p``."""
+    p.add_argument("--model", default=None,
+                   help="diffusers model folder or hub id (default: the embedded shapes model, offline)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this computer only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
+    p.add_argument("--workdir", default=None, help="folder for the reports (default: a temporary folder)")
+    add_settings_arguments(p, Settings(samples=16))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``diffpid serve`` with parsed ``args`` until interrupted."""
+    from .explanation import resolve_model
+
+    settings = settings_from_args(args)
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="diffpid-serve-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"loading {args.model or 'the embedded model'} ...", flush=True)
+    model = resolve_model(args.model, device=settings.device, dtype=settings.torch_dtype())
+    explorer = Explorer(model, settings, work)
+    server = start(explorer, args.host, args.port)
+    host, port = server.server_address[:2]
+    print(f"diffpid explorer on http://{host}:{port}/  (Ctrl-C stops it)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
