@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ParameterError
+from ..errors import ItemsFailedError, ParameterError
 from ..runs import Item, ItemResult, file_digest, item_id
 from .correlation import spearman
 from .pid_studies import (ATOMS, BIAS_METRICS, BiasSummary, GroupContrast, PairCase, PairResult, bias_summary, group_contrast,
@@ -213,7 +213,7 @@ def run_bias(cases: Sequence[PairCase], out: str | os.PathLike, *, model: Any = 
     results, _, summary = run_pairs("bias", cases, out, model=model, samples=samples, sampler=sampler, seed=seed,
                                     progress=progress)
     if not results:
-        raise ParameterError(f"every bias case failed (see {summary.directory})")
+        raise ItemsFailedError(f"every bias case failed; see why with `diffpid runs show {summary.directory}`")
     s = bias_summary(results, resamples=resamples, seed=seed)
     table = bias_table(s, _meta(model, results, summary, samples, seed, meta), reference)
     write_table(out, table_name, table, extra={"cases": _per_case(results)})
@@ -247,7 +247,7 @@ def run_contrast(name: str, cases: Sequence[PairCase], out: str | os.PathLike, *
     results, _, summary = run_pairs(name, cases, out, model=model, samples=samples, sampler=sampler, seed=seed,
                                     progress=progress)
     if not results:
-        raise ParameterError(f"every {name} case failed (see {summary.directory})")
+        raise ItemsFailedError(f"every {name} case failed; see why with `diffpid runs show {summary.directory}`")
     contrasts = [group_contrast(results, m, first, second, resamples=resamples, seed=seed) for m in metrics]
     per_key: dict[str, list[float]] = {}
     for r in results:
@@ -271,7 +271,7 @@ def run_uniqueness(cases: Sequence[UniquenessCase], out: str | os.PathLike, *, m
     results, stored, summary = run_pairs("uniqueness", pairs, out, model=model, samples=samples, sampler=sampler,
                                          seed=seed, masks=[(c.mask_1, c.mask_2) for c in cases], progress=progress)
     if not results:
-        raise ParameterError(f"every uniqueness case failed (see {summary.directory})")
+        raise ItemsFailedError(f"every uniqueness case failed; see why with `diffpid runs show {summary.directory}`")
     masses = []
     for r, s in zip(results, stored):
         m1, m2 = s.arrays["mask_1"], s.arrays["mask_2"]

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ParameterError
+from ..settings import _checked, _seed, device_name
 from .maps import slugify
-from .save import check_output
+from .save import check_output, remove_stale_partials
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -26,14 +27,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
                    help="diffusers model folder or hub id (default: the embedded shapes model)")
     p.add_argument("--image", default=None, help="analyse this image instead of generating one from the prompt")
-    p.add_argument("--seed", type=int, default=0, help="seed of the generation and of the estimator (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the generation and of the estimator (default 0)")
     p.add_argument("--words", nargs="+", default=None, metavar="WORD",
                    help="the words to explain (default: every content word)")
     p.add_argument("--pair", nargs=2, default=None, metavar=("WORD1", "WORD2"),
                    help="the two words to decompose (default: the two of highest CMI)")
     p.add_argument("--samples", type=int, default=64, help="(a, eps) draws per condition (default 64)")
     p.add_argument("--batch-size", type=int, default=64, help="most rows per denoiser call (default 64)")
-    p.add_argument("--device", default=None, help="torch device, e.g. cuda, cuda:1, cpu (default: cuda if available)")
+    p.add_argument("--device", type=_checked(device_name), default=None, help="torch device, e.g. cuda, cuda:1, cpu (default: cuda if available)")
     p.add_argument("--dtype", default=None, choices=DTYPES, help="precision of the model (default float32)")
     p.add_argument("--redundancy", default="integrated", choices=("integrated", "per_snr"),
                    help="PID redundancy: minimum of integrated informations, or per noise level")
@@ -59,17 +60,22 @@ def _dtype(name: str | None) -> Any:
 
 
 def _check(args: argparse.Namespace) -> tuple[Path, Any]:
-    """Validate everything that can be checked without the model; returns the output folder and the image."""
-    from ..prompts import find_word
+    """Validate everything that can be checked without the model; returns the output folder and the image.
 
-    if not args.prompt.strip():
-        raise ParameterError("the prompt is empty; pass the text whose words you want explained")
-    if args.samples < 1 or args.batch_size < 1:
-        raise ParameterError("--samples and --batch-size must be at least 1")
+    In this order: the prompt, the numbers, the seed and the device, the words and the pair
+    (:func:`diffpid.explain.check_request`), the output folder (:func:`~diffpid.report.save.check_output`,
+    which also removes stale partial folders of killed runs), then the image is read.
+    """
+    from ..explain import check_request
+
+    words, args.pair = check_request(args.prompt, args.words, args.pair, samples=args.samples,
+                                     batch_size=args.batch_size, seed=args.seed, redundancy=args.redundancy,
+                                     device=args.device, dtype=args.dtype)
+    if args.words is not None:
+        args.words = list(words)  # repeats dropped
     out = Path(args.out) if args.out else default_out(args.prompt)
     check_output(out, args.overwrite)
-    for w in list(args.words or []) + list(args.pair or []):
-        find_word(args.prompt, w)
+    remove_stale_partials(out)
     image = None
     if args.image is not None:
         from ..models.images import to_rgb
