@@ -46,6 +46,11 @@ def check_arguments(args: argparse.Namespace) -> None:
     device = getattr(args, "device", None)
     if isinstance(device, str):
         check_device_available(device_name(device))
+    sampler = getattr(args, "sampler", None)
+    if isinstance(sampler, str):
+        from .channel import make_sampler
+
+        make_sampler(sampler)
     if getattr(args, "command", None) != "explain":  # explain checks its report folder itself (check_output)
         from .output_paths import check_writable
 
