@@ -112,7 +112,7 @@ def test_cli_default_out_is_the_prompt_slug(pixel_path, tmp_path, capsys, monkey
     (["--words", "red", "bird"], "'bird' is not a word of the prompt"),
     (["--image", "NOT_AN_IMAGE"], "cannot read the image"),
     (["--model", "/no/such/model/folder"], "is not a model folder"),
-    (["--samples", "0"], "--samples and --batch-size must be at least 1"),
+    (["--samples", "0"], "--samples must be a positive whole number, got 0"),
 ])
 def test_cli_bad_input_one_line_no_output(pixel_path, tmp_path, capsys, extra, message):  # noqa: F811
     bad = tmp_path / "bad.png"
@@ -131,7 +131,7 @@ def test_cli_checks_the_output_before_loading_the_model(tmp_path, capsys):
     out.mkdir()
     (out / "keep.txt").write_text("x")
     rc, _, err = run_cli(["explain", PROMPT, "--model", "/no/such/model", "--out", str(out)], capsys)
-    assert rc == 2 and "exists; pass --overwrite" in err  # refused before the model is even looked at
+    assert rc == 2 and "exists and is not a diffpid report folder" in err  # refused before the model is looked at
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 

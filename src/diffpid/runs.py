@@ -414,8 +414,9 @@ def failed_items_exit(failed: int, total: int, where: Any) -> int:
     if not failed:
         return 0
     if _main_process():
-        print(f"diffpid: {failed} of {total} items failed; their reasons: `diffpid runs show {where}` "
-              f"(also in {where}/results.jsonl)", file=sys.stderr, flush=True)
+        merged = Path(where) / "results.jsonl"
+        print(f"diffpid: {failed} of {total} items failed; their reasons: `diffpid runs show {where}`"
+              + (f" (also in {merged})" if (Path(where) / "run.json").exists() else ""), file=sys.stderr, flush=True)
     return EXIT_FAILED_ITEMS
 
 

@@ -52,9 +52,15 @@ def report_problem(folder: Path) -> str | None:
 
     A report folder holds a ``results.json`` with diffpid's schema id, and nothing but the
     files that report lists (``results.json`` "files"), the known report files and
-    ``maps/`` with PNG maps: a folder with anything else is never replaced.
+    ``maps/`` with PNG maps: a folder with anything else is never replaced. An empty
+    folder counts as replaceable.
     """
     results = folder / FILES["results"]
+    try:
+        if not any(folder.iterdir()):
+            return None  # an empty folder loses nothing
+    except OSError as err:
+        return f"its files cannot be listed ({type(err).__name__})"
     try:
         body = json.loads(results.read_text(encoding="utf-8"))
     except FileNotFoundError:
