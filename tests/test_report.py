@@ -478,19 +478,33 @@ def test_existing_output_is_refused(expl, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "mine.txt").write_text("keep")
-    with pytest.raises(OutputExistsError, match=r"exists; pass --overwrite"):
+    with pytest.raises(OutputExistsError, match=r"exists and is not a diffpid report folder"):
         save_explanation(expl, out)
     assert [p.name for p in out.iterdir()] == ["mine.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    save_explanation(expl, tmp_path / "report")
+    with pytest.raises(OutputExistsError, match=r"exists; pass --overwrite"):
+        save_explanation(expl, tmp_path / "report")
 
 
-def test_overwrite_replaces_the_folder(expl, tmp_path):
+def test_overwrite_replaces_a_previous_report(expl, tmp_path):
+    out = tmp_path / "out"
+    save_explanation(expl, out)
+    (out / "report.html").write_text("old")
+    assert save_explanation(expl, out, overwrite=True) == out
+    assert (out / "report.html").read_text() != "old" and (out / "results.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the old folder is deleted, nothing aside
+
+
+def test_overwrite_never_replaces_other_files(expl, tmp_path):
+    from diffpid.errors import OutputPathError
+
     out = tmp_path / "out"
     out.mkdir()
     (out / "mine.txt").write_text("old")
-    assert save_explanation(expl, out, overwrite=True) == out
-    assert not (out / "mine.txt").exists() and (out / "report.html").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the old folder is deleted, nothing aside
+    with pytest.raises(OutputPathError, match=r"replaces only a previous diffpid report.*no results.json"):
+        save_explanation(expl, out, overwrite=True)
+    assert [p.name for p in out.iterdir()] == ["mine.txt"] and (out / "mine.txt").read_text() == "old"
 
 
 @pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
@@ -502,17 +516,17 @@ def test_interrupted_write_leaves_nothing_half_written(expl, tmp_path, monkeypat
         calls.append(sorted(p.name for p in tmp_path.iterdir()))  # what exists at the moment of failure
         raise error("figure failed")
 
-    monkeypatch.setattr(figures, "curves_png", broken)
     out = tmp_path / "sub" / "out"
     if existing:
-        out.mkdir(parents=True)
-        (out / "mine.txt").write_text("old")
+        save_explanation(expl, out)
+        (out / "report.html").write_text("old")
+    monkeypatch.setattr(figures, "curves_png", broken)
     with pytest.raises(error, match="figure failed"):
         save_explanation(expl, out, overwrite=True)
     assert calls  # the failure happened inside the write
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == (["out"] if existing else [])
     if existing:
-        assert [p.name for p in out.iterdir()] == ["mine.txt"] and (out / "mine.txt").read_text() == "old"
+        assert (out / "report.html").read_text() == "old" and (out / "results.json").is_file()
 
 
 def test_partial_folder_exists_during_the_write(expl, tmp_path, monkeypatch):

@@ -138,7 +138,7 @@ def test_cli_checks_the_output_before_loading_the_model(tmp_path, capsys):
     out.mkdir()
     (out / "keep.txt").write_text("x")
     rc, _, err = run_cli(["explain", PROMPT, "--model", "/no/such/model", "--out", str(out)], capsys)
-    assert rc == 2 and "exists; pass --overwrite" in err  # refused before the model is even looked at
+    assert rc == 2 and "exists and is not a diffpid report folder" in err  # refused before the model is looked at
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 

@@ -73,7 +73,8 @@ def _run_cmd(items: Path, out: Path, *extra: str) -> list[str]:
 def _cli(items: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     p = subprocess.run([sys.executable, *_run_cmd(items, out, *extra)], env=_env(), capture_output=True,
                        text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.returncode == 3, p.stderr[-3000:]  # the item file has two bad items: a run with failed items exits 3
+    assert "diffpid: 2 of 13 items failed; their reasons: `diffpid runs show " in p.stderr
     return p
 
 
@@ -220,7 +221,8 @@ def test_two_accelerate_processes_equal_one(items_file, reference, tmp_path):
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
               "--main_process_port", str(port)]
     p = subprocess.run(launch + _run_cmd(items_file, out), env=_env(), capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-3000:]
+    # two items fail, so every rank exits 3 and the launcher reports failed children and exits non-zero
+    assert p.returncode != 0 and "diffpid: 2 of 13 items failed; their reasons: " in p.stderr, p.stderr[-3000:]
     assert "on 2 processes" in p.stdout
     rows = _results(out)
     assert _numbers(rows) == _numbers(_results(reference))

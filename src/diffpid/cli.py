@@ -1,7 +1,8 @@
 """The ``diffpid`` command.
 
 Every subcommand is a function ``cmd_NAME(args)`` registered in :func:`build_parser`.
-Errors a user can cause (:class:`~diffpid.errors.DiffpidError`) print one line and exit 2.
+Errors a user can cause (:class:`~diffpid.errors.DiffpidError`, and wrong arguments) print one
+line and exit 2; a dataset run (``run``, ``bench ...``) in which items failed exits 3.
 """
 
 from __future__ import annotations
@@ -9,13 +10,58 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import DiffpidError, ParameterError
+from .errors import EXIT_FAILED_ITEMS, EXIT_USAGE, DiffpidError, ItemsFailedError, ParameterError
 from .settings import Settings, add_settings_arguments, settings_from_args
 
 DEMO_DEFAULTS = Settings(samples=256)
 """``diffpid demo``: enough draws that the estimate sits within a few hundredths of ln 4."""
 RUN_DEFAULTS = Settings()
 """``diffpid run``: the package defaults."""
+
+
+#: options that must be positive whole numbers wherever a subcommand has them
+POSITIVE = ("samples", "batch_size", "steps", "images", "n", "resamples", "max_samples", "threads",
+            "checkpoint_every", "items")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Checks of options many subcommands share, made before any model is loaded.
+
+    Raises:
+        ParameterError: a number that must be positive is not, the seed is out of range, or the
+            device is misspelt or not on this machine.
+        OutputPathError: ``--out`` / ``--export`` cannot be written.
+    """
+    from .errors import ParameterError
+    from .settings import MAX_SEED, check_device_available, device_name
+
+    for name in POSITIVE:
+        v = getattr(args, name, None)
+        if isinstance(v, int) and not isinstance(v, bool) and v < 1:
+            raise ParameterError(f"--{name.replace('_', '-')} must be a positive whole number, got {v}")
+    seed = getattr(args, "seed", None)
+    if isinstance(seed, int) and not 0 <= seed <= MAX_SEED:
+        raise ParameterError(f"--seed must be a whole number from 0 to {MAX_SEED}, got {seed}")
+    device = getattr(args, "device", None)
+    if isinstance(device, str):
+        check_device_available(device_name(device))
+    sampler = getattr(args, "sampler", None)
+    if isinstance(sampler, str):
+        from .channel import make_sampler
+
+        make_sampler(sampler)
+    if getattr(args, "command", None) != "explain":  # explain checks its report folder itself (check_output)
+        from .output_paths import check_writable
+
+        for name in ("out", "export"):
+            value = getattr(args, name, None)
+            if isinstance(value, str):
+                check_writable(value, inside=True, what=f"--{name}")
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Show a warning as one line ``diffpid: warning: ...`` (the CLI's warnings are for users, not code)."""
+    print(f"diffpid: warning: {message}", file=sys.stderr if file is None else file)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -96,7 +142,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     s = run_words(args.items, args.out, model=args.model, steps=args.steps, guidance=args.guidance, maps=args.maps,
                   retry_failed=args.retry_failed, settings=settings_from_args(args))
-    return 0 if not s.remaining else 1
+    from .runs import exit_status
+
+    return exit_status(s)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -230,10 +278,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        import warnings
+
+        warnings.showwarning = _warning_line
+        check_arguments(args)
         return int(args.func(args) or 0)
+    except ItemsFailedError as e:
+        print(f"diffpid: error: {e}", file=sys.stderr)
+        return EXIT_FAILED_ITEMS
     except DiffpidError as e:
         print(f"diffpid: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("diffpid: interrupted", file=sys.stderr)
         return 130

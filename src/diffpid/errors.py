@@ -38,3 +38,21 @@ class OutputExistsError(DiffpidError, FileExistsError):
 
 class DatasetError(DiffpidError, ValueError):
     """A dataset folder or file is missing, malformed, or needs an optional package that is not installed."""
+
+
+class OutputPathError(DiffpidError, OSError):
+    """An output path cannot be written (a virtual file system, under a file, not writable) or must not be replaced."""
+
+
+class ImageWarning(UserWarning):
+    """An image was converted in a way the user should know of (alpha blended onto white, strong upscaling)."""
+
+
+#: exit status of a command whose arguments were wrong (argparse's and every DiffpidError's)
+EXIT_USAGE = 2
+#: exit status of a dataset run (``diffpid run``, ``diffpid bench ...``) in which some items failed
+EXIT_FAILED_ITEMS = 3
+
+
+class ItemsFailedError(DiffpidError, RuntimeError):
+    """Every item of a dataset run failed (each item's reason is in the run folder); exits with EXIT_FAILED_ITEMS."""

@@ -129,6 +129,71 @@ def versions() -> dict[str, str]:
     return out
 
 
+def _word_list(value: Any, name: str) -> tuple[str, ...]:
+    """``words`` / ``pair`` as a tuple of lower-cased words; a bare string is one word."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise ParameterError(f"{name} must be a list of words such as ['red', 'circle'], got {type(value).__name__}")
+    bad = [w for w in value if not isinstance(w, str)]
+    if bad:
+        raise ParameterError(f"{name} must hold words (strings), got {type(bad[0]).__name__} {bad[0]!r}")
+    out = tuple(w.strip().lower() for w in value)
+    if any(not w for w in out):
+        raise ParameterError(f"{name} holds an empty word; pass words of the prompt")
+    return out
+
+
+def check_request(prompt: Any, words: Any = None, pair: Any = None, *, redundancy: str = "integrated",
+                  settings: Settings | None = None,
+                  check_device: bool = True) -> tuple[tuple[str, ...], tuple[str, str] | None]:
+    """Every check of an :func:`explain` request that needs no model, so bad input fails before loading one.
+
+    Args:
+        check_device: also check that ``settings.device`` exists on this machine (a model passed
+            in keeps its own device, so explain skips this for it).
+
+    Returns:
+        the words to explain (repeats dropped, prompt order kept) and the pair (or ``None``).
+
+    Raises:
+        ParameterError, ConditionError: a message naming the problem.
+    """
+    from .settings import check_device_available
+
+    if not isinstance(prompt, str):
+        raise ParameterError(f"prompt must be a string, got {type(prompt).__name__}; pass the text to explain")
+    if not prompt.strip():
+        raise ParameterError("the prompt is empty; pass the text whose words you want explained")
+    check_mode(redundancy)
+    settings = Settings.of(settings)  # validated: samples, batch size, seed, device spelling, dtype
+    if check_device and settings.device is not None:
+        check_device_available(settings.device)
+    if words is None:
+        words = content_words(prompt)
+        if not words:
+            raise ConditionError(f"no content words in {prompt!r}; name the words to explain with words=[...]")
+    else:
+        words = tuple(dict.fromkeys(_word_list(words, "words")))
+        if not words:
+            raise ParameterError("words is empty; name at least one word of the prompt")
+    for w in words:
+        find_word(prompt, w)
+    if pair is not None:
+        if isinstance(pair, str):
+            raise ParameterError(f"pair must be two words such as ('red', 'circle'), got the string {pair!r}")
+        pair = _word_list(pair, "pair")
+        if len(pair) != 2:
+            raise ParameterError(f"a pair is two words, got {len(pair)}: {list(pair)}")
+        if pair[0] == pair[1]:
+            raise ConditionError(f"the pair names {pair[0]!r} twice; pass two different words of the prompt")
+        s1, s2 = find_word(prompt, pair[0]), find_word(prompt, pair[1])
+        if s1.start < s2.end and s2.start < s1.end:
+            raise ConditionError(f"the pair's words {s1.text!r} and {s2.text!r} overlap in the prompt; "
+                                 "choose two separate words")
+    return words, pair
+
+
 def resolve_model(model: Any = None, device: Any = None, dtype: Any = None) -> Model:
     """A :class:`Model` from ``None`` (the embedded shapes model), a folder, a hub id or a model."""
     if isinstance(model, Model):
@@ -172,21 +237,9 @@ def explain(
     Returns:
         An :class:`Explanation`; ``.save(folder)`` writes the report.
     """
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ParameterError("the prompt is empty; pass the text whose words you want explained")
     settings = Settings.of(settings, **overrides)
-    check_mode(redundancy)
-    words = tuple(w.lower() for w in words) if words is not None else content_words(prompt)
-    if not words:
-        raise ConditionError(f"no content words in {prompt!r}; name the words to explain with words=[...]")
-    for w in words:
-        find_word(prompt, w)
-    if pair is not None:
-        pair = tuple(p.lower() for p in pair)
-        if len(pair) != 2:
-            raise ParameterError(f"a pair is two words, got {len(pair)}: {list(pair)}")
-        for p in pair:
-            find_word(prompt, p)
+    words, pair = check_request(prompt, words, pair, redundancy=redundancy, settings=settings,
+                                check_device=not isinstance(model, Model))
     settings.apply_threads()
     m = resolve_model(model, device=settings.device, dtype=settings.torch_dtype())
 

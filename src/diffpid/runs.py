@@ -195,7 +195,10 @@ def run_items(
     Returns:
         The :class:`RunSummary` after the merge (every process returns it).
     """
+    from .output_paths import check_writable
+
     _check_ids(items)
+    check_writable(out, inside=True, what="the run folder")
     params = dict(parameters)
     params.setdefault("seed", seed)
     if params["seed"] != seed:
@@ -388,3 +391,44 @@ def model_folder(model: Any) -> Path | None:
     if isinstance(model, (str, os.PathLike)) and os.path.isdir(model):
         return Path(model)
     return None
+
+
+def _main_process() -> bool:
+    try:
+        from accelerate import PartialState
+
+        return PartialState().is_main_process
+    except Exception:  # noqa: BLE001 - no accelerate state: a single process
+        return True
+
+
+def failed_items_exit(failed: int, total: int, where: Any) -> int:
+    """``EXIT_FAILED_ITEMS`` (3) after one line on stderr that says how many items failed and where the reasons are.
+
+    Returns 0 when nothing failed. Only the main process prints (under ``accelerate launch``).
+    """
+    import sys
+
+    from .errors import EXIT_FAILED_ITEMS
+
+    if not failed:
+        return 0
+    if _main_process():
+        merged = Path(where) / "results.jsonl"
+        print(f"diffpid: {failed} of {total} items failed; their reasons: `diffpid runs show {where}`"
+              + (f" (also in {merged})" if (Path(where) / "run.json").exists() else ""), file=sys.stderr, flush=True)
+    return EXIT_FAILED_ITEMS
+
+
+def exit_status(summary: RunSummary) -> int:
+    """The exit status of a command that ran ``summary``: 0 all done, 3 items failed, 1 items left uncomputed."""
+    import sys
+
+    if summary.failed:
+        return failed_items_exit(len(summary.failed), summary.total, summary.directory)
+    if summary.remaining:
+        if _main_process():
+            print(f"diffpid: {len(summary.remaining)} of {summary.total} items were not computed; run the same "
+                  "command again to compute them", file=sys.stderr, flush=True)
+        return 1
+    return 0

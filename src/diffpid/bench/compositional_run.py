@@ -301,4 +301,6 @@ def command(args: Any) -> int:
                   "run": str(rep.summary.directory)}
         write_table(args.out, f"compositional-{dataset}", rep.table, extra=detail)
         print(to_markdown(rep.table))
-    return 0 if not rep.summary.remaining and rep.micro.items else 1
+    from ..runs import exit_status
+
+    return exit_status(rep.summary) or (0 if rep.micro.items else 1)

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ParameterError
+from ..errors import ItemsFailedError, ParameterError
 from ..runs import Item, ItemResult, file_digest, item_id
 from .correlation import Estimate
 from ..settings import Settings, add_settings_arguments, settings_from_args
@@ -224,7 +224,7 @@ def run_intervention(
                     progress=settings.progress)
     results = [_from_store(s) for s in run.items]
     if not results:
-        raise ParameterError(f"every item failed (see {run.summary.directory}); check the captions and words")
+        raise ItemsFailedError(f"every item failed; see why with `diffpid runs show {run.summary.directory}`; check the captions and words")
     summary = summarize_interventions(results, resamples=resamples, seed=settings.seed)
     table_meta = {**info, "items": len(results), "failed": len(run.summary.failed), "steps": steps,
                   "samples": settings.samples, "guidance": float(guidance), "lowest_logsnr": lowest,
@@ -276,4 +276,6 @@ def command(args: Any) -> int:
                                 lowest=args.lowest, attention=not args.no_attention, resamples=args.resamples,
                                 table_name=f"intervention-{dataset}", meta=meta, settings=settings)
     print(to_markdown(table))
-    return 0 if table.meta.get("failed", 0) == 0 else 1
+    from ..runs import failed_items_exit
+
+    return failed_items_exit(table.meta.get("failed", 0), table.meta.get("failed", 0) + table.meta.get("items", 0), args.out)

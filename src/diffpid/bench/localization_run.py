@@ -270,4 +270,6 @@ def command(args: Any) -> int:
                   "run": str(rep.summary.directory)}
         write_table(args.out, f"localization-{dataset}", rep.table, extra=detail)
         print(to_markdown(rep.table))
-    return 0 if not rep.summary.remaining and rep.scores else 1
+    from ..runs import exit_status
+
+    return exit_status(rep.summary) or (0 if rep.scores else 1)

@@ -73,6 +73,14 @@ def _shapes(args: Any) -> str:
     return "shapes-oracle" if args.model == ORACLE else "shapes"
 
 
+def _status(table: Any, args: Any) -> int:
+    """0, or 3 (with a line on stderr) when cases failed."""
+    from ..runs import failed_items_exit
+
+    failed = table.meta.get("failed", 0)
+    return failed_items_exit(failed, failed + table.meta.get("cases", table.meta.get("items", 0)), args.out)
+
+
 def add_bias(p: Any) -> None:
     """Arguments of ``diffpid bench bias``."""
     p.add_argument("--cases", default=None, help="CSV/JSONL of prompt, word_1 (attribute), word_2 (object)[, strength, image]")
@@ -97,7 +105,7 @@ def bias(args: Any) -> int:
     _, table = run_bias(cases, args.out, resamples=args.resamples, table_name=_name("bias", dataset),
                         reference=reference, **_kw(args, dataset, {"images_per_pair": args.images}))
     print(to_markdown(table))
-    return 0 if table.meta.get("failed", 0) == 0 else 1
+    return _status(table, args)
 
 
 def add_synonyms(p: Any) -> None:
@@ -121,7 +129,7 @@ def synonyms(args: Any) -> int:
                             table_name=_name("synonyms", dataset),
                             **_kw(args, dataset, {"images": args.images}))
     print(to_markdown(table))
-    return 0 if table.meta.get("failed", 0) == 0 else 1
+    return _status(table, args)
 
 
 def add_homonyms(p: Any) -> None:
@@ -148,7 +156,7 @@ def homonyms(args: Any) -> int:
                             table_name=_name("homonyms", dataset),
                             **_kw(args, dataset, {"images": args.images}))
     print(to_markdown(table))
-    return 0 if table.meta.get("failed", 0) == 0 else 1
+    return _status(table, args)
 
 
 def add_uniqueness(p: Any) -> None:
@@ -170,4 +178,4 @@ def uniqueness(args: Any) -> int:
     _, table = run_uniqueness(uniqueness_cases(args.n, args.seed, args.role), args.out,
                               figure_cases=args.figure_cases, table_name="uniqueness-shapes", grow=args.grow, **kw)
     print(to_markdown(table))
-    return 0 if table.meta.get("failed", 0) == 0 else 1
+    return _status(table, args)

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ParameterError
+from ..errors import ItemsFailedError, ParameterError
 from ..runs import Item, ItemResult, file_digest, item_id
 from .correlation import spearman
 from ..settings import Settings
@@ -210,7 +210,7 @@ def run_bias(cases: Sequence[PairCase], out: str | os.PathLike, *, model: Any = 
     settings = Settings.of(settings or DEFAULTS, **overrides)
     results, _, summary = run_pairs("bias", cases, out, model=model, settings=settings)
     if not results:
-        raise ParameterError(f"every bias case failed (see {summary.directory})")
+        raise ItemsFailedError(f"every bias case failed; see why with `diffpid runs show {summary.directory}`")
     s = bias_summary(results, resamples=resamples, seed=settings.seed)
     table = bias_table(s, _meta(model, results, summary, settings, meta), reference)
     write_table(out, table_name, table, extra={"cases": _per_case(results)})
@@ -244,7 +244,7 @@ def run_contrast(name: str, cases: Sequence[PairCase], out: str | os.PathLike, *
     settings = Settings.of(settings or DEFAULTS, **overrides)
     results, _, summary = run_pairs(name, cases, out, model=model, settings=settings)
     if not results:
-        raise ParameterError(f"every {name} case failed (see {summary.directory})")
+        raise ItemsFailedError(f"every {name} case failed; see why with `diffpid runs show {summary.directory}`")
     contrasts = [group_contrast(results, m, first, second, resamples=resamples, seed=settings.seed) for m in metrics]
     per_key: dict[str, list[float]] = {}
     for r in results:
@@ -269,7 +269,7 @@ def run_uniqueness(cases: Sequence[UniquenessCase], out: str | os.PathLike, *, m
     results, stored, summary = run_pairs("uniqueness", pairs, out, model=model, settings=settings,
                                          masks=[(c.mask_1, c.mask_2) for c in cases])
     if not results:
-        raise ParameterError(f"every uniqueness case failed (see {summary.directory})")
+        raise ItemsFailedError(f"every uniqueness case failed; see why with `diffpid runs show {summary.directory}`")
     masses = []
     for r, s in zip(results, stored):
         m1, m2 = s.arrays["mask_1"], s.arrays["mask_2"]

@@ -105,8 +105,15 @@ def _dtype_key(library: str) -> str:
 
 
 def _default_device(device: Any) -> torch.device:
+    """``device`` checked (spelling, and that this machine has it: a one-line ParameterError), else CUDA or CPU."""
     if device is not None:
-        return torch.device(device)
+        if isinstance(device, torch.device):
+            device = str(device)
+        from ..settings import check_device_available, device_name
+
+        name = device_name(device)
+        check_device_available(name)
+        return torch.device(name)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -138,8 +145,10 @@ def load_model(path_or_id: str | os.PathLike, torch_dtype: torch.dtype | None = 
         device: where to run; default CUDA when available, else CPU.
 
     Raises:
+        ParameterError: ``device`` is misspelt or not on this machine (``cuda`` without a GPU).
         ModelLoadError: the folder or id cannot be found, or its pipeline class is not supported.
     """
+    dev = _default_device(device)  # a wrong or missing device is named before the folder is read
     path_or_id = str(path_or_id)
     local = os.path.isdir(path_or_id)
     looks_like_path = path_or_id.startswith(("/", ".", "~")) or path_or_id.count("/") > 1 or "\\" in path_or_id
@@ -148,7 +157,6 @@ def load_model(path_or_id: str | os.PathLike, torch_dtype: torch.dtype | None = 
     index = _model_index(path_or_id, local)
     cls = index.get("_class_name", "")
     dtype = torch_dtype or torch.float32
-    dev = _default_device(device)
     has = {k for k, v in index.items() if isinstance(v, (list, tuple)) and len(v) == 2 and v[0] is not None}
     unet_ok = "unet" in has and index["unet"][1] in UNET_CLASSES.get(index["unet"][0], ())
     if cls in PIPELINES and "vae" in has:
@@ -214,6 +222,9 @@ def _load_components(path_or_id: str, index: dict, dtype, dev, local: bool):
         name = entry[1] if entry[1] in TEXT_ENCODER_CLASSES else "CLIPTextModel"
         encoders.append(sub(f"text_encoder{suffix}", name, library_of(entry)))
         tokenizers.append(sub(f"tokenizer{suffix}", "", AutoTokenizer))
+        from .shapes import drop_punctuation
+
+        drop_punctuation(tokenizers[-1])  # word-level vocabularies without punctuation (the shapes model)
     vae = None
     if isinstance(index.get("vae"), (list, tuple)) and index["vae"][0] is not None:
         vae = sub("vae", index["vae"][1], library_of(index["vae"]))

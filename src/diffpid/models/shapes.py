@@ -110,8 +110,40 @@ def build_tokenizer(max_length: int = 16) -> Any:
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(single="<bos> $A <eos>",
                                                        special_tokens=[("<bos>", 2), ("<eos>", 3)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
                                    unk_token="<unk>", model_max_length=max_length)
+    drop_punctuation(fast)
+    return fast
+
+
+#: what a word-level tokenizer without punctuation in its vocabulary splits on and drops
+PUNCTUATION_SPLIT = r"[^\w\s'’-]+|\s+"
+
+
+def drop_punctuation(tokenizer: Any) -> bool:
+    """Make a word-level tokenizer drop punctuation that carries no word (``,``, ``.``, ``!``...).
+
+    The shapes model's vocabulary has no punctuation, so ``"a red circle, left of a box."``
+    would otherwise read ``,`` and ``.`` as unknown words; after this the tokens are those
+    of the prompt without them, with character offsets into the prompt as written (so words
+    are still located where they stand). Applies only to a fast tokenizer whose model is
+    ``WordLevel`` and whose vocabulary holds no punctuation token; others are left alone.
+
+    Returns:
+        whether the tokenizer was changed.
+    """
+    import re
+
+    from tokenizers import Regex, pre_tokenizers
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or type(backend.model).__name__ != "WordLevel":
+        return False
+    special = set(getattr(tokenizer, "all_special_tokens", ()))
+    if any(re.search(r"[^\w\s]", t) for t in tokenizer.get_vocab() if t not in special):
+        return False
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(PUNCTUATION_SPLIT), behavior="removed")
+    return True
 
 
 def build_scheduler() -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import ParameterError
 from .maps import slugify
-from .save import check_output
+from .save import check_output, remove_stale_partials
 from ..settings import add_settings_arguments, settings_from_args
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,16 +42,22 @@ def default_out(prompt: str) -> Path:
     return Path("diffpid-out") / slugify(prompt, fallback="prompt")
 
 
-def _check(args: argparse.Namespace) -> tuple[Path, Any]:
-    """Validate everything that can be checked without the model; returns the output folder and the image."""
-    from ..prompts import find_word
+def _check(args: argparse.Namespace, settings: Any) -> tuple[Path, Any]:
+    """Validate everything that can be checked without the model; returns the output folder and the image.
 
-    if not args.prompt.strip():
-        raise ParameterError("the prompt is empty; pass the text whose words you want explained")
+    In this order: the prompt, the numbers, the seed and the device, the words and the pair
+    (:func:`diffpid.explanation.check_request`), the output folder (:func:`~diffpid.report.save.check_output`,
+    which also removes stale partial folders of killed runs), then the image is read.
+    """
+    from ..explanation import check_request
+
+    words, args.pair = check_request(args.prompt, args.words, args.pair, redundancy=args.redundancy,
+                                     settings=settings)
+    if args.words is not None:
+        args.words = list(words)  # repeats dropped
     out = Path(args.out) if args.out else default_out(args.prompt)
     check_output(out, args.overwrite)
-    for w in list(args.words or []) + list(args.pair or []):
-        find_word(args.prompt, w)
+    remove_stale_partials(out)
     image = None
     if args.image is not None:
         from ..models.images import to_rgb
@@ -96,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if args.quiet:
         settings = settings.replace(progress=False)
-    out, image = _check(args)
+    out, image = _check(args, settings)
     if args.quiet:
         _silence_loaders()
     else:
