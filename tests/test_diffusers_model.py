@@ -309,11 +309,18 @@ def test_load_errors(sd_path, tmp_path):
         diffpid.load_model(tmp_path)  # a folder without model_index.json
     with pytest.raises(ModelLoadError, match="check the path"):
         diffpid.load_model("nobody/no-such-model")  # offline hub id
-    (tmp_path / "flux").mkdir()
+    (tmp_path / "sana").mkdir()
+    (tmp_path / "sana" / "model_index.json").write_text(json.dumps(
+        {"_class_name": "SanaPipeline", "transformer": ["diffusers", "SanaTransformer2DModel"],
+         "vae": ["diffusers", "AutoencoderDC"]}))
+    with pytest.raises(ModelLoadError, match="supported: StableDiffusionPipeline, StableDiffusionXLPipeline, "
+                                             "StableDiffusion3Pipeline, FluxPipeline"):
+        diffpid.load_model(tmp_path / "sana")
+    (tmp_path / "flux").mkdir()  # a supported class whose folder is incomplete
     (tmp_path / "flux" / "model_index.json").write_text(json.dumps(
         {"_class_name": "FluxPipeline", "transformer": ["diffusers", "FluxTransformer2DModel"],
          "vae": ["diffusers", "AutoencoderKL"]}))
-    with pytest.raises(ModelLoadError, match="supported: StableDiffusionPipeline, StableDiffusionXLPipeline"):
+    with pytest.raises(ModelLoadError, match="cannot load the pipeline"):
         diffpid.load_model(tmp_path / "flux")
     broken = tmp_path / "broken"
     shutil.copytree(sd_path, broken)

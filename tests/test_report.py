@@ -409,7 +409,7 @@ def test_model_identity_of_the_embedded_model(tmp_path):
     assert ident["training_step"] == training["steps"] and ident["generation"] == generation
     assert ident["weights_sha256"] == hashlib.sha256(weights).hexdigest()[:16]
     assert ident["dtype"] == "float32" and ident["device"] == "cpu" and ident["name"] == "shapes"
-    assert ident["revision"] is None and ident["source"] == str(folder)
+    assert ident["revision"] == f"step {training['steps']}" and ident["source"] == str(folder)
     e = dataclasses.replace(synthetic_explanation(), model_identity=ident)
     data = explanation_to_dict(e)
     jsonschema.validate(data, results_schema())
@@ -425,11 +425,16 @@ def test_revision_of_a_hub_snapshot():
     assert _revision(f"/cache/models--org--sd/snapshots/{commit}") == commit
     assert _revision("org/not-in-the-cache") is None and _revision(None) is None
 
-    class Bare:  # a model that tells nothing but its name
-        name = "bare"
+    from diffpid.models.base import ModelIdentity
+
+    class Bare:  # a model whose identity tells nothing but its name and backend
+        device = "cpu"
+
+        def identity(self):
+            return ModelIdentity("bare", "test", "Bare", dtype=None)
 
     ident = model_identity(Bare())
-    assert ident["name"] == "bare" and ident["class"] == "Bare"
+    assert ident["name"] == "bare" and ident["class"] == "Bare" and ident["family"] == "test"
     assert all(ident[k] is None for k in ("source", "revision", "training_step", "weights_sha256", "dtype",
                                           "generation"))
 

@@ -257,7 +257,7 @@ def explain(
     plan.words(prompt, words)
     if pair is not None:
         _add_pids(plan, pair, prompt, redundancy)
-    attend = prompt if attention and supports_attention(m) else None
+    attend = prompt if attention and m.has("attention") else None
     result, capture = _run(m, x, plan, attend, words, settings)
     mi = {w: result.mi[w] for w in words}
     cmi = {w: result.cmi[w] for w in words}
@@ -278,7 +278,7 @@ def explain(
         att = {w: np.asarray(maps[w]) for w in words}
     sampler = settings.sampler if isinstance(settings.sampler, Sampler) else make_sampler(settings.sampler)
     params = Parameters(settings.samples, settings.batch_size, type(sampler).__name__, redundancy, settings.seed,
-                        str(m.device), str(getattr(m, "dtype", torch.float32)).replace("torch.", ""),
+                        str(m.device), str(m.dtype).replace("torch.", ""),
                         capture is not None)
     return Explanation(prompt, m.name, gen_seed, np.asarray(img), words, mi, cmi, pair, pids[0], pids[1], att,
                        curves, params, versions(), model_identity(m))
@@ -289,11 +289,6 @@ def _add_pids(plan: Plan, pair: Sequence[str], prompt: str, redundancy: str) -> 
     for conditional in (False, True):
         plan.pid(pair[0], pair[1], prompt=prompt, conditional=conditional, redundancy=redundancy)
     return plan
-
-
-def supports_attention(model: Model) -> bool:
-    """Whether attention can be captured from ``model`` alongside the information."""
-    return getattr(model, "unet", None) is not None
 
 
 def _run(model: Model, x: torch.Tensor, plan: Plan, attend: str | None, words: Sequence[str],

@@ -1,15 +1,17 @@
-"""Capture of cross-attention maps from a diffusers UNet, aggregated on the fly (DAAM).
+"""Capture of text-attention maps while a denoiser runs, aggregated on the fly (DAAM).
 
-:class:`AttentionCapture` is a context manager around any use of a
-``UNet2DConditionModel`` (a pipeline call, DDIM inversion, the estimator engine). On
-entry it wraps the processor of every cross-attention layer with a
-:class:`~diffpid.attention.processor.RecordingProcessor` (through ``unet.attn_processors``
-/ ``unet.set_attn_processor``) and registers a forward pre-hook and hook on the UNet; on
-exit, also after an error, it puts the original processors back and removes the hooks.
+:class:`AttentionCapture` is a context manager around any use of a denoiser network (a
+pipeline call, DDIM inversion, the estimator engine). Where the attention lives is the
+business of an :class:`~diffpid.attention.adapters.AttentionAdapter` (the UNet's
+cross-attention, a transformer's joint attention; a model gives its own through
+:meth:`~diffpid.models.base.Model.attention_adapter`): on entry the adapter wraps the
+processors of the chosen layers (outputs untouched) and the capture registers a forward
+pre-hook and hook on the adapter's network; on exit, also after an error, the original
+processors come back and the hooks go.
 
 Which batch rows belong to which prompt is never guessed (DAAM keeps the second half
 of the batch and so silently mixes up heads without classifier-free guidance). Each
-UNet call's rows are labelled, in this order of precedence, by:
+forward call's rows are labelled, in this order of precedence, by:
 
 1. labels queued with :meth:`AttentionCapture.expect` (diffpid's own callers, which know
    the model's ``eps`` layout: ``n`` inputs times ``k`` conditions, input-major);
@@ -19,25 +21,37 @@ UNet call's rows are labelled, in this order of precedence, by:
 4. a single prompt and no other information: every row must carry the same embedding,
    otherwise an error says to pass ``layout`` or ``embeddings``.
 
-Per UNet call (one step) and labelled row, each layer's ``(heads, T, h, w)`` maps are
-upsampled to the accumulation grid (the UNet input's size) with bicubic interpolation
-and clamped at 0; the step's map is their mean over layers and heads. The running sum
-over steps is kept per prompt and image; per-step, per-layer and per-head maps only on
-request. Memory does not grow with the number of steps unless ``per_step`` is set.
+Two methods (``method``):
+
+- ``"scores"``: per call (one step) and labelled row, each layer's ``(heads, T, h, w)``
+  probabilities of the image queries over the text keys;
+- ``"concepts"`` (joint attention only; ConceptAttention, Helbling et al. 2025): per
+  layer, the softmax over the given concepts (token spans) of the dot products of the
+  image tokens' and the concepts' attention outputs, ``(C, h, w)``.
+
+The layer maps are upsampled to the accumulation grid (the UNet input's size, the
+transformer's token grid) with bicubic interpolation and clamped at 0; the step's map is
+their mean over layers and heads. The running sum over steps is kept per prompt and
+image; per-step, per-layer and per-head maps only on request. Memory does not grow with
+the number of steps unless ``per_step`` is set.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import ConditionError, ParameterError, ShapeError
-from .processor import attention_probabilities, recording_processor
-from .rows import Row, cross_attention_layers, label_rows, query_grid, unet_of
+from ..models.base import CapabilityError
+from .adapters import AttentionAdapter, LayerCall, UNetCrossAttentionAdapter
+from .rows import Row, label_rows
+from .concepts import concept_positions, concept_scores
 from .maps import AttentionMaps, build_maps, word_tokens
+
+METHODS = ("scores", "concepts")
 
 __all__ = ["AttentionCapture"]
 
@@ -55,7 +69,7 @@ class _Acc:
 
 
 class _Call:
-    """State of one UNet forward call: labelled rows and their partial sums."""
+    """State of one forward call of the network: labelled rows and their partial sums."""
 
     def __init__(self, rows: list[Row | None], size: tuple[int, int], grid: tuple[int, int]) -> None:
         self.rows = rows
@@ -66,18 +80,14 @@ class _Call:
         self.count = 0
         self.layers: dict[int, torch.Tensor] = {}  # layer -> (R, T, H, W) mean over heads
         self.heads: dict[int, torch.Tensor] = {}  # layer -> (R, heads, T, H, W)
-        self.sel: torch.Tensor | None = None  # the labelled rows' indices on the UNet's device
-
-
-def _arg(args: tuple, kwargs: dict, pos: int, name: str) -> Any:
-    return kwargs[name] if name in kwargs else (args[pos] if len(args) > pos else None)
+        self.sel: torch.Tensor | None = None  # the labelled rows' indices on the network's device
 
 
 class AttentionCapture:
-    """Record per-token cross-attention maps of chosen prompts while a UNet runs.
+    """Record per-token text-attention maps of chosen prompts while a denoiser runs.
 
-    Use it as a context manager around a pipeline call or any UNet use; afterwards
-    :meth:`maps` gives per-word maps. Example::
+    Use it as a context manager around a pipeline call or any use of the network;
+    afterwards :meth:`maps` gives per-word maps. Example::
 
         with AttentionCapture(pipe.unet, "a cat on a mat", tokenizer=pipe.tokenizer,
                               layout=["", "a cat on a mat"]) as cap:
@@ -85,11 +95,13 @@ class AttentionCapture:
         m = cap.maps(["cat", "mat"], size=(512, 512))
 
     Args:
-        unet: a diffusers ``UNet2DConditionModel`` (SD 1.x/2.x, SDXL, the embedded model).
+        unet: an :class:`~diffpid.attention.adapters.AttentionAdapter` (``model.attention_adapter()``),
+            or a diffusers ``UNet2DConditionModel`` (SD 1.x/2.x, SDXL, the embedded model),
+            taken through :class:`~diffpid.attention.adapters.UNetCrossAttentionAdapter`.
         prompt: the prompt, or prompts, whose attention is kept.
         tokenizer: what locates words in a prompt: a model with ``tokenize(prompt)`` or a
             Hugging Face tokenizer. Needed by :meth:`maps` for words given as strings.
-        layout: the UNet batch as equal contiguous blocks of prompts; blocks of prompts
+        layout: the batch of each forward call as equal contiguous blocks of prompts; blocks of prompts
             that are not captured (or ``None``) are skipped. ``["", prompt]`` for a pipeline
             with guidance and an empty negative prompt.
         embeddings: one ``(T, d)`` text embedding per prompt; rows are matched to them.
@@ -97,9 +109,15 @@ class AttentionCapture:
         per_step: also keep every step's map (memory grows with steps).
         per_layer: also keep a map per layer (mean over its heads and the steps).
         per_head: also keep a map per layer and head (mean over the steps).
-        layers: names (or name prefixes) of the cross-attention layers to use; default all.
+        layers: names (or name prefixes) of the attention layers to use; default the
+            adapter's default layers (every cross-attention layer of a UNet).
         tokens: token indices to keep (the probabilities are still normalised over all
             tokens); default all. Fewer tokens make the capture much cheaper.
+        method: ``"scores"`` (attention probabilities) or ``"concepts"`` (concept attention,
+            joint-attention adapters only; needs ``concepts``).
+        concepts: for ``"concepts"``: the concepts as token spans of the prompt (each a
+            tuple of token indices; a concept's output is the mean of its tokens'), and
+            optionally ``concept_labels``, one name per concept.
     """
 
     def __init__(
@@ -116,9 +134,13 @@ class AttentionCapture:
         per_head: bool = False,
         layers: Sequence[str] | None = None,
         tokens: Sequence[int] | None = None,
+        method: str = "scores",
+        concepts: Sequence[Sequence[int]] | None = None,
+        concept_labels: Sequence[str] | None = None,
     ) -> None:
-        if not hasattr(unet, "attn_processors") or not hasattr(unet, "set_attn_processor"):
-            raise ParameterError("unet must be a diffusers UNet2DConditionModel (it has no attention processors)")
+        adapter = unet if isinstance(unet, AttentionAdapter) else UNetCrossAttentionAdapter(unet)
+        if method not in METHODS:
+            raise ParameterError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         self.prompts = (prompt,) if isinstance(prompt, str) else tuple(prompt)
         if not self.prompts or not all(isinstance(p, str) for p in self.prompts):
             raise ParameterError("prompt must be a string or a list of strings")
@@ -134,18 +156,29 @@ class AttentionCapture:
                 raise ParameterError(f"give one embedding per prompt ({len(self.prompts)}), got {len(embeddings)}")
         if layout is None and embeddings is None and len(self.prompts) > 1:
             raise ParameterError("with several prompts pass layout= or embeddings= to tell the batch rows apart")
-        self.unet = unet
+        self.adapter = adapter
+        self.module = adapter.module
+        self.method = method
         self.tokenizer = tokenizer
         self.layout = layout
         self.embeddings = embeddings
         self.resolution = tuple(resolution) if resolution is not None else None
         self.per_step, self.per_layer, self.per_head = per_step, per_layer, per_head
-        names = cross_attention_layers(unet)
-        if layers is not None:
-            names = [n for n in names if any(n == p or n.startswith(p + ".") for p in layers)]
-        if not names:
-            raise ParameterError("no cross-attention layers to capture; check unet and the layers argument")
-        self.layers = tuple(names)
+        self.layers = adapter.select(layers)
+        self.concepts: tuple[tuple[int, ...], ...] | None = None
+        self.concept_labels: tuple[str, ...] = ()
+        if method == "concepts":
+            if not adapter.concepts:
+                raise CapabilityError(f"concept attention needs joint attention (MM-DiT); the {adapter.kind} adapter "
+                                      "has none: use method='scores'")
+            if not concepts or not all(len(c) and all(isinstance(i, int) and i >= 0 for i in c) for c in concepts):
+                raise ParameterError("concept attention needs concepts: token spans such as [(2,), (5, 6)]")
+            self.concepts = tuple(tuple(int(i) for i in c) for c in concepts)
+            self.concept_labels = tuple(concept_labels) if concept_labels is not None else tuple(
+                "tokens " + ",".join(map(str, c)) for c in self.concepts)
+            if len(self.concept_labels) != len(self.concepts):
+                raise ParameterError("give one concept label per concept")
+            tokens = None
         if tokens is not None:
             tokens = tuple(sorted({int(i) for i in tokens}))
             if not tokens or tokens[0] < 0:
@@ -162,37 +195,44 @@ class AttentionCapture:
 
     @classmethod
     def for_model(cls, model: Any, prompt: str | Sequence[str], words: Any = None, **kwargs: Any) -> "AttentionCapture":
-        """A capture on ``model.unet`` that locates words with ``model.tokenize``.
+        """A capture through ``model.attention_adapter()`` that locates words with ``model.token_span``.
 
         Args:
-            model: a diffpid model with a diffusers UNet (``DiffusersModel``).
+            model: a diffpid model with the ``"attention"`` capability.
             prompt: the prompt(s) to capture.
-            words: if given, words of the (first) prompt whose tokens alone are kept; default all tokens.
+            words: if given, words of the (first) prompt whose tokens alone are kept (for
+                ``method="concepts"``: the concepts); default all tokens.
             kwargs: further :class:`AttentionCapture` arguments.
+
+        Raises:
+            CapabilityError: the model has no attention to capture.
         """
-        tok = model if hasattr(model, "tokenize") else None
+        model.require("attention", "attention maps")
+        tok = model if model.has("text") else None
         if words is not None:
             words = [words] if isinstance(words, str) else list(words)
             if not words:
                 raise ParameterError("no words given; pass at least one word of the prompt")
             first = prompt if isinstance(prompt, str) else prompt[0]
-            kwargs["tokens"] = sorted({i for w in words for i in word_tokens(first, w, tok)})
-        return cls(unet_of(model), prompt, tokenizer=tok, **kwargs)
+            spans = [word_tokens(first, w, tok) for w in words]
+            if kwargs.get("method") == "concepts":
+                kwargs.setdefault("concepts", spans)
+                kwargs.setdefault("concept_labels", [w if isinstance(w, str) else getattr(w, "text", str(w))
+                                                     for w in words])
+            else:
+                kwargs["tokens"] = sorted({i for s in spans for i in s})
+        return cls(model.attention_adapter(), prompt, tokenizer=tok, **kwargs)
 
     # context management -------------------------------------------------------------
     def __enter__(self) -> "AttentionCapture":
         if self._saved is not None:
             raise ParameterError("this AttentionCapture is already active; use a new one to nest captures")
-        saved = dict(self.unet.attn_processors)
-        procs = dict(saved)
-        for i, name in enumerate(self.layers):
-            procs[name + ".processor"] = recording_processor(saved[name + ".processor"], self._on_layer, i)
-        self._saved = saved
+        self.adapter.install(self.layers, self._on_layer)  # on failure it has undone itself
+        self._saved = {}
         try:
-            self.unet.set_attn_processor(procs)
             self._handles = [
-                self.unet.register_forward_pre_hook(self._on_call, with_kwargs=True),
-                self.unet.register_forward_hook(self._on_return),
+                self.module.register_forward_pre_hook(self._on_call, with_kwargs=True),
+                self.module.register_forward_hook(self._on_return),
             ]
         except BaseException:
             self._restore()
@@ -207,18 +247,18 @@ class AttentionCapture:
             h.remove()
         self._handles = []
         if self._saved is not None:
-            self.unet.set_attn_processor(dict(self._saved))
+            self.adapter.restore()
         self._saved = None
         self._call = None
         self._queue.clear()
 
     # row labels ------------------------------------------------------------------------
     def expect(self, rows: Sequence[Row | None]) -> None:
-        """Queue labels for the next UNet batch rows, in order (consumed call by call)."""
+        """Queue labels for the next batch rows, in order (consumed call by call)."""
         self._queue.extend(rows)
 
     def drop_expected(self) -> int:
-        """Forget the queued labels that no UNet row used; returns how many there were."""
+        """Forget the queued labels that no batch row used; returns how many there were."""
         left = len(self._queue)
         self._queue.clear()
         return left
@@ -227,37 +267,38 @@ class AttentionCapture:
         b = ehs.shape[0]
         if self._queue:
             if len(self._queue) < b:
-                raise ShapeError(f"{len(self._queue)} row labels queued for a UNet batch of {b} rows")
+                raise ShapeError(f"{len(self._queue)} row labels queued for a batch of {b} rows")
             rows, self._queue = self._queue[:b], self._queue[b:]
             return rows
         return label_rows(ehs, timestep, self.prompts, self.layout, self.embeddings)
 
     # hooks -------------------------------------------------------------------------------
     def _on_call(self, module: Any, args: tuple, kwargs: dict) -> None:
-        sample = _arg(args, kwargs, 0, "sample")
-        ehs = _arg(args, kwargs, 2, "encoder_hidden_states")
-        rows = self._label(ehs, _arg(args, kwargs, 1, "timestep"))
-        size = tuple(sample.shape[-2:])
+        inputs = self.adapter.call_inputs(args, kwargs)
+        rows = self._label(inputs.text, inputs.timestep)
+        size = tuple(inputs.size)
         self._call = _Call(rows, size, self.resolution or size)
 
-    def _on_layer(self, index: int, attn: Any, hs: torch.Tensor, ehs: torch.Tensor, mask: Any, temb: Any) -> None:
+    def _on_layer(self, index: int, layer: LayerCall) -> None:
         call = self._call
         if call is None or not call.index:
             return
-        b = hs.shape[0]
-        if len(call.index) < b:  # compute only the captured rows
-            if call.sel is None or call.sel.device != hs.device:
-                call.sel = torch.tensor(call.index, device=hs.device)
-            mask = mask.index_select(0, call.sel) if mask is not None and mask.shape[0] == b else mask
-            temb = temb.index_select(0, call.sel) if temb is not None and temb.shape[0] == b else temb
-            hs, ehs = hs.index_select(0, call.sel), ehs.index_select(0, call.sel)
-        probs = attention_probabilities(attn, hs, ehs, mask, temb)
-        if self.tokens is not None:
-            if self.tokens[-1] >= probs.shape[-1]:
-                raise ShapeError(f"token {self.tokens[-1]} asked for, but the layer attends to {probs.shape[-1]} tokens")
-            probs = probs[..., list(self.tokens)]
+        sel = None
+        if len(call.index) < layer.batch:  # compute only the captured rows
+            if call.sel is None or call.sel.device != layer.device:
+                call.sel = torch.tensor(call.index, device=layer.device)
+            sel = call.sel
+        if self.method == "concepts":
+            probs, heads_out = concept_scores(*layer.outputs(sel), self.concepts, self.per_head)
+        else:
+            probs = layer.probabilities(sel)
+            if self.tokens is not None:
+                if self.tokens[-1] >= probs.shape[-1]:
+                    raise ShapeError(f"token {self.tokens[-1]} asked for, but the layer attends to {probs.shape[-1]} tokens")
+                probs = probs[..., list(self.tokens)]
+            heads_out = None
         r, heads, n, t = probs.shape
-        h, w = query_grid(n, call.size)
+        h, w = layer.grid(call.size)
         with torch.no_grad():
             p = probs.float().permute(0, 1, 3, 2).reshape(r * heads, t, h, w)
             if (h, w) != tuple(call.grid):
@@ -269,7 +310,16 @@ class AttentionCapture:
             if self.per_layer:
                 call.layers[index] = s / heads
             if self.per_head:
-                call.heads[index] = p
+                call.heads[index] = p if heads_out is None else self._to_grid(heads_out, (h, w), call.grid)
+
+    @staticmethod
+    def _to_grid(probs: torch.Tensor, hw: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:
+        """``(r, heads, n, T)`` to ``(r, heads, T, *grid)``."""
+        r, heads, n, t = probs.shape
+        p = probs.float().permute(0, 1, 3, 2).reshape(r * heads, t, *hw)
+        if tuple(hw) != tuple(grid):
+            p = F.interpolate(p, size=grid, mode="bicubic", align_corners=False).clamp_min_(0)
+        return p.view(r, heads, t, *grid)
 
     def _on_return(self, module: Any, args: tuple, output: Any) -> None:
         call, self._call = self._call, None
@@ -323,7 +373,7 @@ class AttentionCapture:
                 got = self._pending.pop(prompt)
                 if len(got) != len(x_a):
                     raise ShapeError(
-                        f"saw {len(got)} UNet rows of {prompt!r} for {len(x_a)} noisy inputs; each condition "
+                        f"saw {len(got)} denoiser rows of {prompt!r} for {len(x_a)} noisy inputs; each condition "
                         "must appear once per input (is the same prompt given twice as a condition?)"
                     )
                 for i, (step, layers, heads) in enumerate(got):
@@ -333,7 +383,7 @@ class AttentionCapture:
 
     # results -------------------------------------------------------------------------------
     def steps(self, prompt: str | None = None, image: int = 0) -> int:
-        """How many steps (UNet calls, or engine draws) were averaged for ``prompt`` and ``image``."""
+        """How many steps (forward calls, or engine draws) were averaged for ``prompt`` and ``image``."""
         acc = self._acc.get((self._prompt(prompt), image))
         return 0 if acc is None else acc.steps
 
@@ -351,7 +401,7 @@ class AttentionCapture:
         acc = self._acc.get((prompt, image))
         if acc is None or acc.steps == 0:
             raise ConditionError(
-                f"no attention was captured for {prompt!r} (image {image}); did the UNet run inside the "
+                f"no attention was captured for {prompt!r} (image {image}); did the denoiser run inside the "
                 "capture with that prompt, and do layout / embeddings name it?"
             )
         return prompt, acc
@@ -365,21 +415,31 @@ class AttentionCapture:
              size: tuple[int, int] | None = None) -> AttentionMaps:
         """Per-word maps: the mean over a word's tokens of :meth:`token_maps`, resized to ``size``.
 
+        For ``method="concepts"`` the words are the captured concepts (by label or token
+        span) and each map is its concept's; :meth:`token_maps` then has one map per concept.
+
         Args:
             words: words or phrases of the prompt (located with ``tokenizer``), or token
                 index sequences such as ``(2, 3)``.
             prompt: which captured prompt (default: the only one).
-            image: which image of the batch (rows of the same prompt in one UNet call, or
+            image: which image of the batch (rows of the same prompt in one forward call, or
                 the engine's inputs).
             size: ``(h, w)`` output size (bicubic, clamped at 0); default the accumulation grid.
         """
         prompt, acc = self._get(prompt, image)
-        return build_maps(
+        token_ids, labels = self.tokens, None
+        if self.method == "concepts":
+            words, labels = concept_positions(prompt, words, self.concepts, self.concept_labels, self.tokenizer)
+            token_ids = None
+        out = build_maps(
             prompt, words, self.tokenizer, acc.total / acc.steps, acc.steps, acc.levels,
             step_maps=acc.step_maps if self.per_step else None,
-            token_ids=self.tokens,
+            token_ids=token_ids,
             layers=self.layers,
             layer_maps=None if acc.layer_sum is None else [m / acc.steps for m in acc.layer_sum],
             head_maps=None if acc.head_sum is None else [m / acc.steps for m in acc.head_sum],
             size=size,
         )
+        if labels is None:
+            return out
+        return replace(out, words=tuple(labels), tokens=tuple(self.concepts[k[0]] for k in words))

@@ -28,7 +28,7 @@ from ..information import Information
 from ..models.base import Model, is_single
 from ..settings import Settings
 from .capture import AttentionCapture
-from .rows import Row, unet_of as _check_unet
+from .rows import Row
 from .maps import AttentionMaps
 
 __all__ = ["AttentionInformation", "LabelledModel", "attention_and_information", "attention_maps", "ddim_inversion"]
@@ -54,11 +54,30 @@ class LabelledModel(Model):
         self.logsnr_range = model.logsnr_range
         self.device = model.device
         self.name = model.name
+        self.dtype = model.dtype
+        self.resolution = model.resolution
+        self.capabilities = model.capabilities
 
-    def __getattr__(self, name: str) -> Any:  # tokenize, unet, resolution, decode, ...
-        if name == "model":
-            raise AttributeError(name)
-        return getattr(self.model, name)
+    def identity(self):
+        return self.model.identity()
+
+    def tokenize(self, prompt: str):
+        return self.model.tokenize(prompt)
+
+    def attention_adapter(self):
+        return self.model.attention_adapter()
+
+    def encode_image(self, image: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.model.encode_image(image, *args, **kwargs)
+
+    def decode(self, x: torch.Tensor) -> Any:
+        return self.model.decode(x)
+
+    def generate(self, prompt: Any, seed: int = 0, **kwargs: Any):
+        return self.model.generate(prompt, seed=seed, **kwargs)
+
+    def unconditional(self) -> Any:
+        return self.model.unconditional()
 
     def check_x(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.check_x(x)
@@ -82,15 +101,10 @@ class LabelledModel(Model):
             left = self.capture.drop_expected()
         if left:
             raise ShapeError(
-                f"{self.model.name}.eps ran the UNet on {len(x_a) * len(keys) - left} rows for {len(x_a)} inputs x "
-                f"{len(keys)} conditions; attention capture needs one UNet row per input and condition"
+                f"{self.model.name}.eps ran the network on {len(x_a) * len(keys) - left} rows for {len(x_a)} inputs x "
+                f"{len(keys)} conditions; attention capture needs one batch row per input and condition"
             )
         return out
-
-
-def _capture(model: Model, prompt: str, words: Any = None, **kwargs: Any) -> AttentionCapture:
-    """:meth:`AttentionCapture.for_model` (kept for callers that import this name)."""
-    return AttentionCapture.for_model(model, prompt, words, **kwargs)
 
 
 def ddim_inversion(model: Model, x: torch.Tensor, condition: Any, steps: int = 50) -> torch.Tensor:
@@ -116,7 +130,7 @@ def _results(cap: AttentionCapture, prompt: str, words: Any, images: int, size: 
 
 
 def _default_size(model: Model, size: Any) -> Any:
-    return size if size is not None else getattr(model, "resolution", None)
+    return size if size is not None else model.resolution
 
 
 def attention_maps(
@@ -140,11 +154,13 @@ def attention_maps(
     per_layer: bool = False,
     per_head: bool = False,
     layers: Sequence[str] | None = None,
+    attention: str = "scores",
 ) -> AttentionMaps | tuple[AttentionMaps, ...]:
     """Cross-attention maps (DAAM) of ``words`` of ``prompt``.
 
     Args:
-        model: a model with a diffusers UNet (``model.unet``), e.g. :class:`~diffpid.DiffusersModel`.
+        model: a model with the ``"attention"`` capability (its
+            :meth:`~diffpid.models.base.Model.attention_adapter` says where the attention lives).
         x: ``(*data_shape)`` or ``(b, *data_shape)`` data to explain, or a prompt string to
             generate from (then ``prompt`` may be omitted).
         words: words or phrases of the prompt, or token index sequences.
@@ -158,9 +174,12 @@ def attention_maps(
         steps: trajectory steps (``"inversion"``, ``"generate"``).
         guidance_scale, negative_prompt: classifier-free guidance of ``"generate"`` (default:
             the model's, see ``DiffusersModel.generation``).
-        size: output ``(h, w)``; default the model's image size (``model.resolution``).
+        size: output ``(h, w)``; default the model's image size (``model.resolution``; the
+            accumulation grid when it has none).
         per_step, per_layer, per_head, layers: breakdowns and layer choice, as
             :class:`~diffpid.attention.capture.AttentionCapture`.
+        attention: ``"scores"`` (attention probabilities) or ``"concepts"`` (concept
+            attention of the words, joint-attention models only).
 
     Returns:
         :class:`AttentionMaps` for one input (for generation with the sample in
@@ -175,23 +194,23 @@ def attention_maps(
         raise ParameterError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if not isinstance(prompt, str):
         raise ParameterError("give the prompt whose words are mapped (a string)")
-    _check_unet(model)
+    model.require("attention", "attention maps")
     size = _default_size(model, size)
-    opts = dict(per_step=per_step, per_layer=per_layer, per_head=per_head, layers=layers)
+    opts = dict(per_step=per_step, per_layer=per_layer, per_head=per_head, layers=layers, method=attention)
     cond = model.encode_prompt(prompt)
     if method == "generate":
-        emb = getattr(cond, "embeddings", None)
+        emb = model.attention_adapter().text_embeddings(cond)
         if emb is None:
             raise ParameterError(f"{model.name} conditions carry no text embeddings; use method='inversion'")
-        with _capture(model, prompt, words, embeddings=[emb], **opts) as cap:
-            g = model.generate(prompt, seed=seed, steps=steps, guidance_scale=guidance_scale,
-                               negative_prompt=negative_prompt)
+        with AttentionCapture.for_model(model, prompt, words, embeddings=[emb], **opts) as cap:
+            extra = {"negative_prompt": negative_prompt} if negative_prompt else {}  # not every backend has one
+            g = model.generate(prompt, seed=seed, steps=steps, guidance_scale=guidance_scale, **extra)
         return replace(cap.maps(words, prompt, size=size), generated=g)
     if isinstance(x, str):
         raise ParameterError(f"method {method!r} explains data: pass x as a tensor and the prompt")
     single = tuple(x.shape) == tuple(model.data_shape)
     xb = model.check_x(x)
-    with _capture(model, prompt, words, **opts) as cap:
+    with AttentionCapture.for_model(model, prompt, words, **opts) as cap:
         lm = LabelledModel(model, cap, [(cond, prompt)])
         if method == "inversion":
             ddim_inversion(lm, xb, cond, steps)
@@ -227,6 +246,7 @@ def attention_and_information(
     per_layer: bool = False,
     per_head: bool = False,
     layers: Sequence[str] | None = None,
+    attention: str = "scores",
     settings: Settings | None = None,
     **overrides: Any,
 ) -> AttentionInformation:
@@ -244,12 +264,13 @@ def attention_and_information(
         words = [words]
     if not words or not all(isinstance(w, str) for w in words):
         raise ParameterError("words must be words or phrases of the prompt (strings)")
-    _check_unet(model)
+    model.require("attention", "attention maps")
     single = is_single(model, x)
     xb = model.check_x(x)
     plan = Plan().words(prompt, words, kinds=("cmi",))
     conds = [encode(model, c) for c in plan.conditions]
-    with _capture(model, prompt, words, per_step=per_step, per_layer=per_layer, per_head=per_head, layers=layers) as cap:
+    with AttentionCapture.for_model(model, prompt, words, per_step=per_step, per_layer=per_layer, per_head=per_head,
+                                    layers=layers, method=attention) as cap:
         lm = LabelledModel(model, cap, [(conds[plan.condition(prompt)], prompt)])
         result = plan.run(model, x, settings, conditions=conds, model_for_engine=lm,
                           on_batch=cap.engine_callback(len(xb)))

@@ -1,4 +1,4 @@
-"""Which UNet batch row carries which prompt, and where a layer's queries sit.
+"""Which batch row of a denoiser call carries which prompt.
 
 Rows are labelled explicitly (see :mod:`diffpid.attention.capture`): by ``layout``
 (equal contiguous blocks), by ``embeddings`` (each row matched to a prompt's text
@@ -12,47 +12,17 @@ from typing import Any, Sequence
 
 import torch
 
-from ..errors import ConditionError, ParameterError, ShapeError
+from ..errors import ConditionError, ShapeError
 
-__all__ = ["Row", "cross_attention_layers", "label_rows", "query_grid", "unet_of"]
+__all__ = ["Row", "label_rows"]
 
 
 @dataclass(frozen=True)
 class Row:
-    """The label of one UNet batch row: its prompt and, when known, its noise level."""
+    """The label of one batch row of a denoiser call: its prompt and, when known, its noise level."""
 
     prompt: str
     level: float | None = None
-
-
-def unet_of(model: Any) -> Any:
-    """The diffusers UNet of a diffpid model (``model.unet``), or a ParameterError."""
-    unet = getattr(model, "unet", None)
-    if unet is None or not hasattr(unet, "attn_processors"):
-        raise ParameterError(f"{getattr(model, 'name', 'the model')} has no diffusers UNet with cross-attention; "
-                             "attention maps need one")
-    return unet
-
-
-def cross_attention_layers(unet: Any) -> list[str]:
-    """Names of the UNet's cross-attention ``Attention`` modules, in ``attn_processors`` order."""
-    names = []
-    for key in unet.attn_processors:
-        name = key[: -len(".processor")]
-        mod = unet.get_submodule(name)
-        if getattr(mod, "is_cross_attention", False) and getattr(mod, "added_kv_proj_dim", None) is None:
-            names.append(name)
-    return names
-
-
-def query_grid(n: int, size: tuple[int, int]) -> tuple[int, int]:
-    """The ``(h, w)`` of a layer with ``n`` queries in a UNet whose input is ``size`` (stride-2 levels)."""
-    h, w = size
-    for _ in range(12):
-        if h * w == n:
-            return h, w
-        h, w = -(-h // 2), -(-w // 2)
-    raise ShapeError(f"cannot place {n} attention queries on a grid derived from the input size {size}")
 
 
 def label_rows(
@@ -62,11 +32,11 @@ def label_rows(
     layout: Sequence[str | None] | None = None,
     embeddings: Sequence[torch.Tensor] | None = None,
 ) -> list[Row | None]:
-    """Label each row of a UNet batch with its prompt (``None``: not captured).
+    """Label each row of a denoiser batch with its prompt (``None``: not captured).
 
     Args:
         ehs: ``(b, T, d)`` the batch's text embeddings.
-        timestep: the UNet's timestep argument (scalar or ``(b,)``), kept as each row's level.
+        timestep: the network's timestep argument (scalar or ``(b,)``), kept as each row's level.
         prompts: the captured prompts (a single one when neither layout nor embeddings is given).
         layout: the batch as equal contiguous blocks of prompts (``None`` blocks are skipped).
         embeddings: one ``(T, d)`` embedding per prompt; rows match within 1e-3 relative.
@@ -76,7 +46,7 @@ def label_rows(
     levels = [float(t[i if len(t) == b else 0]) for i in range(b)]
     if layout is not None:
         if b % len(layout):
-            raise ShapeError(f"the UNet batch of {b} rows does not split into the {len(layout)} blocks of layout")
+            raise ShapeError(f"the batch of {b} rows does not split into the {len(layout)} blocks of layout")
         per = b // len(layout)
         return [None if layout[i // per] is None else Row(layout[i // per], levels[i]) for i in range(b)]
     if embeddings is not None:
@@ -93,7 +63,7 @@ def label_rows(
         return out
     if b > 1 and not all(torch.equal(ehs[0], ehs[i]) for i in range(1, b)):
         raise ConditionError(
-            f"the UNet batch holds rows of different prompts (classifier-free guidance?); pass "
+            f"the denoiser batch holds rows of different prompts (classifier-free guidance?); pass "
             f"layout=[negative_prompt, prompt] or embeddings= so that {prompts[0]!r} can be found"
         )
     return [Row(prompts[0], levels[i]) for i in range(b)]

@@ -176,7 +176,6 @@ def intervene(
             generated image.
     """
     from ..attention import attention_maps
-    from ..explanation import supports_attention
     from ..plan import Plan
     from ..sampling import ddim_generate, ddim_invert, round_trip_error
 
@@ -192,7 +191,7 @@ def intervene(
     # i_o(x; caption | edited) from the conditions encoded above (each evaluated once)
     info = Plan().mi("information", full, edit).run(model, x[0], settings).mi["information"]
     att_map, att = None, None
-    if attention and supports_attention(model):
+    if attention and model.has("attention"):
         size = tuple(change_map.shape)
         maps = attention_maps(model, x[0], [case.word], case.caption, method="inversion", steps=steps, size=size)
         att_map = np.asarray(maps[case.word], dtype=np.float64)

@@ -154,7 +154,7 @@ def localize(
     caption's rows of the same denoiser calls, so all three share the ``(a, eps)`` draws.
 
     Args:
-        model: the denoiser; the attention methods need a diffusers UNet (``model.unet``).
+        model: the denoiser; the attention methods need the ``"attention"`` capability.
         case: the image, caption, word and mask.
         methods: which of :data:`METHODS` to compute.
         steps: DDIM inversion steps of ``attention``.
@@ -174,7 +174,7 @@ def localize(
     settings = Settings.of(settings or DEFAULTS, **overrides)
     methods = check_methods(methods)
     find_word(case.caption, case.word)
-    size = getattr(model, "resolution", None)
+    size = model.resolution
     mask = resize_mask(case.mask, tuple(size) if size is not None else None)
     x = model_data(model, case.image)
     maps: dict[str, np.ndarray] = {}

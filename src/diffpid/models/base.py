@@ -3,16 +3,89 @@
 A model turns prompts into opaque *conditions* and predicts the noise of a noisy input
 under a batch of conditions at once. Everything above this line (the engine, PID,
 benchmarks, reports) is written against :class:`Model` only.
+
+Models declare what they can do in :attr:`Model.capabilities` (names in
+:data:`CAPABILITIES`) and say who they are with :meth:`Model.identity`; code above
+``models/`` asks :meth:`Model.has` / :meth:`Model.require` and the protocol's methods,
+never ``getattr`` on a backend's internals:
+
+- ``"text"``: text prompts with word and token spans (:meth:`Model.tokenize`,
+  :meth:`Model.token_span`, :meth:`Model.token_spans`);
+- ``"attention"``: attention capture through :meth:`Model.attention_adapter` (an
+  adapter from :mod:`diffpid.attention.adapters` that says where the scores live);
+- ``"images"``: :meth:`Model.encode_image` and :meth:`Model.decode` (and an image
+  size :attr:`Model.resolution`);
+- ``"generate"``: :meth:`Model.generate` with the model's own defaults
+  (:attr:`ModelIdentity.generation`).
+
+A method a model lacks raises :class:`CapabilityError` with a one-line message.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 
 from ..errors import ParameterError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..attention.adapters import AttentionAdapter
+    from ..prompts import Token
+
+TEXT = "text"
+ATTENTION = "attention"
+IMAGES = "images"
+GENERATE = "generate"
+CAPABILITIES = (TEXT, ATTENTION, IMAGES, GENERATE)
+"""Every capability a model can declare (see the module docstring)."""
+
+
+class CapabilityError(ParameterError):
+    """The model lacks a capability the call needs (no text spans, no attention, no images, ...)."""
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Who a model is, for runs and reports.
+
+    Args:
+        name: display name (folder name, hub id or class name).
+        family: what kind of denoiser: ``"unet"`` (diffusers UNet), ``"flow"`` (a
+            flow-matching transformer), ``"oracle"`` (an exact denoiser), ...
+        backend: the diffpid class that runs it, e.g. ``"DiffusersModel"``.
+        revision: the weights' revision (hub commit, ``"step 10000"`` of a training run),
+            ``None`` when unknown.
+        dtype: the dtype denoiser calls run in, e.g. ``"float32"``.
+        generation: the model's generation defaults as sorted ``(key, value)`` pairs
+            (steps, guidance_scale, sampler, ...); ``()`` for models that only sample.
+        extra: further sorted ``(key, value)`` facts a report should carry (for example
+            the distilled guidance value of Flux.1-dev).
+    """
+
+    name: str
+    family: str
+    backend: str
+    revision: str | None = None
+    dtype: str = "float32"
+    generation: tuple[tuple[str, Any], ...] = ()
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict (``generation`` and ``extra`` as dicts)."""
+        return {"name": self.name, "family": self.family, "backend": self.backend, "revision": self.revision,
+                "dtype": self.dtype, "generation": dict(self.generation), "extra": dict(self.extra)}
+
+
+def pairs(mapping: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
+    """``mapping`` as sorted ``(key, value)`` pairs, for :class:`ModelIdentity` fields."""
+    return tuple(sorted((mapping or {}).items()))
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``"bfloat16"``."""
+    return str(dtype).replace("torch.", "")
 
 
 @dataclass(frozen=True)
@@ -39,12 +112,83 @@ class Model:
         data_shape: shape of one input ``x`` the denoiser sees, e.g. ``(4, 64, 64)``.
         logsnr_range: ``(low, high)`` log-SNR interval the model was trained on.
         device: where its computation runs.
+        dtype: the dtype its denoiser calls run in.
+        name: display name.
+        resolution: ``(H, W)`` pixel size of its images, ``None`` when it has none.
+        capabilities: what it can do, names from :data:`CAPABILITIES`.
     """
 
     data_shape: tuple[int, ...]
     logsnr_range: tuple[float, float] = (-float("inf"), float("inf"))
     device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32
     name: str = "model"
+    resolution: tuple[int, int] | None = None
+    capabilities: frozenset[str] = frozenset()
+
+    # ----- capabilities and identity -------------------------------------------------------
+    def has(self, capability: str) -> bool:
+        """Whether the model declares ``capability`` (one of :data:`CAPABILITIES`)."""
+        if capability not in CAPABILITIES:
+            raise ParameterError(f"unknown capability {capability!r}; known: {', '.join(CAPABILITIES)}")
+        return capability in self.capabilities
+
+    def require(self, capability: str, what: str) -> None:
+        """Raise :class:`CapabilityError` unless the model has ``capability``; ``what`` names the need.
+
+        Example: ``model.require("attention", "attention maps")``.
+        """
+        if not self.has(capability):
+            have = ", ".join(sorted(self.capabilities)) or "none"
+            raise CapabilityError(f"{what} need a model with {capability!r}; {self.name} ({type(self).__name__}) "
+                                  f"has capabilities: {have}")
+
+    def identity(self) -> ModelIdentity:
+        """Name, family, backend, revision, dtype and generation defaults of the model."""
+        return ModelIdentity(self.name, "model", type(self).__name__, None, dtype_name(self.dtype))
+
+    # ----- text ------------------------------------------------------------------------------
+    def tokenize(self, prompt: str) -> tuple["Token", ...]:
+        """The prompt's tokens, with character offsets, as the denoiser's text attention sees them.
+
+        The token ``index`` is the position among the keys the attention reads (BOS is 0
+        for CLIP tokenizers; T5 has no BOS). Models with ``"text"`` implement it.
+        """
+        self.require(TEXT, "word and token spans")
+        raise NotImplementedError  # pragma: no cover - a model declaring "text" overrides it
+
+    def token_span(self, prompt: str, word: Any) -> tuple[int, ...]:
+        """Token indices of ``word`` (a word or phrase of ``prompt``, or a :class:`~diffpid.prompts.WordSpan`).
+
+        A sequence of ints is returned as given (token indices chosen by hand).
+
+        Raises:
+            ConditionError: the word is not in the prompt or has no tokens.
+            CapabilityError: the model takes no text.
+        """
+        if isinstance(word, (tuple, list, range)) and all(isinstance(i, int) for i in word):
+            if not word:
+                raise ParameterError("an empty token span was given; pass at least one token index")
+            return tuple(int(i) for i in word)
+        self.require(TEXT, "word and token spans")
+        from ..prompts import token_span
+
+        return token_span(prompt, word, self.tokenize(prompt))
+
+    def token_spans(self, prompt: str, words: Any) -> tuple[tuple[int, ...], ...]:
+        """:meth:`token_span` of each of ``words`` (one string is one word)."""
+        words = [words] if isinstance(words, str) else list(words)
+        return tuple(self.token_span(prompt, w) for w in words)
+
+    # ----- attention -----------------------------------------------------------------------------
+    def attention_adapter(self) -> "AttentionAdapter":
+        """The adapter that says where this model's attention lives (layers, query grids, text keys).
+
+        Raises:
+            CapabilityError: the model has no attention to capture.
+        """
+        self.require(ATTENTION, "attention maps")
+        raise NotImplementedError  # pragma: no cover - a model declaring "attention" overrides it
 
     def encode_prompt(self, prompt: Any) -> Any:
         """Build the condition for ``prompt`` (a string for text models); opaque to callers."""
@@ -69,15 +213,15 @@ class Model:
 
     def encode_image(self, image: Any) -> torch.Tensor:
         """Turn an image (path, PIL image or array) into ``(1, *data_shape)`` data."""
-        raise ParameterError(f"{type(self).__name__} has no image encoder; pass x as a tensor")
+        raise CapabilityError(f"{type(self).__name__} has no image encoder; pass x as a tensor")
 
     def decode(self, x: torch.Tensor) -> Any:
         """Turn data ``(n, *data_shape)`` back into ``(n, H, W, 3)`` uint8 images."""
-        raise ParameterError(f"{type(self).__name__} cannot decode data into images")
+        raise CapabilityError(f"{type(self).__name__} cannot decode data into images")
 
     def generate(self, prompt: Any, seed: int = 0, **kwargs: Any) -> Generated:
         """Generate one sample for ``prompt`` with a reproducible seed."""
-        raise ParameterError(f"{type(self).__name__} cannot generate samples")
+        raise CapabilityError(f"{type(self).__name__} cannot generate samples")
 
     def check_x(self, x: torch.Tensor) -> torch.Tensor:
         """Validate and batch data: ``(*data_shape)`` or ``(b, *data_shape)`` to ``(b, *data_shape)``."""

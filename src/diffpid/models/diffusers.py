@@ -25,7 +25,7 @@ import torch
 from ..channel import logsnr_from_alphas_cumprod
 from ..errors import ConditionError, ModelLoadError, ParameterError
 from ..prompts import Token, tokens_of
-from .base import Generated, Model
+from .base import ATTENTION, GENERATE, IMAGES, TEXT, Generated, Model, ModelIdentity, dtype_name, pairs
 from .images import image_tensor, to_uint8
 
 __all__ = ["DiffusersModel", "TextCondition", "from_pipeline", "load_model"]
@@ -128,6 +128,22 @@ class DiffusersModel(Model):
             self.data_shape = (int(unet.config.in_channels), *sample)
         self._cache: OrderedDict[str, TextCondition] = OrderedDict()
         self.generation = dict(DEFAULT_GENERATION)
+        self.revision: str | None = None
+        """The weights' revision for :meth:`identity` (a hub commit, a training step), if known."""
+        self.capabilities = frozenset({TEXT, ATTENTION, GENERATE} | ({IMAGES} if vae is not None else set()))
+
+    # ----- capabilities -------------------------------------------------------------------
+    def identity(self) -> ModelIdentity:
+        """Name, ``"unet"`` family, revision, dtype and generation defaults."""
+        return ModelIdentity(self.name, "unet", type(self).__name__, self.revision, dtype_name(self.dtype),
+                             pairs(self.generation), pairs({"prediction_type": self.prediction_type,
+                                                            "sdxl": self.sdxl}))
+
+    def attention_adapter(self):
+        """The UNet's cross-attention adapter (:class:`~diffpid.attention.adapters.UNetCrossAttentionAdapter`)."""
+        from ..attention.adapters import UNetCrossAttentionAdapter
+
+        return UNetCrossAttentionAdapter(self.unet)
 
     @property
     def dtype(self) -> torch.dtype:

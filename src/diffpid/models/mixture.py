@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 import torch
 
 from ..errors import ConditionError, ParameterError
-from .base import Generated, Model
+from .base import GENERATE, Generated, Model, ModelIdentity, pairs
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,8 @@ class GaussianMixture(Model):
     """
 
     name = "gaussian-mixture"
+    capabilities = frozenset({GENERATE})
+    """Exact samples; no text, attention or images (conditions are label assignments)."""
 
     def __init__(
         self,
@@ -76,6 +78,12 @@ class GaussianMixture(Model):
         self.dim = math.prod(self.data_shape)
         self._flat = means.reshape(k, -1)
         self._sq = (self._flat**2).sum(1)
+
+    def identity(self) -> ModelIdentity:
+        """``"oracle"`` family; ``extra`` holds the number of components, labels and data shape."""
+        return ModelIdentity(self.name, "oracle", type(self).__name__, None, "float64", (),
+                             pairs({"components": len(self.weights), "labels": tuple(sorted(self.labels)),
+                                    "data_shape": self.data_shape}))
 
     def encode_prompt(self, prompt: Mapping[str, int] | None) -> MixtureCondition:
         """Condition on a partial label assignment, e.g. ``{"y1": 1}``; ``{}`` is unconditional."""

@@ -329,7 +329,18 @@ def load_shapes_model(path: str | Path | None = None, **kwargs: Any) -> Any:
     path = Path(path) if path is not None else default_model_path()
     if not (path / "model_index.json").exists():
         raise ModelLoadError(f"no shapes model at {path}; train one with `diffpid train-shapes` and pass its folder")
-    return load_model(str(path), **kwargs)
+    model = load_model(str(path), **kwargs)
+    model.revision = training_revision(path)
+    return model
+
+
+def training_revision(path: str | Path) -> str | None:
+    """``"step N"`` from a shapes model folder's ``training.json`` (its revision), ``None`` without one."""
+    try:
+        steps = json.loads((Path(path) / "training.json").read_text()).get("steps")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return f"step {int(steps)}" if isinstance(steps, (int, float)) else None
 
 
 SAMPLERS = ("ddpm", "ddim", "dpm")

@@ -12,7 +12,11 @@ and printed in the header of ``report.html``::
     dtype, device  where and in what precision it ran
     generation     generation defaults: sampler, steps, guidance_scale (null when it cannot generate)
 
-When the Model protocol gains ``identity()``, this function's body becomes that call.
+    family         the backend's family (``unet``, ``flow``, ``oracle``, ...)
+    extra          further facts of the backend (e.g. Flux.1-dev's distilled guidance value)
+
+Name, revision, dtype, family and generation come from the protocol's
+:meth:`~diffpid.models.base.Model.identity`; the report adds where the weights came from.
 """
 
 from __future__ import annotations
@@ -85,31 +89,27 @@ def _weights_hash(source: str | None) -> str | None:
     return None
 
 
-def _generation(model: Any) -> dict | None:
-    gen = getattr(model, "generation", None)
-    if not isinstance(gen, dict):
-        return None
-    return {k: gen.get(k) for k in ("sampler", "steps", "guidance_scale")}
-
-
 def model_identity(model: Any) -> dict:
     """Name, revision or training step, dtype, device and generation defaults of ``model``.
 
     Works on any :class:`~diffpid.models.base.Model`; fields the model cannot tell are ``None``.
     """
+    ident = model.identity()
     source = _source(model)
-    dtype = getattr(model, "dtype", None)
-    device = getattr(model, "device", None)
+    gen = dict(ident.generation)
     return {
-        "name": str(getattr(model, "name", type(model).__name__)),
-        "class": type(model).__name__,
+        "name": ident.name,
+        "class": ident.backend,
         "source": source,
-        "revision": _revision(source),
+        "revision": ident.revision or _revision(source),
         "training_step": _training_step(source),
         "weights_sha256": _weights_hash(source),
-        "dtype": None if dtype is None else str(dtype).replace("torch.", ""),
-        "device": None if device is None else str(device),
-        "generation": _generation(model),
+        "dtype": ident.dtype,
+        "device": str(model.device),
+        "generation": {k: gen.get(k) for k in ("sampler", "steps", "guidance_scale")} if gen else None,
+        "family": ident.family,
+        "extra": {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
+                  for k, v in ident.extra},
     }
 
 
