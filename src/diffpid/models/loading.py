@@ -6,6 +6,11 @@
   optionally ``generation.json`` with the model's generation defaults).
 - :func:`from_pipeline`: wrap a pipeline the caller already holds, as it is (dtype,
   device, CPU offload hooks); nothing is reloaded.
+
+Both choose the backend by the pipeline's class: UNet pipelines (:data:`PIPELINES`) go to
+:class:`~diffpid.models.diffusers.DiffusersModel`, rectified-flow transformer pipelines
+(:data:`~diffpid.models.flow_families.FLOW_PIPELINES`: SD3 / SD3.5, Flux.1, Flux.2) to
+:class:`~diffpid.models.flow_families.FlowPipelineModel`.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, ParameterError
 
 PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
 """Pipeline classes loaded as pipelines; other folders load component by component."""
@@ -31,6 +36,15 @@ TEXT_ENCODER_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection", "T5Encod
 (SD 1.x/2.x: CLIP; PixArt-style folders: T5 encoder; Latent Diffusion style and the
 embedded shapes model: BERT or T5)."""
 UNET_CLASSES = {"diffusers": ("UNet2DConditionModel",), "diffpid": ("CoordUNet2DConditionModel",)}
+FLOW_DTYPE_ON_GPU = torch.bfloat16
+"""Default dtype of flow-matching transformers on CUDA (they are trained and shipped in bf16)."""
+
+
+def supported_pipelines() -> str:
+    """The pipeline classes diffpid runs, for error messages."""
+    from .flow_families import FLOW_PIPELINES
+
+    return ", ".join((*PIPELINES, *FLOW_PIPELINES))
 """UNet classes a component folder may name in ``model_index.json``, by library."""
 
 
@@ -59,8 +73,11 @@ def unet_entry(unet: Any) -> list[str]:
     return ["diffpid" if name in UNET_CLASSES["diffpid"] else "diffusers", name]
 
 
-def from_pipeline(pipe: Any, name: str | None = None):
-    """Wrap a diffusers pipeline object as a :class:`~diffpid.models.diffusers.DiffusersModel`, reloading nothing.
+def from_pipeline(pipe: Any, name: str | None = None, **flow_options: Any):
+    """Wrap a diffusers pipeline object as a :class:`~diffpid.models.base.Model`, reloading nothing.
+
+    A UNet pipeline becomes a :class:`~diffpid.models.diffusers.DiffusersModel`, a flow-matching
+    one (SD3 / SD3.5, Flux.1, Flux.2) a :class:`~diffpid.models.flow_families.FlowPipelineModel`.
 
     Keeps the pipeline's dtype, device and offloading: denoiser calls run on its
     execution device (``pipe._execution_device``, which follows
@@ -71,23 +88,37 @@ def from_pipeline(pipe: Any, name: str | None = None):
             with ``unet``, ``scheduler``, ``text_encoder`` and ``tokenizer`` (and optionally
             ``text_encoder_2`` / ``tokenizer_2`` and ``vae``).
         name: display name; default the pipeline's folder or hub id, else its class.
+        flow_options: for flow pipelines, keywords of :class:`~diffpid.models.flow_families.FlowPipelineModel`
+            (``resolution``, ``guidance``, ``max_sequence_length``, ``generation``).
+
+    Raises:
+        ModelLoadError: a pipeline class diffpid does not run (the message lists those it runs).
     """
     from .diffusers import DiffusersModel
+    from .flow_families import flow_model_class
 
+    if name is None:
+        name = getattr(pipe, "config", {}).get("_name_or_path") or type(pipe).__name__
+    display = os.path.basename(str(name).rstrip("/")) or str(name)
+    # by class, nearest first: a subclass of a supported pipeline is served as that pipeline
+    flow = next((f for f in (flow_model_class(k.__name__) for k in type(pipe).__mro__) if f is not None), None)
+    if flow is not None:
+        return flow(pipe, name=display, **flow_options)
+    if flow_options:
+        raise ParameterError(f"{', '.join(sorted(flow_options))} only apply to flow-matching pipelines; "
+                             f"{type(pipe).__name__} takes none")
     missing = [c for c in COMPONENTS if getattr(pipe, c, None) is None]
     if missing:
         raise ModelLoadError(
-            f"the pipeline {type(pipe).__name__} lacks {', '.join(missing)}; diffpid supports UNet text-to-image "
-            f"pipelines ({', '.join(PIPELINES)})"
+            f"the pipeline {type(pipe).__name__} is not supported (it lacks {', '.join(missing)}); "
+            f"diffpid runs {supported_pipelines()}"
         )
     encoders, tokenizers = [pipe.text_encoder], [pipe.tokenizer]
     if getattr(pipe, "text_encoder_2", None) is not None:
         encoders.append(pipe.text_encoder_2)
         tokenizers.append(pipe.tokenizer_2)
-    if name is None:
-        name = pipe.config.get("_name_or_path") or type(pipe).__name__
     return DiffusersModel(pipe.unet, pipe.scheduler, encoders, tokenizers, vae=getattr(pipe, "vae", None),
-                          pipeline=pipe, name=os.path.basename(str(name).rstrip("/")) or str(name))
+                          pipeline=pipe, name=display)
 
 
 def _dtype_key(library: str) -> str:
@@ -135,13 +166,14 @@ def _model_index(path_or_id: str, local: bool) -> dict:
 def load_model(path_or_id: str | os.PathLike, torch_dtype: torch.dtype | None = None,
                device: torch.device | str | None = None):
     """Load a diffusers text-to-image model from a local folder or a hub id as a
-    :class:`~diffpid.models.diffusers.DiffusersModel`.
+    :class:`~diffpid.models.base.Model` (UNet or flow-matching backend, by the pipeline's class).
 
     Args:
         path_or_id: folder with ``model_index.json``, or a hub id such as
-            ``"stabilityai/stable-diffusion-2-1-base"`` (needs network).
+            ``"stabilityai/stable-diffusion-2-1-base"`` or ``"black-forest-labs/FLUX.1-schnell"``
+            (needs network).
         torch_dtype: weights' dtype; default float32 (pass ``torch.float16`` or
-            ``torch.bfloat16`` for speed).
+            ``torch.bfloat16`` for speed), except flow-matching pipelines on CUDA: bfloat16.
         device: where to run; default CUDA when available, else CPU.
 
     Raises:
@@ -154,8 +186,14 @@ def load_model(path_or_id: str | os.PathLike, torch_dtype: torch.dtype | None = 
     looks_like_path = path_or_id.startswith(("/", ".", "~")) or path_or_id.count("/") > 1 or "\\" in path_or_id
     if not local and (looks_like_path or os.path.exists(path_or_id)):
         raise ModelLoadError(f"{path_or_id!r} is not a model folder; check the path or the hub id")
+    from .flow_families import flow_model_class
+
     index = _model_index(path_or_id, local)
     cls = index.get("_class_name", "")
+    dev = _default_device(device)
+    if flow_model_class(cls) is not None:
+        dtype = torch_dtype or (FLOW_DTYPE_ON_GPU if dev.type == "cuda" else torch.float32)
+        return _load_flow_pipeline(path_or_id, cls, dtype, dev, local)
     dtype = torch_dtype or torch.float32
     has = {k for k, v in index.items() if isinstance(v, (list, tuple)) and len(v) == 2 and v[0] is not None}
     unet_ok = "unet" in has and index["unet"][1] in UNET_CLASSES.get(index["unet"][0], ())
@@ -164,10 +202,36 @@ def load_model(path_or_id: str | os.PathLike, torch_dtype: torch.dtype | None = 
     if unet_ok and all(c in has for c in COMPONENTS):
         return _load_components(path_or_id, index, dtype, dev, local)
     raise ModelLoadError(
-        f"{path_or_id!r} is a {cls or 'folder'} that diffpid cannot run; supported: {', '.join(PIPELINES)} "
+        f"{path_or_id!r} is a {cls or 'folder'} that diffpid cannot run; supported: {supported_pipelines()} "
         "and folders with unet (UNet2DConditionModel or diffpid's CoordUNet2DConditionModel), scheduler, "
         "text_encoder and tokenizer"
     )
+
+
+def _load_flow_pipeline(path_or_id: str, cls: str, dtype, dev, local: bool):
+    """Load a flow-matching pipeline; a local folder's ``generation.json`` sets its generation defaults."""
+    import diffusers
+
+    from .flow_families import check_flow_generation
+
+    generation = {}
+    settings = os.path.join(path_or_id, GENERATION_FILE)
+    if local and os.path.isfile(settings):
+        try:
+            with open(settings, encoding="utf-8") as f:
+                generation = check_flow_generation(json.load(f), settings)
+        except ValueError as err:
+            raise ModelLoadError(f"{settings} is not valid JSON ({err}); fix or delete it") from err
+    try:
+        pipe = getattr(diffusers, cls).from_pretrained(path_or_id, **{_dtype_key("diffusers"): dtype},
+                                                       local_files_only=local)
+    except Exception as err:  # noqa: BLE001
+        why = " ".join(str(err).split())[:300]  # one line
+        raise ModelLoadError(f"cannot load the pipeline {path_or_id!r} ({type(err).__name__}: {why}); "
+                             "check the path or the hub id") from err
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(dev)
+    return from_pipeline(pipe, name=path_or_id, generation=generation)
 
 
 def _load_pipeline(path_or_id: str, cls: str, dtype, dev, local: bool):
