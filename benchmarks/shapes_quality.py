@@ -2,7 +2,7 @@
 
 Generates one image per held-out complete two-object caption (never drawn in training)
 and per one-object caption, reads each image back with
-:func:`diffpid.worlds.shapes_check.check_caption_image` (colour, shape and size of every
+:func:`diffpid.shapes.check.check_caption_image` (colour, shape and size of every
 named object, the relation, and no extra objects), and reports the pass rates with
 binomial standard errors, plus a per-attribute breakdown. Writes
 ``benchmarks/results/shapes_quality.json``, a Markdown summary and a PNG grid.
@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from diffpid.models.shapes import GENERATION, default_model_path, generate_images, load_components, to_uint8
-from diffpid.runs import training_step
-from diffpid.worlds.shapes import COLORS, SHAPES, SIZES, parse_caption
-from diffpid.worlds.shapes_check import check_caption_image
-from diffpid.worlds.shapes_sets import held_out_captions, shape_word, two_object_captions
+from diffpid.shapes.model import GENERATION, default_model_path, generate_images, load_components, to_uint8
+from diffpid.runs.runner import training_step
+from diffpid.shapes.world import COLORS, SHAPES, SIZES, parse_caption
+from diffpid.shapes.check import check_caption_image
+from diffpid.shapes.sets import held_out_captions, shape_word, two_object_captions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -45,7 +45,7 @@ def model_under_test(model: str | None, checkpoint: str | None) -> tuple[Path, s
     """The folder to load for ``--model`` / ``--checkpoint`` (a training folder's EMA is
     exported to a temporary folder), a description of it and its training step."""
     if checkpoint:
-        from diffpid.models.shapes_training import Trainer
+        from diffpid.shapes.training.train import Trainer
 
         trainer = Trainer.load(checkpoint)
         folder = Path(tempfile.mkdtemp()) / "model"
@@ -87,7 +87,7 @@ def attribute_rates(images: torch.Tensor, captions: list[str]) -> dict:
     right number of objects; ``bound``: right count and every object drawn with all its
     attributes (relation ignored); ``relation_if_bound``: of the bound images, the share
     whose objects also stand in the named relation."""
-    from diffpid.worlds.shapes_check import bindings, find_blobs, relation_holds
+    from diffpid.shapes.check import bindings, find_blobs, relation_holds
 
     hits = {"color": [], "shape": [], "size": [], "count": [], "bound": [], "relation_if_bound": []}
     for img, cap in zip(images, captions):
@@ -163,7 +163,7 @@ def main() -> None:
           + row("two-object captions of combinations seen in training", se) + "\n"
           "Held-out per-attribute rates (a named attribute found on some object; count = right number of objects): "
           + ", ".join(f"{k} {v['pass_rate']:.3f}" for k, v in report["held_out_attributes"].items()) + "\n\n"
-          f"Checker: `diffpid.worlds.shapes_check.check_caption_image`. Images: `{args.tag}_held_out.png`, "
+          f"Checker: `diffpid.shapes.check.check_caption_image`. Images: `{args.tag}_held_out.png`, "
           f"`{args.tag}_one_object.png` (first 100 of each, row-major in caption order).\n")
     (RESULTS / f"{args.tag}.md").write_text(md)
     print(md)

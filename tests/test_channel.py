@@ -3,17 +3,9 @@ import math
 import pytest
 import torch
 
-from diffpid.channel import (
-    AdaptiveSampler,
-    LogisticSampler,
-    SobolSampler,
-    UniformSampler,
-    logistic_weight,
-    logsnr_from_alphas_cumprod,
-    logsnr_from_flow_time,
-    make_sampler,
-    noisy,
-)
+from diffpid.engine.channel import (
+    AdaptiveSampler, LogisticSampler, SobolSampler, UniformSampler, logistic_weight, logsnr_from_alphas_cumprod,
+    logsnr_from_flow_time, make_sampler, noisy)
 from diffpid.errors import ParameterError
 
 

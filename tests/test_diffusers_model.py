@@ -291,7 +291,7 @@ def test_generation_defaults_from_the_folder(pixel, pixel_path, tmp_path):
         diffpid.load_model(folder)
     with pytest.raises(diffpid.errors.ParameterError, match="sampler must be one of"):
         pixel.generate("a red cat", sampler="euler")
-    shipped = diffpid.load_model(diffpid.models.shapes.default_model_path())
+    shipped = diffpid.load_model(diffpid.shapes.model.default_model_path())
     assert shipped.generation == {"sampler": "ddpm", "steps": 50, "guidance_scale": 3.0}
 
 

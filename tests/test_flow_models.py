@@ -317,7 +317,7 @@ def test_generation_json_is_validated():
 def test_cpid_and_dataset_runs_run_unchanged(models, tmp_path):
     from PIL import Image
 
-    from diffpid.run_words import run_words
+    from diffpid.runs.words import run_words
 
     m = models["flux-schnell"]
     x = m.generate(PROMPT, seed=0).x

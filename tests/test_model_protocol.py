@@ -8,7 +8,7 @@ from diffpid.errors import ConditionError, ParameterError
 from diffpid.models.base import CAPABILITIES, CapabilityError, Model, ModelIdentity
 from diffpid.models.diffusers import from_pipeline
 from diffpid.models.mixture import GaussianMixture
-from diffpid.models.shapes import load_shapes_model
+from diffpid.shapes.model import load_shapes_model
 from tiny_pipelines import sd_pipeline
 
 

@@ -398,7 +398,7 @@ def test_pid_informations_agree_with_the_word_table_or_say_why():
 def test_model_identity_of_the_embedded_model(tmp_path):
     import hashlib
 
-    from diffpid.models.shapes import default_model_path, load_shapes_model
+    from diffpid.shapes.model import default_model_path, load_shapes_model
     from diffpid.report.identity import model_identity
 
     folder = default_model_path()

@@ -21,9 +21,9 @@ from typing import Any, Sequence
 
 import torch
 
-from ..channel import Sampler
+from ..engine.channel import Sampler
 from ..errors import ParameterError, ShapeError
-from ..estimate import Difference, estimate
+from ..engine.estimate import Difference, estimate
 from ..information import Information
 from ..models.base import Model, is_single
 from ..settings import Settings

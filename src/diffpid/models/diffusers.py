@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..channel import logsnr_from_alphas_cumprod
+from ..engine.channel import logsnr_from_alphas_cumprod
 from ..errors import ConditionError, ModelLoadError, ParameterError
 from ..prompts import Token, tokens_of
 from .base import ATTENTION, GENERATE, IMAGES, TEXT, Generated, Model, ModelIdentity, dtype_name, pairs

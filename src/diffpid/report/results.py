@@ -94,7 +94,7 @@ def _value(atom: Any) -> dict:
 
 
 def decomposition_dict(dec: Any) -> dict:
-    """A :class:`~diffpid.pid.PID` of one image as a JSON object."""
+    """A :class:`~diffpid.decomposition.pid.PID` of one image as a JSON object."""
     out = {
         "source_1": _text(dec.source_1), "source_2": _text(dec.source_2), "context": _text(dec.context),
         "target": _text(dec.target), "conditions": [_text(c) for c in dec.conditions],
@@ -142,7 +142,7 @@ def precision_dict(expl: Any) -> dict:
 
 
 def _bins(curve: Any) -> dict:
-    """A :class:`~diffpid.estimate.Curve` of one image: bin centres, means (null where empty), counts."""
+    """A :class:`~diffpid.engine.estimate.Curve` of one image: bin centres, means (null where empty), counts."""
     return {"logsnr": [_num(v) for v in np.asarray(curve.logsnr)], "mean": [_num(v) for v in np.asarray(curve.mean)],
             "count": [int(v) for v in np.asarray(curve.count)]}
 

@@ -3,9 +3,9 @@
 Parts are the field's own: a word-level ``PreTrainedTokenizerFast`` over the shapes
 world's vocabulary (padded to a fixed length, as Stable Diffusion does), a small
 bidirectional ``BertModel`` (the encoder of Latent Diffusion; parse pretrained and frozen,
-see :mod:`diffpid.models.shapes_parse`) whose last hidden state is the condition, a
+see :mod:`diffpid.shapes.training.parse`) whose last hidden state is the condition, a
 ``UNet2DConditionModel`` that also reads pixel coordinates
-(:class:`~diffpid.models.coord_unet.CoordUNet2DConditionModel`, why: see that module)
+(:class:`~diffpid.shapes.coord_unet.CoordUNet2DConditionModel`, why: see that module)
 with cross-attention at 16x16 and 8x8, and a cosine ``DDPMScheduler`` (epsilon
 prediction, log-SNR from -19.8 to 10.1). Images are ``(3, 32, 32)`` in [-1, 1].
 
@@ -41,7 +41,7 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import ModelLoadError, ParameterError
-from ..worlds.shapes import VOCABULARY, check_caption
+from .world import VOCABULARY, check_caption
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>")
 TEXT_ENCODERS = {"t5": "T5EncoderModel", "clip": "CLIPTextModel", "bert": "BertModel"}
@@ -66,7 +66,7 @@ class ShapesConfig:
             ``T5EncoderModel``) or ``"clip"``
             (causal ``CLIPTextModel``, the architecture of the first shipped weights).
         coordinates: the UNet's first convolution also reads each pixel's x and y
-            (:class:`~diffpid.models.coord_unet.CoordUNet2DConditionModel`); ``False`` for the
+            (:class:`~diffpid.shapes.coord_unet.CoordUNet2DConditionModel`); ``False`` for the
             plain ``UNet2DConditionModel`` of the first shipped weights.
         pooled_text: the UNet also adds an attention-pooled summary of the caption to its
             timestep embedding (diffusers' ``addition_embed_type="text"``), so every pixel's
@@ -227,7 +227,7 @@ def save_components(components: ShapesComponents, path: str | Path, extra: dict 
     components.scheduler.save_pretrained(path / "scheduler")
     import diffusers
 
-    from .loading import unet_entry
+    from ..models.loading import unet_entry
 
     index = {"_class_name": "ShapesModel", "_diffusers_version": diffusers.__version__,
              "unet": unet_entry(components.unet), "text_encoder": ["transformers", type(components.text_encoder).__name__],
@@ -259,7 +259,7 @@ def load_components(path: str | Path | None = None) -> ShapesComponents:
     if encoder_class not in TEXT_ENCODERS.values():
         raise ModelLoadError(f"{path}/model_index.json names text encoder {encoder_class!r}; a shapes model uses "
                              f"one of {', '.join(TEXT_ENCODERS.values())}")
-    from .loading import unet_class
+    from ..models.loading import unet_class
 
     unet = unet_class(index["unet"], path).from_pretrained(path / "unet").eval()
     text_encoder = getattr(transformers, encoder_class).from_pretrained(path / "text_encoder").eval()
@@ -324,7 +324,7 @@ def load_shapes_model(path: str | Path | None = None, **kwargs: Any) -> Any:
         path: a shapes model folder; ``None`` for :func:`default_model_path`.
         **kwargs: passed to :func:`diffpid.models.diffusers.load_model`.
     """
-    from .diffusers import load_model  # the generic loader reads this folder layout
+    from ..models.diffusers import load_model
 
     path = Path(path) if path is not None else default_model_path()
     if not (path / "model_index.json").exists():

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import torch
 
-from .errors import ParameterError
+from ..errors import ParameterError
 
 SOBOL_MAX_DIM = 21201  # torch.quasirandom.SobolEngine.MAXDIM
 
