@@ -17,7 +17,6 @@ import numpy as np
 from diffpid.engine.estimate import Curve
 from diffpid.explanation import ConditionCurve, Explanation, Parameters
 from diffpid.information import Information
-from diffpid.information import Information
 from diffpid.decomposition.pid import PID
 
 H = W = 8

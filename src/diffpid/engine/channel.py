@@ -39,11 +39,6 @@ def logsnr_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     return torch.log(ac) - torch.log1p(-ac)
 
 
-def logsnr_from_flow_time(t: torch.Tensor) -> torch.Tensor:
-    """Log-SNR of a flow-matching time (``x_t = (1-t) x + t eps``): ``2 log((1-t)/t)``."""
-    return 2 * (torch.log1p(-t) - torch.log(t))
-
-
 def logistic_weight(a: torch.Tensor, loc: float, scale: float, clip: float) -> torch.Tensor:
     """Importance weight of the truncated logistic proposal: ``s tanh(k/2) / (sig(r) sig(-r))``."""
     r = (a - loc) / scale

@@ -34,7 +34,7 @@ README.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -292,17 +292,6 @@ def encode_captions(components: ShapesComponents, captions: Sequence[str]) -> to
     return components.text_encoder(ids).last_hidden_state
 
 
-def config_of(components: ShapesComponents) -> dict:
-    """Plain description of the architecture (for logs and ``training.json``)."""
-    u = components.unet.config
-    t = components.text_encoder.config
-    return {"channels": list(u.block_out_channels), "layers_per_block": u.layers_per_block,
-            "text_encoder": type(components.text_encoder).__name__, "unet": type(components.unet).__name__,
-            "text_hidden": t.hidden_size, "text_layers": t.num_hidden_layers,
-            "unet_parameters": sum(p.numel() for p in components.unet.parameters()),
-            "text_parameters": sum(p.numel() for p in components.text_encoder.parameters())}
-
-
 def config_from_dict(d: dict) -> ShapesConfig:
     """Inverse of ``asdict(ShapesConfig)`` (lists back to tuples; a dict without
     ``text_encoder`` or ``coordinates``, written before T5 and coordinates became the
@@ -310,11 +299,6 @@ def config_from_dict(d: dict) -> ShapesConfig:
     d = {"text_encoder": "clip", "coordinates": False, "pooled_text": False, **d}
     d["channels"] = tuple(d["channels"])
     return ShapesConfig(**d)
-
-
-def config_to_dict(c: ShapesConfig) -> dict:
-    """``ShapesConfig`` as a JSON-ready dict."""
-    return asdict(c)
 
 
 def load_shapes_model(path: str | Path | None = None, **kwargs: Any) -> Any:
