@@ -120,7 +120,7 @@ def main() -> None:
     ap.add_argument("--singles", type=int, default=100, help="one-object captions")
     ap.add_argument("--seen", type=int, default=100,
                     help="complete two-object captions of combinations drawn in training (the generalisation gap)")
-    ap.add_argument("--sampler", default=GENERATION["sampler"], choices=("ddpm", "ddim", "dpm"))
+    ap.add_argument("--scheduler", default=GENERATION["scheduler"], choices=("ddpm", "ddim", "dpm"))
     ap.add_argument("--steps", type=int, default=GENERATION["steps"])
     ap.add_argument("--guidance", type=float, default=GENERATION["guidance_scale"])
     args = ap.parse_args()
@@ -129,16 +129,16 @@ def main() -> None:
     pairs = held_out_captions(args.n, args.seed)
     singles = single_captions(args.singles, args.seed)
     t0 = time.time()
-    imgs_pairs = generate_images(comps, pairs, args.seed, args.steps, args.guidance, args.sampler)
-    imgs_single = generate_images(comps, singles, args.seed + 1, args.steps, args.guidance, args.sampler)
+    imgs_pairs = generate_images(comps, pairs, args.seed, args.steps, args.guidance, args.scheduler)
+    imgs_single = generate_images(comps, singles, args.seed + 1, args.steps, args.guidance, args.scheduler)
     seen = two_object_captions(args.seen, args.seed + 2, held_out=False)
-    imgs_seen = generate_images(comps, seen, args.seed + 2, args.steps, args.guidance, args.sampler)
+    imgs_seen = generate_images(comps, seen, args.seed + 2, args.steps, args.guidance, args.scheduler)
     seconds = time.time() - t0
     ok_pairs = [check_caption_image(i, c).ok for i, c in zip(imgs_pairs, pairs)]
     ok_single = [check_caption_image(i, c).ok for i, c in zip(imgs_single, singles)]
     ok_seen = [check_caption_image(i, c).ok for i, c in zip(imgs_seen, seen)]
     report = {
-        "model": source, "training_steps": step, "solver": f"{args.sampler} {args.steps} steps",
+        "model": source, "training_steps": step, "solver": f"{args.scheduler} {args.steps} steps",
         "guidance": args.guidance, "seed": args.seed,
         "held_out_two_object": rate(ok_pairs), "one_object": rate(ok_single), "seen_two_object": rate(ok_seen),
         "held_out_attributes": attribute_rates(imgs_pairs, pairs),

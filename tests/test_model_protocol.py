@@ -33,7 +33,7 @@ def test_the_shipped_shapes_model_says_its_training_step():
     m = load_shapes_model(device="cpu")
     ident = m.identity()
     assert ident.revision == "step 10000" and ident.name == "shapes"
-    assert dict(ident.generation) == {"sampler": "ddpm", "steps": 50, "guidance_scale": 3.0}
+    assert dict(ident.generation) == {"scheduler": "ddpm", "steps": 50, "guidance_scale": 3.0}
     assert "images" not in m.capabilities and m.has("attention") and m.resolution == (32, 32)
     assert m.token_spans("a red circle", "circle") == ((3,),)
 

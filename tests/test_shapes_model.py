@@ -242,17 +242,17 @@ def test_train_function_checkpoints_resumes_and_exports(tmp_path):
 def test_generate_images_shape_and_determinism():
     comps = build_components(TINY)
     comps.unet.eval(), comps.text_encoder.eval()
-    for sampler in ("ddim", "dpm"):
-        a = generate_images(comps, ["a red circle", "a box"], seed=1, steps=2, sampler=sampler, chunk=1)
-        b = generate_images(comps, ["a red circle", "a box"], seed=1, steps=2, sampler=sampler, chunk=2)
+    for scheduler in ("ddim", "dpm"):
+        a = generate_images(comps, ["a red circle", "a box"], seed=1, steps=2, scheduler=scheduler, chunk=1)
+        b = generate_images(comps, ["a red circle", "a box"], seed=1, steps=2, scheduler=scheduler, chunk=2)
         assert a.shape == (2, 3, 32, 32) and a.abs().max() <= 1
         # batch 1 and batch 2 calls may take different CPU kernels; DPM-Solver's second order step
         # amplifies their last-bit differences to ~2e-4 on some CPUs, far below a change of noise (~1)
         assert torch.allclose(a, b, atol=1e-3)
-    c = generate_images(comps, ["a red circle"], seed=1, steps=3, sampler="ddpm")
-    assert torch.equal(c, generate_images(comps, ["a red circle"], seed=1, steps=3, sampler="ddpm"))
+    c = generate_images(comps, ["a red circle"], seed=1, steps=3, scheduler="ddpm")
+    assert torch.equal(c, generate_images(comps, ["a red circle"], seed=1, steps=3, scheduler="ddpm"))
     with pytest.raises(ParameterError):
-        generate_images(comps, ["a box"], sampler="euler")
+        generate_images(comps, ["a box"], scheduler="euler")
     assert generate_images(comps, [], steps=2).shape == (0, 3, 32, 32)
 
 

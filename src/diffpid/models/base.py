@@ -59,7 +59,7 @@ class ModelIdentity:
             ``None`` when unknown.
         dtype: the dtype denoiser calls run in, e.g. ``"float32"``.
         generation: the model's generation defaults as sorted ``(key, value)`` pairs
-            (steps, guidance_scale, sampler, ...); ``()`` for models that only sample.
+            (steps, guidance_scale, scheduler, ...); ``()`` for models that only sample.
         extra: further sorted ``(key, value)`` facts a report should carry (for example
             the distilled guidance value of Flux.1-dev).
     """

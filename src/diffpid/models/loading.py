@@ -29,7 +29,7 @@ PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
 """Pipeline classes loaded as pipelines; other folders load component by component."""
 
 GENERATION_FILE = "generation.json"
-"""Optional file of a component folder with its generation defaults (sampler, steps, guidance_scale)."""
+"""Optional file of a component folder with its generation defaults (scheduler, steps, guidance_scale)."""
 COMPONENTS = ("unet", "scheduler", "text_encoder", "tokenizer")
 TEXT_ENCODER_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection", "T5EncoderModel", "BertModel")
 """Text encoders a component folder may name; the condition is their last hidden state

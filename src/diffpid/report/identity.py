@@ -10,7 +10,7 @@ and printed in the header of ``report.html``::
     training_step  the step of ``training.json`` in the model folder (the embedded model), or null
     weights_sha256 first 16 hex digits of the UNet weights file's SHA-256 (local files up to 512 MB), or null
     dtype, device  where and in what precision it ran
-    generation     generation defaults: sampler, steps, guidance_scale (null when it cannot generate)
+    generation     generation defaults: scheduler, steps, guidance_scale (null when it cannot generate)
 
     family         the backend's family (``unet``, ``flow``, ``oracle``, ...)
     extra          further facts of the backend (e.g. Flux.1-dev's distilled guidance value)
@@ -106,7 +106,7 @@ def model_identity(model: Any) -> dict:
         "weights_sha256": _weights_hash(source),
         "dtype": ident.dtype,
         "device": str(model.device),
-        "generation": {k: gen.get(k) for k in ("sampler", "steps", "guidance_scale")} if gen else None,
+        "generation": {k: gen.get(k) for k in ("scheduler", "steps", "guidance_scale")} if gen else None,
         "family": ident.family,
         "extra": {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
                   for k, v in ident.extra},

@@ -8,7 +8,7 @@ non-finite numbers (e.g. empty curve bins) are ``null``. Top level::
     prompt, model   the prompt and the model id or folder
     model_identity  name, class, source, revision, training_step, weights_sha256, dtype, device,
                     generation defaults (:func:`diffpid.report.identity.model_identity`)
-    generation      {sampler, steps, guidance_scale} that made the image; null when the image was given
+    generation      {scheduler, steps, guidance_scale} that made the image; null when the image was given
     seed            generation seed, null when the image was given
     precision       target (relative standard error or null), samples {words, decomposition}
                     (draws per condition of each engine run; decomposition null when it shared the

@@ -205,7 +205,7 @@ def build_components(config: ShapesConfig = ShapesConfig(), seed: int = 0) -> Sh
     return ShapesComponents(unet, text_encoder, tokenizer, build_scheduler())
 
 
-GENERATION = {"sampler": "ddpm", "steps": 50, "guidance_scale": 3.0}
+GENERATION = {"scheduler": "ddpm", "steps": 50, "guidance_scale": 3.0}
 """Generation defaults written to ``generation.json`` and read by ``load_model``: this small
 model samples best with ancestral DDPM at guidance 2-3 (deterministic DDIM at 7.5, the
 Stable Diffusion default, oversaturates it)."""
@@ -327,14 +327,14 @@ def training_revision(path: str | Path) -> str | None:
     return f"step {int(steps)}" if isinstance(steps, (int, float)) else None
 
 
-SAMPLERS = ("ddpm", "ddim", "dpm")
+SCHEDULERS = ("ddpm", "ddim", "dpm")
 
 
-def make_sampler_scheduler(components: ShapesComponents, sampler: str) -> Any:
+def make_scheduler(components: ShapesComponents, scheduler: str) -> Any:
     """A diffusers scheduler for generation built from the model's schedule.
 
     Args:
-        sampler: ``"ddpm"`` (ancestral), ``"ddim"`` (deterministic, eta 0) or ``"dpm"``
+        scheduler: ``"ddpm"`` (ancestral), ``"ddim"`` (deterministic, eta 0) or ``"dpm"``
             (DPM-Solver++ 2M, started at half-log-SNR -5.1 as diffusers advises for cosine schedules).
     """
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
@@ -342,19 +342,19 @@ def make_sampler_scheduler(components: ShapesComponents, sampler: str) -> Any:
     from ..errors import ParameterError
 
     config = components.scheduler.config
-    if sampler == "ddpm":
+    if scheduler == "ddpm":
         return DDPMScheduler.from_config(config)
-    if sampler == "ddim":
+    if scheduler == "ddim":
         return DDIMScheduler.from_config(config)
-    if sampler == "dpm":
+    if scheduler == "dpm":
         return DPMSolverMultistepScheduler.from_config(config, lambda_min_clipped=-5.1)
-    raise ParameterError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
+    raise ParameterError(f"unknown scheduler {scheduler!r}; use one of {', '.join(SCHEDULERS)}")
 
 
 @torch.no_grad()
 def generate_images(components: ShapesComponents, captions: Sequence[str], seed: int = 0,
                     steps: int = GENERATION["steps"], guidance: float = GENERATION["guidance_scale"],
-                    sampler: str = GENERATION["sampler"], chunk: int = 64) -> torch.Tensor:
+                    scheduler: str = GENERATION["scheduler"], chunk: int = 64) -> torch.Tensor:
     """Sample images for captions with classifier-free guidance.
 
     Args:
@@ -362,9 +362,9 @@ def generate_images(components: ShapesComponents, captions: Sequence[str], seed:
         captions: ``n`` captions.
         seed: seed of the initial noise and of the ancestral noise (one generator per chunk,
             so image ``i`` depends on the chunking only through the ancestral noise).
-        steps: sampler steps.
+        steps: scheduler steps.
         guidance: classifier-free guidance scale (1 = no guidance); the unconditional caption is ``""``.
-        sampler: see :func:`make_sampler_scheduler`.
+        scheduler: see :func:`make_scheduler`.
         chunk: images per UNet batch.
 
     Returns:
@@ -380,7 +380,7 @@ def generate_images(components: ShapesComponents, captions: Sequence[str], seed:
         part = list(captions[s : s + chunk])
         cond = encode_captions(components, part)
         both = torch.cat([uncond.expand(len(part), -1, -1), cond])
-        sched = make_sampler_scheduler(components, sampler)
+        sched = make_scheduler(components, scheduler)
         sched.set_timesteps(steps)
         step_gen = torch.Generator().manual_seed(seed + 1 + s)
         x = noise[s : s + chunk]
@@ -388,7 +388,7 @@ def generate_images(components: ShapesComponents, captions: Sequence[str], seed:
             e = components.unet(torch.cat([x, x]), t, encoder_hidden_states=both).sample
             e_u, e_c = e.chunk(2)
             eps = e_u + guidance * (e_c - e_u)
-            x = sched.step(eps, t, x, generator=step_gen).prev_sample if sampler == "ddpm" else sched.step(eps, t, x).prev_sample
+            x = sched.step(eps, t, x, generator=step_gen).prev_sample if scheduler == "ddpm" else sched.step(eps, t, x).prev_sample
         out.append(x.clamp(-1, 1))
     return torch.cat(out)
 
