@@ -25,7 +25,8 @@ import torch
 from ..engine.channel import logsnr_from_alphas_cumprod
 from ..errors import ConditionError, ModelLoadError, ParameterError
 from ..prompts import Token, tokens_of
-from .base import ATTENTION, GENERATE, IMAGES, TEXT, Generated, Model, ModelIdentity, dtype_name, pairs
+from .base import (ATTENTION, GENERATE, IMAGES, TEXT, Generated, Model, ModelIdentity, config_source, dtype_name,
+                   pairs)
 from .images import image_tensor, to_uint8
 
 __all__ = ["DiffusersModel", "TextCondition", "from_pipeline", "load_model"]
@@ -138,10 +139,11 @@ class DiffusersModel(Model):
 
     # ----- capabilities -------------------------------------------------------------------
     def identity(self) -> ModelIdentity:
-        """Name, ``"unet"`` family, revision, dtype and generation defaults."""
+        """Name, ``"unet"`` family, revision, dtype, generation defaults and the source of the weights."""
         return ModelIdentity(self.name, "unet", type(self).__name__, self.revision, dtype_name(self.dtype),
                              pairs(self.generation), pairs({"prediction_type": self.prediction_type,
-                                                            "sdxl": self.sdxl}))
+                                                            "sdxl": self.sdxl}),
+                             config_source(self.unet, self.pipeline))
 
     def attention_adapter(self):
         """The UNet's cross-attention adapter (:class:`~diffpid.attention.adapters.UNetCrossAttentionAdapter`)."""
