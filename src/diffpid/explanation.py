@@ -16,11 +16,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .decomposition.pid import PID, check_mode
 from .engine.channel import Sampler, make_sampler
 from .errors import ConditionError, ParameterError
 from .information import Information
 from .models.base import Model
-from .decomposition.pid import PID, check_mode
 from .plan import ConditionCurve, Plan, PlanResult, encode
 from .prompts import find_word, prompt_words
 from .report.identity import model_identity

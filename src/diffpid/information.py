@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from .errors import ParameterError
 from .engine.estimate import Curve
+from .errors import ParameterError
 from .models.base import Model
 from .plan import Plan
 from .settings import Settings

@@ -23,8 +23,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import ConditionError, ParameterError
 from .engine.estimate import Curve, Difference, EngineResult, estimate
+from .errors import ConditionError, ParameterError
 from .settings import Settings
 
 
@@ -238,8 +238,8 @@ class PlanResult:
         return self._cache[(kind, name)]
 
     def _build(self, block: _Block) -> Any:
-        from .information import information_from
         from .decomposition.pid import pid_from_run
+        from .information import information_from
 
         terms = self.engine.terms[block.start:block.stop]
         if block.kind in ("mi", "cmi"):

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..settings import add_settings_arguments, settings_from_args
 from ..bench.pid_studies import DEFAULTS, bias_cases, bias_reference, homonym_cases, synonym_cases
 from ..bench.pid_studies_run import occupation_cases, read_pair_cases, run_bias, run_contrast, run_uniqueness
 from ..bench.tables import to_markdown
 from ..bench.uniqueness import uniqueness_cases
+from ..settings import add_settings_arguments, settings_from_args
 
 __all__ = ["add_bias", "add_homonyms", "add_synonyms", "add_uniqueness", "bias", "homonyms", "synonyms", "uniqueness"]
 

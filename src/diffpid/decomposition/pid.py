@@ -48,13 +48,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..errors import ParameterError
 from ..engine.estimate import Combination, Difference, Minimum
+from ..errors import ParameterError
 from ..information import Information, information_from, pick_image
 from ..models.base import Model
-from .sources import PIDSources
 from ..plan import Plan
 from ..settings import Settings
+from .sources import PIDSources
 
 REDUNDANCY_MODES = ("integrated", "per_snr")
 

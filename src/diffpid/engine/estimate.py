@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .channel import AdaptiveSampler, Sampler, make_sampler, noisy
 from ..errors import ModelOutputError, ParameterError
 from ..models.base import Model
+from .channel import AdaptiveSampler, Sampler, make_sampler, noisy
 
 CURVE_BINS = 24
 

@@ -17,8 +17,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .runner import Item, ItemResult, run_items
-from .summary import RunSummary, collect
 from .store import RunStore
+from .summary import RunSummary, collect
 
 __all__ = ["StoredItem", "StudyRun", "read_rows", "run_study"]
 

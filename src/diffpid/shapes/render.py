@@ -14,8 +14,8 @@ from typing import Sequence
 import torch
 
 from ..errors import ConditionError, ParameterError
-from .world import COLORS, SHAPE_WORDS, SHAPES, SIZE, SIZES, CaptionWord, Plan, Scene, parse_caption
 from .captions import plan_from_query, sample_plan
+from .world import COLORS, SHAPE_WORDS, SHAPES, SIZE, SIZES, CaptionWord, Plan, Scene, parse_caption
 
 _SHAPE_INDEX = {s: i for i, s in enumerate(SHAPES)}
 _BACKGROUND = -1.0

@@ -14,9 +14,9 @@ import itertools
 import random
 from dataclasses import dataclass
 
-from .world import ARTICLE, COLORS, FRUIT_PROB, RELATIONS, SHAPES, SIZES, SYNONYM_PROB, ObjectQuery, Scene, ShapeObject
 from .captions import is_held_out
 from .render import scene_for_caption
+from .world import ARTICLE, COLORS, FRUIT_PROB, RELATIONS, SHAPES, SIZES, SYNONYM_PROB, ObjectQuery, Scene, ShapeObject
 
 OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"}
 

@@ -38,8 +38,8 @@ from typing import Any, Sequence
 
 import torch
 
-from ..world import COLORS, RELATIONS, SHAPE_WORDS, SHAPES, SIZES, Plan
 from ..captions import sample_plan
+from ..world import COLORS, RELATIONS, SHAPE_WORDS, SHAPES, SIZES, Plan
 
 ROLES = ("article", "size", "color", "shape", "relation", "of")
 MEANINGS = ("a", *SIZES, *COLORS, *SHAPES, *RELATIONS, "of")

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from ...errors import ParameterError
-from ..render import sample_batch
 from ..model import ShapesComponents, ShapesConfig, build_components, config_from_dict, save_components, tokenize
+from ..render import sample_batch
 
 CHECKPOINT = "checkpoint.pt"
 
