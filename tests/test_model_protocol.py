@@ -8,7 +8,7 @@ import torch
 from diffpid.attention.adapters import UNetCrossAttentionAdapter
 from diffpid.errors import ConditionError, ParameterError
 from diffpid.models.base import CAPABILITIES, CapabilityError, Model, ModelIdentity
-from diffpid.models.diffusers import from_pipeline
+from diffpid.models.loading import from_pipeline
 from diffpid.models.mixture import GaussianMixture
 from diffpid.shapes.model import default_model_path, load_shapes_model
 from tiny_pipelines import sd_pipeline

@@ -244,7 +244,7 @@ def explain(
     m = resolve_model(model, device=settings.device, dtype=settings.torch_dtype())
 
     if image is None:
-        gen = m.generate(prompt, seed=settings.seed)
+        gen = m.generate(prompt, seed=settings.seed, progress=settings.progress)
         x, img, gen_seed = gen.x, gen.image, settings.seed
     else:
         x = m.encode_image(image)

@@ -23,8 +23,9 @@ A method a model lacks raises :class:`CapabilityError` with a one-line message.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import torch
 
@@ -237,7 +238,9 @@ class Model:
         raise CapabilityError(f"{type(self).__name__} cannot decode data into images")
 
     def generate(self, prompt: Any, seed: int = 0, **kwargs: Any) -> Generated:
-        """Generate one sample for ``prompt`` with a reproducible seed."""
+        """Generate one sample for ``prompt`` with a reproducible seed.
+
+        Backends that generate in steps take ``progress=True`` to show a bar over them."""
         raise CapabilityError(f"{type(self).__name__} cannot generate samples")
 
     def check_x(self, x: torch.Tensor) -> torch.Tensor:
@@ -265,3 +268,14 @@ def is_single(model: Model, x: object) -> bool:
 
 def _fmt(shape: tuple[int, ...]) -> str:
     return ", ".join(str(s) for s in shape)
+
+
+@contextmanager
+def pipeline_progress(pipeline: Any, show: bool) -> Iterator[None]:
+    """Show (or hide) a diffusers pipeline's step bar for one call, then restore its own setting."""
+    before = dict(getattr(pipeline, "_progress_bar_config", {}) or {})
+    pipeline.set_progress_bar_config(**{**before, "disable": not show, "desc": "generating"})
+    try:
+        yield
+    finally:
+        pipeline._progress_bar_config = before

@@ -21,15 +21,16 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from ..engine.channel import logsnr_from_alphas_cumprod
 from ..errors import ConditionError, ModelLoadError, ParameterError
 from ..prompts import Token, tokens_of
 from .base import (ATTENTION, GENERATE, IMAGES, TEXT, Generated, Model, ModelIdentity, config_source, dtype_name,
-                   pairs)
+                   pairs, pipeline_progress)
 from .images import image_tensor, to_uint8
 
-__all__ = ["DiffusersModel", "TextCondition", "from_pipeline", "load_model"]
+__all__ = ["DiffusersModel", "TextCondition"]
 
 CACHE_SIZE = 256
 
@@ -319,7 +320,7 @@ class DiffusersModel(Model):
 
     # ----- generation ---------------------------------------------------------------------
     def generate(self, prompt: str, seed: int = 0, steps: int | None = None, guidance_scale: float | None = None,
-                 negative_prompt: str = "", scheduler: str | None = None) -> Generated:
+                 negative_prompt: str = "", scheduler: str | None = None, progress: bool = False) -> Generated:
         """Generate one image for ``prompt``, reproducible from ``seed`` (CPU generator).
 
         Defaults come from :attr:`generation` (50 DDIM steps at guidance 7.5 unless the
@@ -331,6 +332,7 @@ class DiffusersModel(Model):
             steps: sampling steps.
             guidance_scale: classifier-free guidance scale (1 turns guidance off).
             negative_prompt: the prompt guidance steers away from.
+            progress: show a progress bar over the generation steps.
             scheduler: ``"ddim"`` (deterministic) or ``"ddpm"`` (ancestral) for component
                 folders; a pipeline samples with its own scheduler.
         """
@@ -345,17 +347,17 @@ class DiffusersModel(Model):
         g = torch.Generator("cpu").manual_seed(int(seed))
         if self.pipeline is not None:
             h, w = self.resolution
-            with torch.no_grad():
+            with torch.no_grad(), pipeline_progress(self.pipeline, progress):
                 x = self.pipeline(prompt, negative_prompt=negative_prompt or None, num_inference_steps=steps,
                                   guidance_scale=guidance_scale, generator=g, height=h, width=w,
                                   output_type="latent").images
         else:
-            x = self._sample(prompt, g, steps, float(guidance_scale), negative_prompt, scheduler)
+            x = self._sample(prompt, g, steps, float(guidance_scale), negative_prompt, scheduler, progress)
         x = x.float().cpu()
         return Generated(self.decode(x)[0], x, prompt, int(seed))
 
     def _sample(self, prompt: str, g: torch.Generator, steps: int, guidance: float, negative: str,
-                scheduler: str = "ddim") -> torch.Tensor:
+                scheduler: str = "ddim", progress: bool = False) -> torch.Tensor:
         """DDIM (eta 0) or ancestral DDPM with classifier-free guidance for component-only models.
 
         The initial noise and (for DDPM) every step's noise come from ``g`` in that order.
@@ -367,11 +369,9 @@ class DiffusersModel(Model):
         conds = [self.encode_prompt(prompt), self.encode_prompt(negative)]
         x = torch.randn((1, *self.data_shape), generator=g) * sched.init_noise_sigma
         kw = {"generator": g} if scheduler == "ddpm" else {}
-        for t in sched.timesteps:
+        for t in tqdm(sched.timesteps, desc=f"{self.name}: generating", unit="step", disable=not progress):
             out = self._unet(x, t.reshape(1), conds)[0]  # (2, *shape)
             pred = out[1] + guidance * (out[0] - out[1])
             x = sched.step(pred[None].cpu(), t, x, **kw).prev_sample
         return x
 
-
-from .loading import from_pipeline, load_model  # noqa: E402 - loading imports this module lazily

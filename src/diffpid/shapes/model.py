@@ -308,7 +308,7 @@ def load_shapes_model(path: str | Path | None = None, **kwargs: Any) -> Any:
         path: a shapes model folder; ``None`` for :func:`default_model_path`.
         **kwargs: passed to :func:`diffpid.models.diffusers.load_model`.
     """
-    from ..models.diffusers import load_model
+    from ..models.loading import load_model
 
     path = Path(path) if path is not None else default_model_path()
     if not (path / "model_index.json").exists():
