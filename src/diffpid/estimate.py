@@ -233,6 +233,7 @@ def estimate(
     precision: float | None = None,
     precision_floor: float = 0.05,
     max_samples: int = 4096,
+    targets: Sequence[int] | None = None,
 ) -> EngineResult:
     """Run the engine: every condition on the same ``(a, eps)`` draws, terms accumulated.
 
@@ -253,6 +254,8 @@ def estimate(
         precision: target relative standard error of every term's value per image; more rounds of
             draws (the next sample indices of the same streams) until each image meets it, or
             its standard error is at most ``precision_floor`` nats, or it has ``max_samples`` draws.
+        targets: indices of the terms the precision target applies to (default: every term); helper
+            terms such as the pairwise differences behind a PID's covariance need no target.
     """
     x = model.check_x(x)
     conditions = list(conditions)
@@ -264,6 +267,9 @@ def estimate(
     if precision is not None and not (isinstance(precision, (int, float)) and 0 < precision < 1):
         raise ParameterError(f"precision is a relative standard error between 0 and 1 (e.g. 0.1), got {precision!r}")
     _check_terms(terms, len(conditions))
+    targets = list(range(len(terms))) if targets is None else [int(i) for i in targets]
+    if not targets or not all(0 <= i < len(terms) for i in targets):
+        raise ParameterError(f"targets must name terms 0..{len(terms) - 1}, got {targets}")
     sampler = make_sampler() if sampler is None else make_sampler(sampler)
     lo, hi = sampler.range
     mlo, mhi = model.logsnr_range
@@ -300,7 +306,7 @@ def estimate(
         cap = max(max_samples, samples)
         while True:
             value, se = run.values()
-            target = samples_needed(value, se, run.n, float(precision), float(precision_floor), cap)
+            target = samples_needed(value[:, targets], se[:, targets], run.n, float(precision), float(precision_floor), cap)
             extra = int((target - run.n).sum())
             if extra == 0:
                 break
