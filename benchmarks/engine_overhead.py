@@ -105,6 +105,37 @@ def overhead(model: Model, conds: list, batch: int, images: int, samples: int, r
             "engine_all_s": [round(v, 4) for v in times["engine"]], "bare_all_s": [round(v, 4) for v in times["bare"]]}
 
 
+class Stub(Model):
+    """A denoiser that costs nothing: returns a fixed tensor of the right shape (the engine's own time)."""
+
+    name = "stub"
+
+    def __init__(self, model: Model) -> None:
+        self.data_shape, self.logsnr_range, self.device = model.data_shape, model.logsnr_range, model.device
+        self.out = None
+
+    def eps(self, x_a, logsnr, conditions):
+        shape = (len(x_a), len(conditions), *self.data_shape)
+        if self.out is None or self.out.shape != shape:
+            self.out = torch.randn(shape, device=self.device)
+        return self.out
+
+
+def own_time(model: Model, conds: list, batch: int, images: int, samples: int, repeats: int) -> dict:
+    """The engine's own seconds per denoiser call: the engine around a free denoiser (minimum of repeats)."""
+    stub = Stub(model)
+    x = torch.randn(images, *model.data_shape)
+    calls = -(-images * samples // max(1, batch // len(conds)))
+    best = float("inf")
+    for _ in range(repeats + 1):
+        _sync(model.device)
+        t = time.perf_counter()
+        estimate(stub, x, conds, [Difference(1, 0)], samples=samples, batch_size=batch, seed=0)
+        _sync(model.device)
+        best = min(best, time.perf_counter() - t)
+    return {"own_ms_per_call": round(1000 * best / calls, 2)}
+
+
 def many_images(images: int, parts: int, samples: int, batch: int) -> dict:
     """One engine call over ``images`` oracle images against ``parts`` calls over slices."""
     means = torch.zeros(4, 2, 4, 4)
@@ -135,6 +166,8 @@ def main() -> None:
     p.add_argument("--parts", type=int, default=20)
     p.add_argument("--many-batch", type=int, default=8192, help="batch size of the many-images runs")
     p.add_argument("--skip-many", action="store_true")
+    p.add_argument("--skip-bare", action="store_true",
+                   help="measure only the engine's own time; keep the engine/bare rows of the last results file")
     p.add_argument("--unet-channels", type=int, nargs="+", default=[32, 64, 128, 128])
     p.add_argument("--unet-size", type=int, default=16)
     p.add_argument("--note", default="", help="what else ran on the machine meanwhile")
@@ -145,14 +178,20 @@ def main() -> None:
     shapes = diffpid.load_shapes_model(device=str(device))
     unet = UNetEps(sd_like_unet(args.unet_channels, args.unet_size), args.unet_size, device,
                    torch.bfloat16 if cuda else torch.float32)
+    old = json.loads((OUT / "engine_overhead.json").read_text()) if args.skip_bare else {}
     rows = []
     for model, prompt in ((shapes, "a big red circle left of a small blue box"), (unet, "a photo of a cat")):
         conds = [encode(model, ""), encode(model, prompt)]
         for batch in (64, 256):
-            r = overhead(model, conds, batch, images=4, samples=32, repeats=args.repeats)
+            if args.skip_bare:
+                r = next(o for o in old["overhead"] if o["model"] == model.name and o["batch"] == batch)
+            else:
+                r = overhead(model, conds, batch, images=4, samples=32, repeats=args.repeats)
+            r.update(own_time(model, conds, batch, images=4, samples=32, repeats=args.repeats))
+            r["own_pct"] = round(100 * r["own_ms_per_call"] / (1000 * r["bare_s"] / r["calls"]), 2)
             print(json.dumps({k: v for k, v in r.items() if not k.endswith("all_s")}), flush=True)
             rows.append(r)
-    many = None if args.skip_many else many_images(args.images, args.parts, 128, args.many_batch)
+    many = old.get("many_images") if args.skip_many else many_images(args.images, args.parts, 128, args.many_batch)
     if many:
         print(json.dumps(many), flush=True)
     meta = {"device": torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine(),
@@ -166,11 +205,15 @@ def main() -> None:
              f"Device: {meta['device']} ({meta['cpu_count']} cores, {args.threads} torch thread(s)), torch "
              f"{meta['torch']}. GPU: {meta['gpu']}. Load average at the end: "
              f"{', '.join(f'{v:.1f}' for v in meta['load_average_at_end'])}.", "", args.note, "",
-             "Minimum of interleaved repeats; 4 images x 32 samples x 2 conditions (256 denoiser rows in all); the same call shapes for both.", "",
-             "| model | batch | calls | engine s | bare s | overhead |", "|---|---|---|---|---|---|"]
+             "4 images x 32 samples x 2 conditions (256 denoiser rows in all), the same call shapes for both. "
+             "`engine s`, `bare s`: minimum of interleaved repeats of the engine and of the bare calls; under load "
+             "their difference is within the noise. `own`: the engine around a denoiser that costs nothing (a fixed "
+             "tensor), per call, and as a share of a bare call: the engine's own work, which load does not hide.", "",
+             "| model | batch | calls | engine s | bare s | engine/bare - 1 | own ms per call | own share |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['batch']} | {r['calls']} | {r['engine_s']:.3f} | {r['bare_s']:.3f} | "
-                     f"{r['overhead_pct']:+.1f}% |")
+                     f"{r['overhead_pct']:+.1f}% | {r['own_ms_per_call']:.2f} | {r['own_pct']:.2f}% |")
     if many:
         lines += ["", f"## Many images in one call (Gaussian-mixture oracle, 4 conditions, batch {many['batch']})", "",
                   f"{many['images']:,} images x {many['samples']} samples in one call: {many['one_call_s']} s; "
