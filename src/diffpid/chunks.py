@@ -53,11 +53,15 @@ class Engine:
 
     Args:
         model, x, conditions: the denoiser, ``(b, *data_shape)`` inputs and ``k`` encoded conditions.
-        terms: the engine terms (:mod:`diffpid.estimate`).
         parts: ``(cond, ref)`` index pairs of the distinct differences the terms use.
-        recipe: ``f(ortho, standard) -> (F, S)``: per-term integrands from the per-difference ones.
-        n_standard: how many terms have a standard estimator (the first rows of ``S``).
-        edges: curve bins; ``pilot_edges``: adaptive pilot bins (``None`` without a pilot).
+        recipe: ``f(ortho, standard) -> (F, S)``: per-term integrands ``(P, T, *map_shape)`` and those of
+            the ``n_standard`` terms with a standard estimator, from the per-difference ones.
+        n_terms, n_standard, map_shape: sizes of the accumulators.
+        edges: log-SNR bin edges of the curves.
+        batch_size, seed: rows per denoiser call; the seed of the counter-based streams.
+        on_batch, bar: per-chunk callback; a progress bar to update (or ``None``).
+
+    Set :attr:`pilot` to a :class:`~diffpid.accumulate.Binned` to record the adaptive pilot's moments.
     """
 
     def __init__(self, model: Any, x: torch.Tensor, conditions: Sequence[Any], parts: Sequence[tuple[int, int]],
