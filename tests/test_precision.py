@@ -1,7 +1,5 @@
 """Precision targets: rounds of draws until each image's values reach a relative standard error."""
 
-import math
-
 import numpy as np
 import pytest
 import torch

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from diffpid import streams
-from diffpid.channel import LogisticSampler, SobolSampler, make_sampler
+from diffpid.channel import LogisticSampler, make_sampler
 from diffpid.estimate import Difference, estimate
 from diffpid.models.mixture import GaussianMixture
 

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from .accumulate import Binned, samples_needed
 from .channel import AdaptiveSampler, Sampler, make_sampler, seed_of
 from .chunks import Engine, gaussian_nll, predict  # noqa: F401  (predict: part of the engine's API)
-from .errors import ModelOutputError, ParameterError
+from .errors import ParameterError
 from .models.base import Model
 
 CURVE_BINS = 24
