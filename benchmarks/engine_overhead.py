@@ -1,6 +1,6 @@
 """Engine overhead over bare denoiser calls, and many images in one engine call.
 
-Overhead: the engine (:func:`diffpid.estimate.estimate`, default adaptive sampler) against the
+Overhead: the engine (:func:`diffpid.engine.estimate.estimate`, default adaptive sampler) against the
 same number of bare ``model.eps`` calls of the same shapes, at batch 64 and 256, on the
 embedded shapes model and on a Stable-Diffusion-shaped random-weight UNet; engine and bare
 runs interleaved, ``--repeats`` times each, minima compared (the machine is shared: minima
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from attention_overhead import sd_like_unet  # noqa: E402  (the same SD-shaped UNet as the attention benchmark)
 
 import diffpid  # noqa: E402
-from diffpid.estimate import Difference, estimate  # noqa: E402
+from diffpid.engine.estimate import Difference, estimate  # noqa: E402
 from diffpid.models.base import Model  # noqa: E402
 from diffpid.models.mixture import GaussianMixture  # noqa: E402
 from diffpid.plan import encode  # noqa: E402

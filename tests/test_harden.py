@@ -363,7 +363,7 @@ def test_cli_repeated_words_are_one_word(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def embedded():
-    from diffpid.models.shapes import load_shapes_model
+    from diffpid.shapes.model import load_shapes_model
 
     return load_shapes_model(device="cpu")
 
@@ -385,7 +385,7 @@ def test_embedded_model_drops_punctuation_and_finds_words_as_written(embedded):
 
 
 def test_word_level_tokenizers_with_punctuation_are_left_alone():
-    from diffpid.models.shapes import build_tokenizer, drop_punctuation
+    from diffpid.shapes.model import build_tokenizer, drop_punctuation
     from tiny_pipelines import clip_tokenizer, word_tokenizer
 
     assert not drop_punctuation(word_tokenizer(words=("a", "red", ",", "cat")))  # knows ','

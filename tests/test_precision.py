@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import diffpid
-from diffpid.accumulate import samples_needed
+from diffpid.engine.accumulate import samples_needed
 from diffpid.errors import ParameterError
-from diffpid.estimate import Difference, estimate
+from diffpid.engine.estimate import Difference, estimate
 from diffpid.models.mixture import GaussianMixture
 from diffpid.plan import Plan
 from diffpid.settings import Settings

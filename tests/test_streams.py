@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from diffpid import streams
-from diffpid.channel import LogisticSampler, make_sampler
-from diffpid.estimate import Difference, estimate
+from diffpid.engine import streams
+from diffpid.engine.channel import LogisticSampler, make_sampler
+from diffpid.engine.estimate import Difference, estimate
 from diffpid.models.mixture import GaussianMixture
 
 

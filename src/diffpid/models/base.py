@@ -59,9 +59,11 @@ class ModelIdentity:
             ``None`` when unknown.
         dtype: the dtype denoiser calls run in, e.g. ``"float32"``.
         generation: the model's generation defaults as sorted ``(key, value)`` pairs
-            (steps, guidance_scale, sampler, ...); ``()`` for models that only sample.
+            (steps, guidance_scale, scheduler, ...); ``()`` for models that only sample.
         extra: further sorted ``(key, value)`` facts a report should carry (for example
             the distilled guidance value of Flux.1-dev).
+        source: the folder or hub id the weights were loaded from, ``None`` when unknown
+            (built in memory, or an oracle).
     """
 
     name: str
@@ -71,16 +73,31 @@ class ModelIdentity:
     dtype: str = "float32"
     generation: tuple[tuple[str, Any], ...] = ()
     extra: tuple[tuple[str, Any], ...] = ()
+    source: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict (``generation`` and ``extra`` as dicts)."""
         return {"name": self.name, "family": self.family, "backend": self.backend, "revision": self.revision,
-                "dtype": self.dtype, "generation": dict(self.generation), "extra": dict(self.extra)}
+                "dtype": self.dtype, "generation": dict(self.generation), "extra": dict(self.extra),
+                "source": self.source}
 
 
 def pairs(mapping: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
     """``mapping`` as sorted ``(key, value)`` pairs, for :class:`ModelIdentity` fields."""
     return tuple(sorted((mapping or {}).items()))
+
+
+def config_source(*owners: Any) -> str | None:
+    """The folder or hub id the first of ``owners`` (diffusers models or pipelines) that knows it was loaded
+    from (its config's ``_name_or_path``), else ``None``."""
+    for owner in owners:
+        config = getattr(owner, "config", None)
+        if config is None:
+            continue
+        path = config.get("_name_or_path") if hasattr(config, "get") else getattr(config, "_name_or_path", None)
+        if path:
+            return str(path)
+    return None
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -25,7 +25,8 @@ import torch
 
 from ..errors import ConditionError, ModelLoadError, ParameterError
 from ..prompts import Token
-from .base import ATTENTION, GENERATE, IMAGES, TEXT, CapabilityError, Generated, ModelIdentity, dtype_name, pairs
+from .base import (ATTENTION, GENERATE, IMAGES, TEXT, CapabilityError, Generated, ModelIdentity, config_source,
+                   dtype_name, pairs)
 from .flow import FlowMatchingModel, _default_range
 from .images import image_tensor, to_uint8
 
@@ -215,7 +216,7 @@ class FlowPipelineModel(FlowMatchingModel):
                  "resolution": tuple(self.resolution), "max_sequence_length": self.max_sequence_length,
                  "logsnr_range": tuple(round(v, 4) for v in self.logsnr_range)}
         return ModelIdentity(self.name, "flow", type(self).__name__, self.revision, dtype_name(self.dtype),
-                             pairs(self.generation), pairs(extra))
+                             pairs(self.generation), pairs(extra), config_source(self.pipeline))
 
     def _data_shape(self) -> tuple[int, ...]:
         h, w = (r // self.vae_scale_factor for r in self.resolution)

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ParameterError
-from ..worlds.shapes_render import sample_batch
-from .shapes import ShapesComponents, ShapesConfig, build_components, config_from_dict, save_components, tokenize
+from ...errors import ParameterError
+from ..model import ShapesComponents, ShapesConfig, build_components, config_from_dict, save_components, tokenize
+from ..render import sample_batch
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -55,12 +55,12 @@ class TrainSettings:
             (on top of the ones the world's process draws, about 18% of scenes): the captions
             the quality bar asks for, where binding and relations are learned. Caption
             meanings and the empty caption's marginal are unchanged
-            (:func:`~diffpid.worlds.shapes_captions.sample_plan` with ``complete=True``).
+            (:func:`~diffpid.shapes.captions.sample_plan` with ``complete=True``).
         freeze_text_encoder: the text encoder is not trained with the UNet (as Stable
             Diffusion keeps its CLIP encoder frozen): it stays as it was initialised, parse
             pretrained (``parse_pretrain``) or copied by ``init_from``.
         parse_pretrain: a fresh run first trains the text encoder this many steps on the
-            captions' parse (:mod:`diffpid.models.shapes_parse`: each token's role, meaning
+            captions' parse (:mod:`diffpid.shapes.training.parse`: each token's role, meaning
             and the side of the image its object goes to); 0 for none.
         init_from: provenance only: the model folder whose weights started this run and the
             parts taken from it (empty for a run from random weights; see :func:`train`).
@@ -167,8 +167,8 @@ class Trainer:
             ParameterError: the folder is not a shapes model, or its UNet does not fit this
                 architecture.
         """
-        from .coord_unet import add_text_embedding, widen_conv_in
-        from .shapes import load_components
+        from ..coord_unet import add_text_embedding, widen_conv_in
+        from ..model import load_components
 
         folder = Path(folder)
         if not (folder / "unet" / "config.json").exists():
@@ -194,13 +194,13 @@ class Trainer:
         return copied
 
     def pretrain_parse(self, steps: int, progress: bool = True):
-        """Train the text encoder on the captions' parse (:func:`~diffpid.models.shapes_parse.pretrain_text_encoder`)
+        """Train the text encoder on the captions' parse (:func:`~diffpid.shapes.training.parse.pretrain_text_encoder`)
         and restart the EMA from the result.
 
         Returns:
-            the :class:`~diffpid.models.shapes_parse.ParseReport`.
+            the :class:`~diffpid.shapes.training.parse.ParseReport`.
         """
-        from .shapes_parse import pretrain_text_encoder
+        from .parse import pretrain_text_encoder
 
         encoder = self.components.text_encoder
         encoder.requires_grad_(True)

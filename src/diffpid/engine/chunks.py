@@ -5,7 +5,7 @@ are enumerated image by image and cut into chunks of ``batch_size // k`` pairs (
 conditions), so every denoiser call is a full batch however many images there are: 40,000
 images with 2 conditions at batch 64 run as calls of 32 inputs x 2 conditions, not one draw
 of 40,000 inputs at a time. Pair ``p`` of the round is located by a ``searchsorted`` on the
-device; draws come from the counter-based streams (:mod:`diffpid.streams`), so the numbers of
+device; draws come from the counter-based streams (:mod:`diffpid.engine.streams`), so the numbers of
 an image do not depend on the chunking, the batch or the round. Nothing here synchronises
 with the host; :meth:`Engine.round` checks the sums for non-finite values once at its end.
 """
@@ -19,8 +19,8 @@ import torch
 
 from .accumulate import Binned, Moments
 from .channel import Sampler, noisy
-from .errors import ModelOutputError
-from .models.base import Model
+from ..errors import ModelOutputError
+from ..models.base import Model
 
 
 def _to_map(sq: torch.Tensor, data_shape: tuple[int, ...]) -> torch.Tensor:
@@ -61,7 +61,7 @@ class Engine:
         batch_size, seed: rows per denoiser call; the seed of the counter-based streams.
         on_batch, bar: per-chunk callback; a progress bar to update (or ``None``).
 
-    Set :attr:`pilot` to a :class:`~diffpid.accumulate.Binned` to record the adaptive pilot's moments.
+    Set :attr:`pilot` to a :class:`~diffpid.engine.accumulate.Binned` to record the adaptive pilot's moments.
     """
 
     def __init__(self, model: Any, x: torch.Tensor, conditions: Sequence[Any], parts: Sequence[tuple[int, int]],

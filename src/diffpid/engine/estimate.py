@@ -16,10 +16,10 @@ model calls, and accumulates (SCIENCE.md section 2, I-MMSE):
   expectation as the formula of SCIENCE.md section 2 and far lower variance).
 
 Memory does not grow with the number of samples. Every draw is a pure function of
-``(seed, image index, sample index)`` (counter-based streams, :mod:`diffpid.streams`), drawn on
+``(seed, image index, sample index)`` (counter-based streams, :mod:`diffpid.engine.streams`), drawn on
 the model's device a whole chunk at a time, so an image's numbers do not depend on the batch
 size, the chunking or the rounds of a precision target. Accumulators stay on the device
-(:mod:`diffpid.accumulate`); the inner loop is :mod:`diffpid.chunks`. With ``precision=`` the
+(:mod:`diffpid.engine.accumulate`); the inner loop is :mod:`diffpid.engine.chunks`. With ``precision=`` the
 engine draws rounds until every image's values reach the target relative standard error.
 """
 
@@ -33,11 +33,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import ParameterError
+from ..models.base import Model
 from .accumulate import Binned, samples_needed
 from .channel import AdaptiveSampler, Sampler, make_sampler, seed_of
 from .chunks import Engine, gaussian_nll, predict  # noqa: F401  (predict: part of the engine's API)
-from .errors import ParameterError
-from .models.base import Model
 
 CURVE_BINS = 24
 
@@ -244,7 +244,7 @@ def estimate(
         terms: :class:`Difference` / :class:`Minimum` / :class:`Combination` over condition indices.
         samples: ``(a, eps)`` draws per image (denoiser calls per image and condition); with a
             ``precision`` target, the first round.
-        sampler: a :class:`~diffpid.channel.Sampler` or its name; default ``"adaptive"``.
+        sampler: a :class:`~diffpid.engine.channel.Sampler` or its name; default ``"adaptive"``.
         batch_size: most rows (inputs x conditions) per model call.
         generator: source of the seed; ``seed`` is used when it is omitted.
         progress: show a progress bar.

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import torch
 
 from . import streams
-from .errors import ParameterError
+from ..errors import ParameterError
 
 def noisy(x: torch.Tensor, a: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """Variance-preserving channel: ``x_a = sqrt(sigmoid(a)) x + sqrt(sigmoid(-a)) eps``.
@@ -35,11 +35,6 @@ def logsnr_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """Log-SNR of DDPM timesteps: ``a = logit(alphas_cumprod[t])``."""
     ac = alphas_cumprod.double()
     return torch.log(ac) - torch.log1p(-ac)
-
-
-def logsnr_from_flow_time(t: torch.Tensor) -> torch.Tensor:
-    """Log-SNR of a flow-matching time (``x_t = (1-t) x + t eps``): ``2 log((1-t)/t)``."""
-    return 2 * (torch.log1p(-t) - torch.log(t))
 
 
 def logistic_weight(a: torch.Tensor, loc: float, scale: float, clip: float) -> torch.Tensor:
@@ -88,7 +83,7 @@ class Sampler:
     """Base of the log-SNR samplers: ``(a, w, eps)`` for any ``(image, sample index)`` pairs.
 
     Draw ``n`` of image ``i`` is a pure function of ``(seed, i, n)`` (counter-based streams,
-    :mod:`diffpid.streams`), so any batching, chunking or round of draws gives the same numbers.
+    :mod:`diffpid.engine.streams`), so any batching, chunking or round of draws gives the same numbers.
     Subclasses define :meth:`levels` (noise levels from uniforms) and may override
     :meth:`uniforms` (how the uniform behind each level is made; i.i.d. here).
     """
