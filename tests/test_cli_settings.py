@@ -17,10 +17,13 @@ FLAGS = ("--samples", "--precision", "--max-samples", "--sampler", "--batch-size
          "--threads", "--no-progress")
 """The settings flags, in the order ``add_settings_arguments`` registers them."""
 
-SAMPLES = {("demo",): 256, ("explain",): 64, ("run",): 64, ("bench", "localization"): 32,
+SAMPLES = {("demo",): 256, ("explain",): 32, ("run",): 64, ("bench", "localization"): 32,
            ("bench", "compositional"): 100, ("bench", "intervention"): 32, ("bench", "bias"): 32,
            ("bench", "synonyms"): 32, ("bench", "homonyms"): 32, ("bench", "uniqueness"): 32, ("serve",): 16}
 """Each estimator subcommand and its default number of samples (everything else is the package default)."""
+
+PRECISION = {("explain",): 0.15}
+"""Commands whose default is a precision target (``samples`` is then the first round)."""
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -47,7 +50,7 @@ def test_same_settings_flags_and_defaults(path):
     p = _command(path)
     by_flag = {o: a for a in p._actions for o in a.option_strings}
     assert all(f in by_flag for f in FLAGS), [f for f in FLAGS if f not in by_flag]
-    d = Settings(samples=SAMPLES[path])
+    d = Settings(samples=SAMPLES[path], precision=PRECISION.get(path))
     expected = {"samples": d.samples, "precision": d.precision, "max_samples": d.max_samples, "sampler": d.sampler,
                 "batch_size": d.batch_size, "seed": d.seed, "device": d.device, "dtype": d.dtype,
                 "threads": d.threads, "progress": True}
@@ -55,7 +58,8 @@ def test_same_settings_flags_and_defaults(path):
     text = re.sub(r"\s+", " ", p.format_help())
     for f in FLAGS:  # each flag appears in --help once, in the one settings group
         assert len(re.findall(rf"(?<![\w-]){re.escape(f)}(?![\w-])", text.split("estimator settings")[1])) >= 1
-    assert f"(default {SAMPLES[path]})" in text and "(default 64)" in text and "(default adaptive)" in text
+    assert f"(default {SAMPLES[path]})" in text and "(default 64)" in text
+    assert f"(default {PRECISION.get(path, 'off')})" in text and "(default adaptive)" in text
     assert "(default 4096)" in text and "(default 0)" in text
     assert text.count("estimator settings (the same for every command)") == 1
     assert not [a for a in p._actions if a.option_strings == ["--cpu"]]

@@ -27,18 +27,19 @@ def test_combination_value_and_stderr_from_per_sample_contributions():
     diff = Combination((d1, d2), (1.0, -1.0))
     rows = []  # per-sample contributions, recomputed here from the predictions
 
-    def grab(x_a, a, w, eps, pred):
-        p = pred.double().reshape(-1, 2, 4, 2, 3, 3)
-        ww = w.double().reshape(-1, 2)
-        sq = lambda i, j: ((p[:, :, i] - p[:, :, j]) ** 2).sum(2)  # (m, b, 3, 3)
+    def grab(x_a, a, w, eps, pred, image):
+        p = pred.double()  # (m, 4, 2, 3, 3): rows of any images, in any order
+        sq = lambda i, j: ((p[:, i] - p[:, j]) ** 2).sum(1)  # (m, 3, 3)
         f1, f2, f12 = sq(1, 0), sq(2, 0), sq(3, 0)
         fs = f12 - f1 - f2 + torch.minimum(f1, f2)
-        h = 0.5 * ww[:, :, None, None]
-        rows.append(torch.stack([h * (f1 - f2), h * fs], 0))  # (2, m, b, 3, 3)
+        h = 0.5 * w.double()[:, None, None]
+        rows.append((image, torch.stack([h * (f1 - f2), h * fs], 0)))  # (2, m, 3, 3)
 
     n = 100
     run = estimate(model, x, conds, [d1, d2, d12, mn, diff, syn], samples=n, batch_size=16, seed=1, on_batch=grab)
-    per = torch.cat(rows, 1)  # (2, n, b, 3, 3)
+    owner = torch.cat([r[0] for r in rows])
+    flat = torch.cat([r[1] for r in rows], 1)
+    per = torch.stack([flat[:, owner == i] for i in range(2)], 2)  # (2, n, b, 3, 3)
     assert per.shape[1] == n
     for idx, term in ((0, run.terms[4]), (1, run.terms[5])):
         tot = per[idx].flatten(2).sum(-1)  # (n, b)

@@ -353,7 +353,7 @@ def test_words_as_a_string_and_repeated_words():
 def test_cli_repeated_words_are_one_word(tmp_path, capsys):
     from diffpid.cli import main
 
-    rc = main(["explain", PROMPT, "--model", pixel_folder(), "--words", "red", "red", "--samples", "2",
+    rc = main(["explain", PROMPT, "--model", pixel_folder(), "--words", "red", "red", "--samples", "2", "--precision", "off",
                "--no-attention", "--quiet", "--out", str(tmp_path / "o")])
     assert rc == 0 and "same word" not in capsys.readouterr().err
     assert json.loads((tmp_path / "o" / "results.json").read_text())["words"] == ["red"]

@@ -114,14 +114,15 @@ def test_results_json_equals_the_explanation_and_validates(saved, expl):
     assert data["pid"]["synergy"]["value"] < 0
     assert data["parameters"] == {"samples": 16, "batch_size": 8, "sampler": "AdaptiveSampler",
                                   "redundancy": "integrated", "seed": 3, "device": "cpu", "dtype": "float32",
-                                  "attention": True}
+                                  "attention": True, "precision": None, "precision_floor": None,
+                                  "max_samples": None}
     assert data["versions"]["torch"] == "2.13.0+cpu"
     # no model was asked (a synthetic explanation): the identity holds what the explanation knows
     assert data["model_identity"]["name"] == "tiny-model" and data["model_identity"]["dtype"] == "float32"
     assert data["model_identity"]["training_step"] is None and data["generation"] is None
     assert data["precision"] == {"target": None, "samples": {"words": 16, "decomposition": 16},
                                  "max_relative_stderr": pytest.approx(max(
-                                     expl.cmi[w].stderr / expl.cmi[w].value for w in expl.words))}
+                                     expl.cmi[w].stderr / expl.cmi[w].value for w in expl.words)), "met": None}
     assert data["decomposition_run"] == "separate"  # the fixture's PID informations are not the MI table's
     c = data["curves"][0]
     assert c["mmse"][1] is None and c["count"][1] == 0  # an empty bin is null, not NaN
@@ -586,3 +587,17 @@ def test_no_pair_and_no_attention(tmp_path):
     assert sorted(p.name for p in (path / "maps").iterdir()) == sorted(
         [f"{k}_{w}.png" for k in ("mi", "cmi") for w in e.words] + ["colorbar_mi.png", "colorbar_cmi.png"])
     assert "given image" in (path / "report.html").read_text()
+
+
+def test_a_precision_target_is_reported_met_or_not(expl):
+    from diffpid.report.html import precision_text
+
+    rel = max(max(expl.cmi[w].stderr / expl.cmi[w].value, expl.mi[w].stderr / expl.mi[w].value) for w in expl.words)
+    for target, met in ((1.01 * rel, True), (0.5 * rel, False)):
+        params = dataclasses.replace(expl.parameters, precision=target, precision_floor=0.0, max_samples=100)
+        e = dataclasses.replace(expl, parameters=params)
+        data = explanation_to_dict(e)
+        jsonschema.validate(data, results_schema())
+        assert data["precision"]["target"] == target and data["precision"]["met"] is met
+        assert data["parameters"]["max_samples"] == 100
+        assert ("met" if met else "not met within the cap of 100 samples") in precision_text(e)

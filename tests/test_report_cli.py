@@ -82,7 +82,7 @@ def run_cli(argv, capsys):
 
 def test_cli_writes_the_report(pixel_path, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "deep" / "out"
-    rc, stdout, err = run_cli(["explain", PROMPT, "--model", pixel_path, "--samples", "2", "--quiet",
+    rc, stdout, err = run_cli(["explain", PROMPT, "--model", pixel_path, "--samples", "2", "--precision", "off", "--quiet",
                                "--words", "red", "cat", "--pair", "red", "cat", "--out", str(out)], capsys)
     assert rc == 0, err
     assert f"report: {out / 'report.html'}" in stdout
@@ -94,10 +94,10 @@ def test_cli_writes_the_report(pixel_path, tmp_path, capsys):  # noqa: F811
     assert data["attention"] == ["red", "cat"] and "attention" in data["color_scales"]
     assert (out / "maps" / "attention_cat.png").is_file()
     # the same command again is refused, then allowed with --overwrite
-    rc, _, err = run_cli(["explain", PROMPT, "--model", pixel_path, "--samples", "2", "--no-attention", "--quiet",
+    rc, _, err = run_cli(["explain", PROMPT, "--model", pixel_path, "--samples", "2", "--precision", "off", "--no-attention", "--quiet",
                           "--out", str(out)], capsys)
     assert rc == 2 and "exists; pass --overwrite" in err
-    rc, _, err = run_cli(["explain", PROMPT, "--model", pixel_path, "--samples", "2", "--no-attention", "--quiet",
+    rc, _, err = run_cli(["explain", PROMPT, "--model", pixel_path, "--samples", "2", "--precision", "off", "--no-attention", "--quiet",
                           "--out", str(out), "--overwrite", "--words", "table"], capsys)
     assert rc == 0, err
     assert json.loads((out / "results.json").read_text())["words"] == ["table"]
@@ -106,7 +106,7 @@ def test_cli_writes_the_report(pixel_path, tmp_path, capsys):  # noqa: F811
 
 def test_cli_default_out_is_the_prompt_slug(pixel_path, tmp_path, capsys, monkeypatch):  # noqa: F811
     monkeypatch.chdir(tmp_path)
-    rc, stdout, err = run_cli(["explain", "A red  Cat", "--model", pixel_path, "--samples", "2", "--no-attention",
+    rc, stdout, err = run_cli(["explain", "A red  Cat", "--model", pixel_path, "--samples", "2", "--precision", "off", "--no-attention",
                                "--quiet"], capsys)
     assert rc == 0, err
     assert (tmp_path / "diffpid-out" / "a-red-cat" / "report.html").is_file()
@@ -125,7 +125,7 @@ def test_cli_bad_input_one_line_no_output(pixel_path, tmp_path, capsys, extra, m
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"this is not a PNG")
     extra = [str(bad) if a == "NOT_AN_IMAGE" else a for a in extra]
-    argv = ["explain", PROMPT, "--model", pixel_path, "--samples", "2", "--no-attention", "--quiet",
+    argv = ["explain", PROMPT, "--model", pixel_path, "--samples", "2", "--precision", "off", "--no-attention", "--quiet",
             "--out", str(tmp_path / "out")] + extra
     rc, stdout, err = run_cli(argv, capsys)
     assert rc == 2
@@ -160,7 +160,7 @@ def test_cli_analyses_a_given_image(pixel_path, tmp_path, capsys):  # noqa: F811
     Image.fromarray(pixels).save(tmp_path / "in.png")
     out = tmp_path / "out"
     rc, stdout, err = run_cli(["explain", PROMPT, "--model", pixel_path, "--image", str(tmp_path / "in.png"),
-                               "--samples", "2", "--no-attention", "--quiet", "--words", "red", "--out", str(out)], capsys)
+                               "--samples", "2", "--precision", "off", "--no-attention", "--quiet", "--words", "red", "--out", str(out)], capsys)
     assert rc == 0, err
     data = json.loads((out / "results.json").read_text())
     assert data["seed"] is None and data["pair"] is None and data["image_shape"] == [16, 16, 3]

@@ -43,6 +43,9 @@ class Parameters:
     device: str
     dtype: str
     attention: bool
+    precision: float | None = None
+    precision_floor: float | None = None
+    max_samples: int | None = None
 
 
 @dataclass(frozen=True)
@@ -279,7 +282,9 @@ def explain(
     sampler = settings.sampler if isinstance(settings.sampler, Sampler) else make_sampler(settings.sampler)
     params = Parameters(settings.samples, settings.batch_size, type(sampler).__name__, redundancy, settings.seed,
                         str(m.device), str(m.dtype).replace("torch.", ""),
-                        capture is not None)
+                        capture is not None, settings.precision,
+                        *((settings.precision_floor, settings.max_samples) if settings.precision is not None
+                          else (None, None)))
     return Explanation(prompt, m.name, gen_seed, np.asarray(img), words, mi, cmi, pair, pids[0], pids[1], att,
                        curves, params, versions(), model_identity(m))
 

@@ -61,6 +61,11 @@ class _Block:
     sources: Any = None
     redundancy: str = "integrated"
 
+    def targets(self) -> range:
+        """The terms a precision target applies to: the measurement itself, or a PID's four
+        estimates (not the pairwise differences that only give their covariance)."""
+        return range(self.start, self.start + (4 if self.kind in ("pid", "cpid") else 1))
+
 
 class Plan:
     """Named measurements of one image over one engine run (see the module docstring)."""
@@ -156,7 +161,8 @@ class Plan:
 
         encoded = list(conditions) if conditions is not None else [encode(model, c) for c in self.conditions]
         engine_model = model if model_for_engine is None else model_for_engine
-        run = run_engine(engine_model, x, encoded, self.terms, settings, on_batch=on_batch)
+        targets = [i for block in self._blocks.values() for i in block.targets()]
+        run = run_engine(engine_model, x, encoded, self.terms, settings, on_batch=on_batch, targets=targets)
         return PlanResult(self, run, is_single(model, x))
 
 
@@ -177,12 +183,13 @@ def encode(model: Any, spec: Any) -> Any:
 
 
 def run_engine(model: Any, x: Any, conditions: Sequence[Any], terms: Sequence[Any], settings: Settings,
-               on_batch: Any = None) -> EngineResult:
+               on_batch: Any = None, targets: Sequence[int] | None = None) -> EngineResult:
     """The one place where :class:`~diffpid.settings.Settings` become engine arguments."""
     settings.apply_threads()
     return estimate(model, x, conditions, terms, samples=settings.samples, sampler=settings.sampler,
                     batch_size=settings.batch_size, seed=settings.seed, progress=settings.progress,
-                    on_batch=on_batch)
+                    on_batch=on_batch, precision=settings.precision, precision_floor=settings.precision_floor,
+                    max_samples=settings.max_samples, targets=targets)
 
 
 class _Lookup:
@@ -226,8 +233,20 @@ class PlanResult:
     cpid = property(lambda self: _Lookup(self, "cpid"), doc="``cpid[y1, y2]``: CPID by pair (or name)")
 
     @property
-    def samples(self) -> int:
-        return self.engine.samples
+    def samples(self) -> Any:
+        """Draws used: an int for one image (or when every image used as many), else ``(b,)`` per image.
+
+        With a precision target images stop at different counts."""
+        n = self.engine.image_samples
+        if n is None:
+            return self.engine.samples
+        n = np.asarray(n)
+        return int(n[0]) if self.single or (n == n[0]).all() else n
+
+    @property
+    def precision(self) -> float | None:
+        """The relative standard error targeted (``None``: a fixed number of draws)."""
+        return self.engine.precision
 
     def get(self, kind: str, name: Any) -> Any:
         if (kind, name) not in self.plan._blocks:
@@ -243,8 +262,8 @@ class PlanResult:
 
         terms = self.engine.terms[block.start:block.stop]
         if block.kind in ("mi", "cmi"):
-            return information_from(terms[0], self.engine.samples, self.single)
-        return pid_from_run(terms, self.engine.samples, block.sources, block.redundancy, self.single)
+            return information_from(terms[0], self.samples, self.single)
+        return pid_from_run(terms, self.samples, block.sources, block.redundancy, self.single)
 
     def curves(self, image: int = 0) -> tuple[ConditionCurve, ...]:
         """The MMSE curve and ``-log p(x|C)`` of every condition of the run, for image ``image``."""

@@ -202,7 +202,12 @@ def _number(kind: type, ok: Any, expected: str):
 
 
 _positive = _number(int, lambda v: v >= 1, "a positive whole number")
-_fraction = _number(float, lambda v: 0 < v < 1, "a relative standard error between 0 and 1 (such as 0.1)")
+_relative = _number(float, lambda v: 0 < v < 1, "a relative standard error between 0 and 1 (such as 0.1), or off")
+
+
+def _fraction(text: str) -> float | None:
+    """``--precision``: a relative standard error in (0, 1), or ``off`` for a fixed number of samples."""
+    return None if text.strip().lower() in ("off", "none") else _relative(text)
 
 
 def _checked(kind):
@@ -225,8 +230,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser, defaults: Settings |
     g.add_argument("--samples", type=_positive, default=d.samples,
                    help=f"(a, eps) draws per image and condition; the first round with --precision (default {d.samples})")
     g.add_argument("--precision", type=_fraction, default=d.precision,
-                   help="target relative standard error of every value (e.g. 0.1); draws rounds of samples until met "
-                        f"(default {'off' if d.precision is None else d.precision})")
+                   help="target relative standard error of every value (e.g. 0.1), or off; draws rounds of samples "
+                        f"until met (default {'off' if d.precision is None else d.precision})")
     g.add_argument("--max-samples", type=_positive, default=d.max_samples,
                    help=f"cap on the draws per image a --precision target may take (default {d.max_samples})")
     g.add_argument("--sampler", choices=SAMPLER_NAMES, default=d.sampler if isinstance(d.sampler, str) else "adaptive",

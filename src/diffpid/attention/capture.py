@@ -359,16 +359,19 @@ class AttentionCapture:
 
         While it is in use, each captured prompt's rows count the engine's noisy inputs
         in order (every input is evaluated once under every condition); after each
-        batch the callback assigns them to their image (input ``i`` is image
-        ``i % images``) and noise level (its log-SNR) and adds them to the sums.
+        batch the callback assigns them to their image (the engine says which image each
+        input is; without it, input ``i`` is image ``i % images``) and noise level (its
+        log-SNR) and adds them to the sums.
         """
         if not isinstance(images, int) or images < 1:
             raise ParameterError(f"images must be a positive integer, got {images!r}")
         self._draws = True
         self.images = images
 
-        def on_batch(x_a: torch.Tensor, logsnr: torch.Tensor, weight: Any, eps: Any, predictions: Any) -> None:
+        def on_batch(x_a: torch.Tensor, logsnr: torch.Tensor, weight: Any, eps: Any, predictions: Any,
+                     image: torch.Tensor | None = None) -> None:
             a = logsnr.detach().float().cpu()
+            owner = (torch.arange(len(x_a)) % images if image is None else image.detach().cpu()).tolist()
             for prompt in list(self._pending):
                 got = self._pending.pop(prompt)
                 if len(got) != len(x_a):
@@ -377,7 +380,7 @@ class AttentionCapture:
                         "must appear once per input (is the same prompt given twice as a condition?)"
                     )
                 for i, (step, layers, heads) in enumerate(got):
-                    self._commit(prompt, i % images, float(a[i]), step, layers, heads)
+                    self._commit(prompt, owner[i], float(a[i]), step, layers, heads)
 
         return on_batch
 

@@ -14,15 +14,13 @@ normal noise ``eps`` that goes with each level. All samplers are exact for const
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Iterator
 
 import torch
 
+from . import streams
 from ..errors import ParameterError
-
-SOBOL_MAX_DIM = 21201  # torch.quasirandom.SobolEngine.MAXDIM
-
 
 def noisy(x: torch.Tensor, a: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """Variance-preserving channel: ``x_a = sqrt(sigmoid(a)) x + sqrt(sigmoid(-a)) eps``.
@@ -69,15 +67,25 @@ def _check_range(loc: float, scale: float, clip: float) -> None:
         raise ParameterError(f"loc must be finite, got {loc}; the paper default is 1")
 
 
-def _seed(generator: torch.Generator) -> int:
-    return int(torch.randint(0, 2**62, (1,), generator=generator))
+def real_dtype(device: torch.device | str) -> torch.dtype:
+    """The widest float a device computes in: float64, except on Apple's MPS (float32)."""
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
+
+
+def seed_of(seed: int | torch.Generator) -> int:
+    """An integer seed; a ``torch.Generator`` gives one draw of its stream."""
+    if isinstance(seed, torch.Generator):
+        return int(torch.randint(0, 2**62, (1,), generator=seed))
+    return int(seed)
 
 
 class Sampler:
-    """Base of the log-SNR samplers: draws ``(a, w, eps)`` in chunks that stream.
+    """Base of the log-SNR samplers: ``(a, w, eps)`` for any ``(image, sample index)`` pairs.
 
+    Draw ``n`` of image ``i`` is a pure function of ``(seed, i, n)`` (counter-based streams,
+    :mod:`diffpid.engine.streams`), so any batching, chunking or round of draws gives the same numbers.
     Subclasses define :meth:`levels` (noise levels from uniforms) and may override
-    :meth:`uniforms` (how the uniforms over ``(a, eps)`` are made).
+    :meth:`uniforms` (how the uniform behind each level is made; i.i.d. here).
     """
 
     loc: float
@@ -89,25 +97,29 @@ class Sampler:
         """The clipped interval of log-SNR that the weights integrate over."""
         return (self.loc - self.clip * self.scale, self.loc + self.clip * self.scale)
 
-    def levels(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Map uniforms ``u`` in (0, 1), shape ``(n,)``, to levels and weights."""
+    def levels(self, u: torch.Tensor, image: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Map uniforms ``u`` in (0, 1), shape ``(n,)``, of images ``image`` to levels and weights (float32)."""
         raise NotImplementedError  # abstract
 
-    def stream(
-        self, n: int, shape: tuple[int, ...], generator: torch.Generator, chunk: int
-    ) -> Iterator[Draw]:
-        """Yield ``n`` samples for data of ``shape`` in chunks of at most ``chunk``."""
+    def uniforms(self, seed: int, image: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
+        """``(n,)`` uniforms behind the levels of pairs ``(image, sample)``: i.i.d. per pair."""
+        return streams.uniform(seed, streams.LEVEL, image, sample, real_dtype(image.device))
+
+    def draw(self, seed: int, image: torch.Tensor, sample: torch.Tensor, shape: tuple[int, ...]) -> Draw:
+        """Levels, weights and noise of the pairs ``(image[p], sample[p])``, on their device."""
+        a, w = self.levels(self.uniforms(seed, image, sample), image)
+        eps = streams.normal(seed, image, sample, math.prod(shape)).reshape(len(image), *shape)
+        return Draw(a, w, eps)
+
+    def stream(self, n: int, shape: tuple[int, ...], seed: int | torch.Generator = 0, chunk: int = 64,
+               image: int = 0) -> Iterator[Draw]:
+        """Yield the first ``n`` draws of one image for data of ``shape`` in chunks of at most ``chunk``."""
         if n < 1:
             raise ParameterError(f"the number of samples must be at least 1, got {n}")
-        done = 0
-        while done < n:
-            m = min(chunk, n - done)
-            # one (u, eps) pair after the other, so that the draws do not depend on the chunk size
-            pairs = [(torch.rand(1, generator=generator, dtype=torch.float64), torch.randn((1, *shape), generator=generator))
-                     for _ in range(m)]
-            a, w = self.levels(torch.cat([p[0] for p in pairs]))
-            yield Draw(a, w, torch.cat([p[1] for p in pairs]))
-            done += m
+        seed = seed_of(seed)
+        for lo in range(0, n, chunk):
+            idx = torch.arange(lo, min(n, lo + chunk))
+            yield self.draw(seed, torch.full_like(idx, image), idx, shape)
 
 
 @dataclass(frozen=True)
@@ -126,10 +138,8 @@ class LogisticSampler(Sampler):
     def __post_init__(self) -> None:
         _check_range(self.loc, self.scale, self.clip)
 
-    def levels(self, u):
-        lo, hi = torch.sigmoid(torch.tensor(-self.clip, dtype=torch.float64)), torch.sigmoid(
-            torch.tensor(self.clip, dtype=torch.float64)
-        )
+    def levels(self, u, image=None):
+        lo, hi = 1 / (1 + math.exp(self.clip)), 1 / (1 + math.exp(-self.clip))
         u = lo + (hi - lo) * u
         a = self.loc + self.scale * torch.logit(u)
         return a.float(), logistic_weight(a, self.loc, self.scale, self.clip).float()
@@ -146,7 +156,7 @@ class UniformSampler(Sampler):
     def __post_init__(self) -> None:
         _check_range(self.loc, self.scale, self.clip)
 
-    def levels(self, u):
+    def levels(self, u, image=None):
         lo, hi = self.range
         a = lo + (hi - lo) * u
         return a.float(), torch.full_like(a, hi - lo).float()
@@ -154,72 +164,62 @@ class UniformSampler(Sampler):
 
 @dataclass(frozen=True)
 class SobolSampler(LogisticSampler):
-    """Randomised quasi-Monte-Carlo over ``(a, eps)`` jointly, logistic levels.
+    """Stratified (quasi-random) logistic levels: the one-dimensional Sobol sequence per image.
 
-    One Owen-scrambled Sobol sequence in ``1 + d`` dimensions: the first coordinate
-    becomes the noise level through the truncated logistic quantile (as
-    :class:`LogisticSampler`), the others become ``eps`` through the normal quantile.
-    Successive chunks continue one sequence, so any chunking gives the same points.
-    Coordinates beyond Sobol's 21,201 dimensions are drawn i.i.d. Estimates stay unbiased;
-    the reported standard errors use the i.i.d. formula, which is conservative here.
+    The uniform behind draw ``n`` of an image is the base-2 radical inverse of ``n`` (the first
+    Sobol coordinate), shifted mod 1 by a random amount per image, so the first ``2**j`` levels
+    of an image fall one in each ``2**-j`` quantile of the truncated logistic proposal; ``eps``
+    is i.i.d. (quasi-random points in thousands of noise dimensions gained nothing measurable,
+    docs/estimator.md). Estimates stay unbiased; the reported standard errors use the i.i.d.
+    formula, which is conservative here.
     """
 
-    def stream(self, n, shape, generator, chunk):
-        if n < 1:
-            raise ParameterError(f"the number of samples must be at least 1, got {n}")
-        d = math.prod(shape)
-        dq = min(d, SOBOL_MAX_DIM - 1)
-        engine = torch.quasirandom.SobolEngine(1 + dq, scramble=True, seed=_seed(generator))
-        done = 0
-        while done < n:
-            m = min(chunk, n - done)
-            u = engine.draw(m, dtype=torch.float64)
-            a, w = self.levels(u[:, 0])
-            z = u[:, 1:].clamp(1e-12, 1 - 1e-12)
-            flat = torch.special.ndtri(z).float()
-            if dq < d:
-                rest = torch.randn((m, d - dq), generator=generator)
-                flat = torch.cat([flat, rest], dim=1)
-            yield Draw(a, w, flat.reshape(m, *shape))
-            done += m
+    def uniforms(self, seed, image, sample):
+        return streams.van_der_corput(seed, 0, image, sample, real_dtype(image.device))
 
 
 @dataclass(frozen=True)
 class PiecewiseSampler(SobolSampler):
-    """Quasi-Monte-Carlo over ``(a, eps)`` with a piecewise-constant density of levels.
+    """Stratified levels from a piecewise-constant density, one density per image.
 
-    ``probs[i]`` is the probability of the bin ``[edges[i], edges[i+1]]``, constant density
-    inside it; the weight is ``1 / q(a)``. Built by :class:`AdaptiveSampler` from a pilot run.
+    ``probs[i]`` (or ``probs[image, i]``) is the probability of the bin ``[edges[i], edges[i+1]]``,
+    constant density inside it; the weight is ``1 / q(a)``. Draw ``n`` uses the radical inverse
+    of ``n - start`` (its own stratified sequence). Built by :class:`AdaptiveSampler` from a pilot.
     """
 
     edges: tuple[float, ...] = ()
-    probs: tuple[float, ...] = ()
+    probs: Any = field(default=(), compare=False)  # (bins,) or (images, bins)
+    start: int = 0
 
-    def levels(self, u):
-        edges = torch.tensor(self.edges, dtype=torch.float64)
-        probs = torch.tensor(self.probs, dtype=torch.float64)
-        cdf = torch.cat([torch.zeros(1, dtype=torch.float64), probs.cumsum(0)])
-        cdf = cdf / cdf[-1]
-        i = (torch.searchsorted(cdf, u.contiguous(), right=True) - 1).clamp(0, len(probs) - 1)
-        frac = ((u - cdf[i]) / (cdf[i + 1] - cdf[i]).clamp_min(1e-300)).clamp(0, 1)
+    def uniforms(self, seed, image, sample):
+        return streams.van_der_corput(seed, 1, image, sample - self.start, real_dtype(image.device))
+
+    def levels(self, u, image=None):
+        real = u.dtype
+        edges = torch.as_tensor(self.edges, dtype=real, device=u.device)
+        probs = torch.as_tensor(self.probs, dtype=real, device=u.device)
+        probs = probs[None] if probs.dim() == 1 else probs[image]  # (n or 1, bins)
+        cdf = torch.cat([torch.zeros_like(probs[:, :1]), probs.cumsum(1)], 1)
+        cdf = (cdf / cdf[:, -1:]).expand(len(u), -1).contiguous()
+        i = (torch.searchsorted(cdf, u[:, None].contiguous(), right=True)[:, 0] - 1).clamp(0, probs.shape[1] - 1)
+        c0, c1 = cdf.gather(1, i[:, None])[:, 0], cdf.gather(1, i[:, None] + 1)[:, 0]
+        frac = ((u - c0) / (c1 - c0).clamp_min(1e-300 if real == torch.float64 else 1e-30)).clamp(0, 1)
         width = edges[i + 1] - edges[i]
-        a = edges[i] + frac * width
-        w = width / (cdf[i + 1] - cdf[i])
-        return a.float(), w.float()
+        return (edges[i] + frac * width).float(), (width / (c1 - c0)).float()
 
 
 @dataclass(frozen=True)
 class AdaptiveSampler(SobolSampler):
     """Two-stage adaptive importance sampling over log-SNR: the default sampler.
 
-    A pilot stage (``pilot`` of the budget, at least ``min_pilot`` samples) draws from
+    A pilot stage (``pilot`` of the first round, at least ``min_pilot`` samples) draws from
     :class:`SobolSampler`; the engine records, per image, the second moment of every
     term's integrand in ``bins`` equal bins of log-SNR (each term normalised by its pilot
-    value). The main stage draws from the piecewise-constant density proportional to the
-    square root of that moment (the variance-optimal density for a fixed bin shape),
-    mixed with a uniform ``floor`` so no part of the range is starved
-    (:class:`PiecewiseSampler`). Both stages are unbiased and are averaged together.
-    The floor's share follows the logistic proposal binned.
+    value). The main stage (every later draw, including later rounds of a precision target)
+    draws from the piecewise-constant density proportional to the square root of that moment
+    (the variance-optimal density for a fixed bin shape), mixed with a uniform ``floor`` so
+    no part of the range is starved (:class:`PiecewiseSampler`). Both stages are unbiased
+    and are averaged together. The floor's share follows the logistic proposal binned.
     """
 
     pilot: float = 0.25
@@ -235,35 +235,41 @@ class AdaptiveSampler(SobolSampler):
             raise ParameterError(f"floor must be in (0, 1], got {self.floor}")
 
     def pilot_size(self, n: int) -> int:
-        """Samples of the pilot stage for a budget of ``n`` (all of them for tiny budgets)."""
+        """Samples of the pilot stage for a first round of ``n`` (all of them for tiny rounds)."""
         return min(n, max(self.min_pilot, int(round(self.pilot * n))))
 
     def edges(self) -> torch.Tensor:
         lo, hi = self.range
         return torch.linspace(lo, hi, self.bins + 1, dtype=torch.float64)
 
-    def fit(self, second_moment: torch.Tensor) -> Sampler:
-        """The main-stage sampler from per-bin second moments ``(bins,)`` of the integrand.
+    def fit(self, second_moment: torch.Tensor, start: int = 0) -> PiecewiseSampler:
+        """The main-stage sampler from per-bin second moments ``(bins,)`` or ``(images, bins)``.
 
         The moments are smoothed over neighbouring bins (a pilot sees rare large values in
         few bins), the square root gives the bin masses, and a fraction ``floor`` of the
         mass follows the logistic proposal binned, so weights stay bounded where the pilot
-        saw little.
+        saw little. An image whose moments are all zero or not finite gets the binned proposal.
+        ``start`` is the first sample index the main stage draws.
         """
-        e = self.edges()
+        dev = second_moment.device
+        real = real_dtype(dev)
+        edges = self.edges()
+        e = edges.to(dev, real)
         width = e[1:] - e[:-1]
-        r = (e - self.loc) / self.scale
-        cdf = torch.sigmoid(r)
+        cdf = torch.sigmoid((e - self.loc) / self.scale)
         base = (cdf[1:] - cdf[:-1]) / (cdf[-1] - cdf[0])
-        m = second_moment.double().clamp_min(0)
-        if not torch.isfinite(m).all() or m.sum() <= 0:
-            return PiecewiseSampler(self.loc, self.scale, self.clip, tuple(e.tolist()), tuple(base.tolist()))
-        padded = torch.cat([m[:1], m, m[-1:]])
-        m = 0.25 * padded[:-2] + 0.5 * padded[1:-1] + 0.25 * padded[2:]
+        m = second_moment.detach().to(real)
+        flat = m.dim() == 1
+        m = m[None] if flat else m
+        bad = ~torch.isfinite(m).all(1) | (m.clamp_min(0).sum(1) <= 0)
+        m = torch.where(torch.isfinite(m), m, 0).clamp_min(0)
+        padded = torch.cat([m[:, :1], m, m[:, -1:]], 1)
+        m = 0.25 * padded[:, :-2] + 0.5 * padded[:, 1:-1] + 0.25 * padded[:, 2:]
         opt = m.sqrt() * width
-        opt = opt / opt.sum()
-        probs = (1 - self.floor) * opt + self.floor * base
-        return PiecewiseSampler(self.loc, self.scale, self.clip, tuple(e.tolist()), tuple(probs.tolist()))
+        opt = opt / opt.sum(1, keepdim=True).clamp_min(1e-30)
+        probs = torch.where(bad[:, None], base[None], (1 - self.floor) * opt + self.floor * base[None])
+        probs = tuple(probs[0].tolist()) if flat else probs
+        return PiecewiseSampler(self.loc, self.scale, self.clip, tuple(edges.tolist()), probs, start)
 
 
 SAMPLERS = {

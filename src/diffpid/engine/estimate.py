@@ -15,9 +15,12 @@ model calls, and accumulates (SCIENCE.md section 2, I-MMSE):
   the MMSE gap to the exact denoiser of ``N(0, I)`` (a control variate with the same
   expectation as the formula of SCIENCE.md section 2 and far lower variance).
 
-Memory does not grow with the number of samples. Every image of the batch has its own
-sample stream seeded from the generator, so its numbers do not depend on the batch
-composition, the batch size or the chunking.
+Memory does not grow with the number of samples. Every draw is a pure function of
+``(seed, image index, sample index)`` (counter-based streams, :mod:`diffpid.engine.streams`), drawn on
+the model's device a whole chunk at a time, so an image's numbers do not depend on the batch
+size, the chunking or the rounds of a precision target. Accumulators stay on the device
+(:mod:`diffpid.engine.accumulate`); the inner loop is :mod:`diffpid.engine.chunks`. With ``precision=`` the
+engine draws rounds until every image's values reach the target relative standard error.
 """
 
 from __future__ import annotations
@@ -30,9 +33,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import ModelOutputError, ParameterError
+from ..errors import ParameterError
 from ..models.base import Model
-from .channel import AdaptiveSampler, Sampler, make_sampler, noisy
+from .accumulate import Binned, samples_needed
+from .channel import AdaptiveSampler, Sampler, make_sampler, seed_of
+from .chunks import Engine, gaussian_nll, predict  # noqa: F401  (predict: part of the engine's API)
 
 CURVE_BINS = 24
 
@@ -121,8 +126,12 @@ class EngineResult:
         terms: one :class:`TermEstimate` per requested term, in order.
         mmse: per condition, ``E||eps - e(x_a|C)||^2`` per noise level.
         nll, nll_stderr: ``(k, b)`` ``-log p(x | C)`` in nats over the sampler's range of log-SNR.
-        samples: number of ``(a, eps)`` draws per image.
+        samples: the most ``(a, eps)`` draws of any image.
         logsnr_range: the range integrated over.
+        sampler: the sampler's class name.
+        image_samples: ``(b,)`` draws per image (they differ when a precision target stopped
+            images at different counts).
+        precision: the relative standard error targeted (``None``: a fixed number of draws).
     """
 
     terms: tuple[TermEstimate, ...]
@@ -132,82 +141,13 @@ class EngineResult:
     samples: int
     logsnr_range: tuple[float, float]
     sampler: str = field(default="")
-
-
-class _Moments:
-    """Streaming sum and sum of squares (float64) of per-sample contributions."""
-
-    def __init__(self, shape: tuple[int, ...]) -> None:
-        self.s = torch.zeros(shape, dtype=torch.float64)
-        self.s2 = torch.zeros(shape, dtype=torch.float64)
-
-    def add(self, g: torch.Tensor) -> None:  # g: (m, *shape), summed over samples here
-        g = g.double()
-        self.s += g.sum(0).cpu()
-        self.s2 += (g * g).sum(0).cpu()
-
-    def result(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        mean = self.s / n
-        if n < 2:
-            return mean.numpy(), np.full(tuple(mean.shape), np.nan)
-        var = (self.s2 / n - mean**2).clamp_min(0) * n / (n - 1)
-        return mean.numpy(), (var / n).sqrt().numpy()
-
-
-class _Binned:
-    """Streaming per-bin means of a per-sample quantity ``(m, b)`` over log-SNR, per image."""
-
-    def __init__(self, edges: torch.Tensor, b: int) -> None:
-        self.edges = edges
-        self.sum = torch.zeros(b, len(edges) - 1, dtype=torch.float64)
-        self.count = torch.zeros(b, len(edges) - 1, dtype=torch.float64)
-
-    def add(self, a: torch.Tensor, f: torch.Tensor) -> None:  # a: (m, b), f: (m, b)
-        idx = (torch.bucketize(a.double().cpu(), self.edges) - 1).clamp(0, self.sum.shape[1] - 1).T
-        self.sum.scatter_add_(1, idx, f.double().cpu().T)
-        self.count.scatter_add_(1, idx, torch.ones(idx.shape, dtype=torch.float64))
-
-    def means(self) -> torch.Tensor:
-        """``(b, bins)`` per-bin means, 0 where a bin is empty."""
-        return self.sum / self.count.clamp_min(1)
-
-    def result(self) -> Curve:
-        centers = 0.5 * (self.edges[1:] + self.edges[:-1])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = (self.sum / self.count).numpy()
-        return Curve(centers.numpy(), mean, self.count.numpy())
+    image_samples: np.ndarray | None = None
+    precision: float | None = None
 
 
 def _map_shape(data_shape: tuple[int, ...]) -> tuple[int, ...]:
     """Pixel maps sum over channels for ``(C, H, W)`` data; other data keep every coordinate."""
     return tuple(data_shape[1:]) if len(data_shape) == 3 else tuple(data_shape)
-
-
-def _to_map(sq: torch.Tensor, data_shape: tuple[int, ...]) -> torch.Tensor:
-    """``(..., *data_shape)`` squared terms to ``(..., *map_shape)`` by summing channels."""
-    return sq.sum(-3) if len(data_shape) == 3 else sq
-
-
-def predict(model: Model, x_a: torch.Tensor, a: torch.Tensor, conditions: Sequence[Any], batch_size: int) -> torch.Tensor:
-    """All conditions on every noisy input in calls of at most ``batch_size`` rows: ``(n, k, *shape)``."""
-    n, k = len(x_a), len(conditions)
-    if k <= batch_size:
-        per = max(1, batch_size // k)
-        parts = [model.eps(x_a[i : i + per], a[i : i + per], conditions) for i in range(0, n, per)]
-        out = torch.cat(parts, 0)
-    else:
-        rows = []
-        for i in range(n):
-            cols = [model.eps(x_a[i : i + 1], a[i : i + 1], conditions[j : j + batch_size]) for j in range(0, k, batch_size)]
-            rows.append(torch.cat(cols, 1))
-        out = torch.cat(rows, 0)
-    if tuple(out.shape) != (n, k, *model.data_shape):
-        raise ModelOutputError(f"{model.name}.eps returned shape {tuple(out.shape)}, expected {(n, k, *model.data_shape)}")
-    if not torch.isfinite(out).all():
-        raise ModelOutputError(
-            f"{model.name} returned NaN or Inf predictions; try dtype float32 or a narrower log-SNR range (clip)"
-        )
-    return out.float()
 
 
 def _has_standard(t: Term) -> bool:
@@ -238,6 +178,45 @@ def _check_terms(terms: Sequence[Term], k: int) -> None:
                 raise ParameterError(f"term {d} names a condition outside 0..{k - 1}")
 
 
+def _recipe(terms: Sequence[Term]) -> tuple[list[tuple[int, int]], Any, list[int]]:
+    """The distinct differences the terms use, the map from their integrands to the terms', and
+    the indices of the terms that have a standard estimator."""
+    parts: dict[Difference, int] = {}
+
+    def collect(t: Term) -> None:
+        if isinstance(t, Combination):
+            for q in t.terms:
+                collect(q)
+        elif isinstance(t, Minimum):
+            collect(t.first), collect(t.second)
+        else:
+            parts.setdefault(t, len(parts))
+
+    for t in terms:
+        collect(t)
+    pairs = [(d.condition, d.reference) for d in parts]
+    std = [i for i, t in enumerate(terms) if _has_standard(t)]
+    if all(isinstance(t, Difference) for t in terms):
+        idx = [parts[t] for t in terms]
+        same = idx == list(range(len(parts)))
+        return pairs, (lambda o, s: (o, s) if same else (o[:, idx], s[:, idx])), std
+
+    def one(t: Term, o: torch.Tensor, s: torch.Tensor | None) -> torch.Tensor:
+        src = o if s is None else s
+        if isinstance(t, Combination):
+            return sum(float(c) * one(q, o, s) for c, q in zip(t.coefficients, t.terms))
+        if isinstance(t, Minimum):
+            return torch.minimum(o[:, parts[t.first]], o[:, parts[t.second]])
+        return src[:, parts[t]]
+
+    def recipe(o: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = torch.stack([one(t, o, None) for t in terms], 1)
+        g = torch.stack([one(terms[i], o, s) for i in std], 1) if std else s[:, :0]
+        return f, g
+
+    return pairs, recipe, std
+
+
 def estimate(
     model: Model,
     x: torch.Tensor,
@@ -251,6 +230,10 @@ def estimate(
     seed: int = 0,
     progress: bool = False,
     on_batch: Any = None,
+    precision: float | None = None,
+    precision_floor: float = 0.05,
+    max_samples: int = 4096,
+    targets: Sequence[int] | None = None,
 ) -> EngineResult:
     """Run the engine: every condition on the same ``(a, eps)`` draws, terms accumulated.
 
@@ -259,23 +242,34 @@ def estimate(
         x: ``(b, *data_shape)`` or ``(*data_shape)`` inputs (latents or pixels).
         conditions: ``k`` conditions built by ``model.encode_prompt``.
         terms: :class:`Difference` / :class:`Minimum` / :class:`Combination` over condition indices.
-        samples: ``(a, eps)`` draws per image (denoiser calls per image and condition).
+        samples: ``(a, eps)`` draws per image (denoiser calls per image and condition); with a
+            ``precision`` target, the first round.
         sampler: a :class:`~diffpid.engine.channel.Sampler` or its name; default ``"adaptive"``.
         batch_size: most rows (inputs x conditions) per model call.
-        generator: source of randomness; ``seed`` is used when it is omitted.
+        generator: source of the seed; ``seed`` is used when it is omitted.
         progress: show a progress bar.
-        on_batch: optional callback ``f(x_a, logsnr, weight, eps, predictions)`` per chunk,
-            e.g. to collect attention at the same noise levels at no extra denoiser cost.
+        on_batch: optional callback ``f(x_a, logsnr, weight, eps, predictions, image=image)`` per
+            chunk (``image`` ``(n,)``: the input each row belongs to), e.g. to collect attention at
+            the same noise levels at no extra denoiser cost.
+        precision: target relative standard error of every term's value per image; more rounds of
+            draws (the next sample indices of the same streams) until each image meets it, or
+            its standard error is at most ``precision_floor`` nats, or it has ``max_samples`` draws.
+        targets: indices of the terms the precision target applies to (default: every term); helper
+            terms such as the pairwise differences behind a PID's covariance need no target.
     """
     x = model.check_x(x)
     conditions = list(conditions)
     if not conditions:
         raise ParameterError("no conditions given; pass at least two (a condition and its reference)")
-    if not isinstance(samples, int) or samples < 1:
-        raise ParameterError(f"samples must be a positive integer, got {samples!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ParameterError(f"batch_size must be a positive integer, got {batch_size!r}")
+    for name, v in (("samples", samples), ("batch_size", batch_size), ("max_samples", max_samples)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ParameterError(f"{name} must be a positive integer, got {v!r}")
+    if precision is not None and not (isinstance(precision, (int, float)) and 0 < precision < 1):
+        raise ParameterError(f"precision is a relative standard error between 0 and 1 (e.g. 0.1), got {precision!r}")
     _check_terms(terms, len(conditions))
+    targets = list(range(len(terms))) if targets is None else [int(i) for i in targets]
+    if not targets or not all(0 <= i < len(terms) for i in targets):
+        raise ParameterError(f"targets must name terms 0..{len(terms) - 1}, got {targets}")
     sampler = make_sampler() if sampler is None else make_sampler(sampler)
     lo, hi = sampler.range
     mlo, mhi = model.logsnr_range
@@ -284,105 +278,66 @@ def estimate(
             f"the sampler covers log-SNR [{lo:.2f}, {hi:.2f}] but {model.name} was trained on "
             f"[{mlo:.2f}, {mhi:.2f}]; choose loc/scale/clip inside that range"
         )
-    if generator is None:
-        generator = torch.Generator().manual_seed(seed)
+    seed = seed_of(generator) if generator is not None else int(seed)
     b, k, shape = len(x), len(conditions), tuple(model.data_shape)
     mshape = _map_shape(shape)
-    dev = model.device
-    chunk = max(1, batch_size // (b * k))
-    gens = [torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator))) for _ in range(b)]
-
+    parts, recipe, std = _recipe(terms)
+    bar = tqdm(total=samples * b, disable=not progress, desc=f"{model.name}: {k} conditions", unit="draw")
     edges = torch.linspace(lo, hi, CURVE_BINS + 1, dtype=torch.float64)
-    acc_o = [(_Moments((b,)), _Moments((b, *mshape))) for _ in terms]
-    acc_s = [(_Moments((b,)), _Moments((b, *mshape))) for _ in terms]
-    curves = [_Binned(edges, b) for _ in terms]
-    mmse = [_Binned(edges, b) for _ in range(k)]
-    nll = [_Moments((b,)) for _ in range(k)]
-    d = math.prod(shape)
-    xd = x.to(dev, torch.float32)
-
-    adaptive = isinstance(sampler, AdaptiveSampler)
-    # the pilot stage records the integrands' second moments per log-SNR bin (Difference terms only:
-    # combinations can be near zero, and their parts are Differences anyway)
-    piloted = [i for i, t in enumerate(terms) if isinstance(t, Difference)] or list(range(len(terms)))
-    pilots = {i: _Binned(sampler.edges(), b) for i in piloted} if adaptive else {}
-    n_first = sampler.pilot_size(samples) if adaptive else samples
-
-    def consume(draws) -> None:
-        m = len(draws[0].logsnr)
-        a = torch.stack([dr.logsnr for dr in draws], 1).to(dev)  # (m, b)
-        w = torch.stack([dr.weight for dr in draws], 1).to(dev)  # (m, b)
-        eps = torch.stack([dr.eps for dr in draws], 1).to(dev)  # (m, b, *shape)
-        x_a = noisy(xd.expand(m, *xd.shape).reshape(m * b, *shape), a.reshape(-1), eps.reshape(m * b, *shape))
-        pred = predict(model, x_a, a.reshape(-1), conditions, batch_size)  # (m*b, k, *shape)
-        if on_batch is not None:
-            on_batch(x_a, a.reshape(-1), w.reshape(-1), eps.reshape(m * b, *shape), pred)
-        pred = pred.reshape(m, b, k, *shape)
-        err = _to_map((eps[:, :, None] - pred) ** 2, shape)  # (m, b, k, *mshape)
-        err_tot = err.flatten(3).sum(-1)  # (m, b, k)
-        half_w = (0.5 * w).reshape(m, b, *([1] * len(mshape)))
-        # control variate: the exact denoiser of N(0, I), e_G = sqrt(sig(-a)) x_a, whose integral is known
-        ref = ((eps - torch.sigmoid(-a).sqrt().reshape(m, b, *([1] * len(shape))) * x_a.reshape(m, b, *shape)) ** 2)
-        ref = ref.flatten(2).sum(-1)  # (m, b)
-        for c in range(k):
-            mmse[c].add(a, err_tot[:, :, c])
-            nll[c].add(0.5 * w * (err_tot[:, :, c] - ref))
-        cache: dict[Difference, torch.Tensor] = {}
-
-        def ortho(t: Difference) -> torch.Tensor:
-            if t not in cache:
-                cache[t] = _to_map((pred[:, :, t.condition] - pred[:, :, t.reference]) ** 2, shape)
-            return cache[t]
-
-        def integrand(t: Term) -> torch.Tensor:  # orthogonal integrand (m, b, *mshape)
-            if isinstance(t, Combination):
-                return sum(float(c) * integrand(p) for c, p in zip(t.coefficients, t.terms))
-            return torch.minimum(ortho(t.first), ortho(t.second)) if isinstance(t, Minimum) else ortho(t)
-
-        def standard(t: Term) -> torch.Tensor:  # standard integrand (m, b, *mshape)
-            if isinstance(t, Combination):
-                return sum(float(c) * standard(p) for c, p in zip(t.coefficients, t.terms))
-            return err[:, :, t.reference] - err[:, :, t.condition]
-
-        for i, t in enumerate(terms):
-            f = integrand(t)
-            g = half_w * f  # (m, b, *mshape)
-            acc_o[i][1].add(g)
-            acc_o[i][0].add(g.flatten(2).sum(-1))
-            curves[i].add(a, f.flatten(2).sum(-1))
-            if i in pilots:
-                pilots[i].add(a, f.flatten(2).sum(-1) ** 2)
-            if _has_standard(t):
-                s = half_w * standard(t)
-                acc_s[i][1].add(s)
-                acc_s[i][0].add(s.flatten(2).sum(-1))
-
-    bar = tqdm(total=samples, disable=not progress, desc=f"{model.name}: {k} conditions", unit="sample")
-    for draws in zip(*[sampler.stream(n_first, shape, gi, chunk) for gi in gens]):
-        consume(draws)
-        bar.update(len(draws[0].logsnr))
-    if samples > n_first:
-        # (b, bins) second moment of every term's integrand, each relative to its pilot value squared
-        moment = sum(p.means() / (acc_o[i][0].s / n_first).pow(2).clamp_min(1e-30)[:, None] for i, p in pilots.items())
-        pilots.clear()
-        mains = [sampler.fit(moment[i]).stream(samples - n_first, shape, gi, chunk) for i, gi in enumerate(gens)]
-        for draws in zip(*mains):
-            consume(draws)
-            bar.update(len(draws[0].logsnr))
+    run = Engine(model, x, conditions, parts, recipe, len(terms), len(std), mshape, edges, batch_size, seed,
+                 on_batch, bar)
+    full = torch.full((b,), samples, dtype=torch.long, device=run.device)
+    if isinstance(sampler, AdaptiveSampler):
+        n_pilot = sampler.pilot_size(samples)
+        run.pilot = Binned(sampler.edges(), b, (len(terms),), run.device)
+        run.round(sampler, torch.full_like(full, n_pilot))
+        # per image, the second moment of every Difference term's integrand relative to its pilot value squared
+        piloted = [i for i, t in enumerate(terms) if isinstance(t, Difference)] or list(range(len(terms)))
+        value = run.total.s.total[:, piloted] / n_pilot  # (b, T')
+        moment = (run.pilot.means()[:, piloted] / value.pow(2).clamp_min(1e-30)[:, :, None]).sum(1)
+        run.pilot, main = None, sampler.fit(moment, start=n_pilot)
+        if samples > n_pilot:
+            run.round(main, full)
+        sampler_now: Sampler = main
+    else:
+        run.round(sampler, full)
+        sampler_now = sampler
+    if precision is not None:
+        cap = max(max_samples, samples)
+        while True:
+            value, se = run.values()
+            target = samples_needed(value[:, targets], se[:, targets], run.n, float(precision), float(precision_floor), cap)
+            extra = int((target - run.n).sum())
+            if extra == 0:
+                break
+            bar.total += extra
+            run.round(sampler_now, target)
     bar.close()
+    return _result(run, terms, std, x, (lo, hi), type(sampler).__name__, precision)
 
+
+def _result(run: Engine, terms: Sequence[Term], std: list[int], x: torch.Tensor, logsnr_range: tuple[float, float],
+            sampler: str, precision: float | None) -> EngineResult:
+    """Bring the accumulators to the host once and package them per term."""
+    b = len(x)
+    v, se = run.total.result(run.n)
+    pm, pse = run.maps.result(run.n)
+    sv, sse = run.std_total.result(run.n)
+    sm, _ = run.std_maps.result(run.n)
+    centers, curve_mean, curve_count = run.curves.result()
     out = []
     for i, t in enumerate(terms):
-        v, se = acc_o[i][0].result(samples)
-        pm, pse = acc_o[i][1].result(samples)
-        if _has_standard(t):
-            sv, sse = acc_s[i][0].result(samples)
-            sm, _ = acc_s[i][1].result(samples)
+        if i in std:
+            j = std.index(i)
+            svi, ssei, smi = sv[:, j], sse[:, j], sm[:, j]
         else:
-            sv = sse = np.full(b, np.nan)
-            sm = np.full((b, *mshape), np.nan)
-        out.append(TermEstimate(t, v, se, pm, pse, sv, sse, sm, curves[i].result()))
-    gauss = (0.5 * d * math.log(2 * math.pi) + 0.5 * (x.double() ** 2).flatten(1).sum(1)).numpy()  # -log N(x; 0, I)
-    nv = np.stack([r.result(samples)[0] for r in nll]) + gauss[None]
-    ns = np.stack([r.result(samples)[1] for r in nll])
-    return EngineResult(tuple(out), tuple(c.result() for c in mmse), nv, ns, samples, (lo, hi), type(sampler).__name__)
+            svi = ssei = np.full(b, np.nan)
+            smi = np.full(pm[:, i].shape, np.nan)
+        curve = Curve(centers, curve_mean[:, i], curve_count[:, i])
+        out.append(TermEstimate(t, v[:, i], se[:, i], pm[:, i], pse[:, i], svi, ssei, smi, curve))
+    _, mm, mc = run.mmse.result()
+    mmse = tuple(Curve(centers, mm[:, c], mc[:, c]) for c in range(mm.shape[1]))
+    nv, ns = run.nll.result(run.n)
+    nv = nv.T + gaussian_nll(x).numpy()[None]
+    n = run.n.cpu().numpy()
+    return EngineResult(tuple(out), mmse, nv, ns.T, int(n.max()), logsnr_range, sampler, n, precision)

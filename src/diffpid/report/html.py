@@ -177,7 +177,14 @@ def precision_text(expl: Any) -> str:
     first, second = _samples(expl)
     target = getattr(expl.parameters, "precision", None)
     parts = [f"{first} samples per condition" + (f" (decomposition run: {second})" if second else "")]
-    parts.append("no precision target" if target is None else f"target relative error {target:g}")
+    if target is None:
+        parts.append("no precision target")
+    else:
+        from .results import precision_met
+
+        cap = getattr(expl.parameters, "max_samples", None)
+        parts.append(f"target relative error {target:g}: " + ("met" if precision_met(expl) else
+                                                               f"not met within the cap of {cap} samples"))
     rel = [expl.cmi[w].stderr / expl.cmi[w].value for w in expl.words
            if _finite(expl.cmi[w].stderr) is not None and _finite(expl.cmi[w].value) and expl.cmi[w].value > 0]
     if rel:

@@ -59,18 +59,24 @@ def _single(x: Any) -> bool:
     return np.ndim(x) == 0
 
 
+def _count(samples: Any) -> str:
+    """Draws used: one number, or the range over images when a precision target stopped them apart."""
+    n = np.asarray(samples).ravel()
+    return str(int(n[0])) if n.min() == n.max() else f"{int(n.min())}-{int(n.max())}"
+
+
 def information_html(info: Any, label: str = "i_o") -> str:
     """An :class:`~diffpid.information.Information`: values with errors; the raw map for one image."""
     if _single(info.value):
         rows = (f"<tr><th>orthogonal i<sub>o</sub></th>{_value_cell(info.value, info.stderr)}</tr>"
                 f"<tr><th>standard i</th>{_value_cell(info.standard_value, info.standard_stderr)}</tr>")
-        table = f"<table><tbody>{rows}<tr><th>samples</th><td>{int(info.samples)}</td></tr></tbody></table>"
+        table = f"<table><tbody>{rows}<tr><th>samples</th><td>{_count(info.samples)}</td></tr></tbody></table>"
         maps = _map_figure(info.pixel_map, f"{label} map (sums to {format_pm(np.nansum(info.pixel_map))})", False)
         return f'<div class="dpn">{STYLE}<b>Information (nats)</b>{table}{maps}</div>'
     values = np.asarray(info.value).ravel()
     errors = np.asarray(info.stderr).ravel()
     rows = "".join(f"<tr><td>{i}</td>{_value_cell(v, e)}</tr>" for i, (v, e) in enumerate(zip(values, errors)))
-    return (f'<div class="dpn">{STYLE}<b>Information (nats), {len(values)} images, {int(info.samples)} samples '
+    return (f'<div class="dpn">{STYLE}<b>Information (nats), {len(values)} images, {_count(info.samples)} samples '
             f"each</b><table><thead><tr><th>image</th><th>i<sub>o</sub></th></tr></thead><tbody>{rows}</tbody>"
             "</table></div>")
 
@@ -101,4 +107,4 @@ def pid_html(dec: Any) -> str:
             for i in range(n))
         body = f"<table><thead><tr><th>image</th>{head}</tr></thead><tbody>{rows}</tbody></table>"
     return (f'<div class="dpn">{STYLE}<b>{title} (nats), redundancy {escape(dec.redundancy_mode)}, '
-            f"{int(dec.samples)} samples</b>{body}</div>")
+            f"{_count(dec.samples)} samples</b>{body}</div>")

@@ -12,7 +12,8 @@ non-finite numbers (e.g. empty curve bins) are ``null``. Top level::
     seed            generation seed, null when the image was given
     precision       target (relative standard error or null), samples {words, decomposition}
                     (draws per condition of each engine run; decomposition null when it shared the
-                    word run), max_relative_stderr (largest stderr / value of a positive CMI, or null)
+                    word run), max_relative_stderr (largest stderr / value of a positive CMI, or null),
+                    met (every word's MI and CMI within the target or its floor; null without a target)
     decomposition_run  "same" (PID informations are the word table's MI) or "separate"
                     (explain chose the pair and ran it again), null without a pair
     units           "nats"
@@ -42,7 +43,8 @@ non-finite numbers (e.g. empty curve bins) are ``null``. Top level::
                     largest 99th percentile of the group's maps, true_max their real maximum
     curves          per condition: prompt, logsnr [bins], mmse [bins] (null: no sample),
                     count [bins], nll and nll_stderr (-log p(x | prompt), nats)
-    parameters      samples, batch_size, sampler, redundancy, seed, device, dtype, attention
+    parameters      samples, batch_size, sampler, redundancy, seed, device, dtype, attention,
+                    precision, precision_floor, max_samples (null without a precision target)
     versions        package -> version
     files           names of report.html, results.json, maps.npz, image.png and curves.png
 """
@@ -138,7 +140,20 @@ def precision_dict(expl: Any) -> dict:
         second = int(expl.pid.samples)
     return {"target": _num(getattr(expl.parameters, "precision", None)),
             "samples": {"words": int(expl.mi[words[0]].samples) if words else None, "decomposition": second},
-            "max_relative_stderr": max(rel) if rel else None}
+            "max_relative_stderr": max(rel) if rel else None, "met": precision_met(expl)}
+
+
+def precision_met(expl: Any) -> bool | None:
+    """Whether every word's MI and CMI reached the precision target (``stderr <= max(target |value|,
+    floor)``); ``None`` without a target."""
+    p = expl.parameters
+    target = getattr(p, "precision", None)
+    if target is None:
+        return None
+    floor = getattr(p, "precision_floor", None) or 0.0
+    infos = [getattr(expl, kind)[w] for kind in ("mi", "cmi") for w in expl.words]
+    return all(_num(i.stderr) is not None and float(i.stderr) <= max(target * abs(float(i.value)), floor)
+               for i in infos)
 
 
 def _bins(curve: Any) -> dict:

@@ -115,12 +115,18 @@ def decode_image(data_url: str | None) -> Any:
 
 
 def explain_parameters() -> frozenset[str]:
-    """The keyword arguments :func:`diffpid.explain` takes (a precision target only where it has one)."""
+    """The keyword arguments :func:`diffpid.explain` takes: its own, and the :class:`Settings` fields
+    (``precision`` among them) when it takes settings as keywords."""
+    import dataclasses
     import inspect
 
     from ..explanation import explain
 
-    return frozenset(inspect.signature(explain).parameters)
+    params = inspect.signature(explain).parameters
+    names = set(params)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        names |= {f.name for f in dataclasses.fields(Settings)}
+    return frozenset(names)
 
 
 def _words(value: Any) -> list[str]:
