@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from diffpid.models import shapes_parse, shapes_training
+from diffpid.models.loading import load_model
 from diffpid.models.shapes import ShapesConfig, config_from_dict, default_model_path, load_shapes_model
 from diffpid.models.shapes_recipe import lineage_line, recipe_summary
 from diffpid.models.shapes_training import Trainer, TrainSettings, train
@@ -74,6 +75,7 @@ def test_exported_recipe_reproduces_the_settings_and_names_the_model(monkeypatch
                                                               if v != asdict(ShapesConfig())[k]}}
     assert recipe_summary(record) == "step 3, from scratch, seed 3"
     assert load_shapes_model(model).identity().revision == "step 3, from scratch, seed 3"
+    assert load_model(model, device="cpu").identity().revision == "step 3, from scratch, seed 3"
     assert lineage_line(record).startswith("trained from random initialisation with `diffpid train-shapes --out RUN")
     assert str(tmp_path) not in json.dumps(recipe)  # no path of this machine
 
