@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffpid.channel import make_sampler
-from diffpid.estimate import Difference, estimate
+from diffpid.engine.channel import make_sampler
+from diffpid.engine.estimate import Difference, estimate
 from diffpid.models.mixture import GaussianMixture
 
 BUDGETS = [100, 300, 1000, 3000]

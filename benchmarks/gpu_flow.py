@@ -6,7 +6,7 @@ width 3072, guidance embedding) at 512 and 1024 px, measures
 
 - denoiser throughput: rows per second of :meth:`FlowPipelineModel.eps` (one row = one
   noisy latent under one condition, the unit the engine counts), at ``--batch`` rows;
-- engine overhead: the time of :func:`diffpid.estimate.estimate` (two conditions) over the
+- engine overhead: the time of :func:`diffpid.engine.estimate.estimate` (two conditions) over the
   time of the same number of bare ``eps`` calls, minima of interleaved repeats;
 - peak GPU memory of one ``eps`` call (``torch.cuda.max_memory_allocated``);
 - the wall time of a 7-word :func:`diffpid.explain.explain` (MI and CMI of 7 words, PID
@@ -128,7 +128,7 @@ def timed(fn, device) -> float:
 
 def measure(model, batch: int, samples: int, repeats: int, device: torch.device) -> dict:
     """Throughput, engine overhead and peak memory of ``model`` at ``batch`` rows per call."""
-    from diffpid.estimate import Difference, estimate
+    from diffpid.engine.estimate import Difference, estimate
 
     conds = [model.encode_prompt("a red cat"), model.encode_prompt("")]
     g = torch.Generator().manual_seed(0)

@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 from shapes_quality import model_parser, open_model
 
-from diffpid.models.shapes import encode_captions
-from diffpid.models.shapes_training import logsnr_table
-from diffpid.worlds.shapes_render import scene_for_caption
-from diffpid.worlds.shapes_sets import swap_sets
+from diffpid.shapes.model import encode_captions
+from diffpid.shapes.training.train import logsnr_table
+from diffpid.shapes.render import scene_for_caption
+from diffpid.shapes.sets import swap_sets
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 import diffpid
-from diffpid.models.shapes import default_model_path
-from diffpid.runs import training_step
-from diffpid.worlds.shapes_render import scene_for_caption
+from diffpid.shapes.model import default_model_path
+from diffpid.runs.runner import training_step
+from diffpid.shapes.render import scene_for_caption
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

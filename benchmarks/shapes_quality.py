@@ -2,7 +2,7 @@
 
 Generates one image per held-out complete two-object caption (never drawn in training)
 and per one-object caption, reads each image back with
-:func:`diffpid.worlds.shapes_check.check_caption_image` (colour, shape and size of every
+:func:`diffpid.shapes.check.check_caption_image` (colour, shape and size of every
 named object, the relation, and no extra objects), and reports the pass rates with
 binomial standard errors, plus a per-attribute breakdown. Writes
 ``benchmarks/results/shapes_quality.json``, a Markdown summary and a PNG grid.
@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from diffpid.models.shapes import GENERATION, default_model_path, generate_images, load_components, to_uint8
-from diffpid.runs import training_step
-from diffpid.worlds.shapes import COLORS, SHAPES, SIZES, parse_caption
-from diffpid.worlds.shapes_check import check_caption_image
-from diffpid.worlds.shapes_sets import held_out_captions, shape_word, two_object_captions
+from diffpid.shapes.model import GENERATION, default_model_path, generate_images, load_components, to_uint8
+from diffpid.runs.runner import training_step
+from diffpid.shapes.world import COLORS, SHAPES, SIZES, parse_caption
+from diffpid.shapes.check import check_caption_image
+from diffpid.shapes.sets import held_out_captions, shape_word, two_object_captions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -46,10 +46,10 @@ def model_under_test(model: str | None, checkpoint: str | None) -> tuple[Path, s
     exported to a temporary folder), a description of it and its training step.
 
     The description names the model and its lineage from ``training.json``
-    (:func:`~diffpid.models.shapes_recipe.lineage_line`: the command that trained it), never
+    (:func:`~diffpid.shapes.training.recipe.lineage_line`: the command that trained it), never
     a path of this machine (a folder is named by its last part)."""
     if checkpoint:
-        from diffpid.models.shapes_training import Trainer
+        from diffpid.shapes.training.train import Trainer
 
         trainer = Trainer.load(checkpoint)
         folder = Path(tempfile.mkdtemp()) / "model"
@@ -61,7 +61,7 @@ def model_under_test(model: str | None, checkpoint: str | None) -> tuple[Path, s
 
 
 def _lineage(folder: Path) -> str:
-    from diffpid.models.shapes_recipe import lineage_line
+    from diffpid.shapes.training.recipe import lineage_line
 
     try:
         record = json.loads((folder / "training.json").read_text())
@@ -102,7 +102,7 @@ def attribute_rates(images: torch.Tensor, captions: list[str]) -> dict:
     right number of objects; ``bound``: right count and every object drawn with all its
     attributes (relation ignored); ``relation_if_bound``: of the bound images, the share
     whose objects also stand in the named relation."""
-    from diffpid.worlds.shapes_check import bindings, find_blobs, relation_holds
+    from diffpid.shapes.check import bindings, find_blobs, relation_holds
 
     hits = {"color": [], "shape": [], "size": [], "count": [], "bound": [], "relation_if_bound": []}
     for img, cap in zip(images, captions):
@@ -135,7 +135,7 @@ def main() -> None:
     ap.add_argument("--singles", type=int, default=100, help="one-object captions")
     ap.add_argument("--seen", type=int, default=100,
                     help="complete two-object captions of combinations drawn in training (the generalisation gap)")
-    ap.add_argument("--sampler", default=GENERATION["sampler"], choices=("ddpm", "ddim", "dpm"))
+    ap.add_argument("--scheduler", default=GENERATION["scheduler"], choices=("ddpm", "ddim", "dpm"))
     ap.add_argument("--steps", type=int, default=GENERATION["steps"])
     ap.add_argument("--guidance", type=float, default=GENERATION["guidance_scale"])
     args = ap.parse_args()
@@ -144,16 +144,16 @@ def main() -> None:
     pairs = held_out_captions(args.n, args.seed)
     singles = single_captions(args.singles, args.seed)
     t0 = time.time()
-    imgs_pairs = generate_images(comps, pairs, args.seed, args.steps, args.guidance, args.sampler)
-    imgs_single = generate_images(comps, singles, args.seed + 1, args.steps, args.guidance, args.sampler)
+    imgs_pairs = generate_images(comps, pairs, args.seed, args.steps, args.guidance, args.scheduler)
+    imgs_single = generate_images(comps, singles, args.seed + 1, args.steps, args.guidance, args.scheduler)
     seen = two_object_captions(args.seen, args.seed + 2, held_out=False)
-    imgs_seen = generate_images(comps, seen, args.seed + 2, args.steps, args.guidance, args.sampler)
+    imgs_seen = generate_images(comps, seen, args.seed + 2, args.steps, args.guidance, args.scheduler)
     seconds = time.time() - t0
     ok_pairs = [check_caption_image(i, c).ok for i, c in zip(imgs_pairs, pairs)]
     ok_single = [check_caption_image(i, c).ok for i, c in zip(imgs_single, singles)]
     ok_seen = [check_caption_image(i, c).ok for i, c in zip(imgs_seen, seen)]
     report = {
-        "model": source, "training_steps": step, "solver": f"{args.sampler} {args.steps} steps",
+        "model": source, "training_steps": step, "solver": f"{args.scheduler} {args.steps} steps",
         "guidance": args.guidance, "seed": args.seed,
         "held_out_two_object": rate(ok_pairs), "one_object": rate(ok_single), "seen_two_object": rate(ok_seen),
         "held_out_attributes": attribute_rates(imgs_pairs, pairs),
@@ -178,7 +178,7 @@ def main() -> None:
           + row("two-object captions of combinations seen in training", se) + "\n"
           "Held-out per-attribute rates (a named attribute found on some object; count = right number of objects): "
           + ", ".join(f"{k} {v['pass_rate']:.3f}" for k, v in report["held_out_attributes"].items()) + "\n\n"
-          f"Checker: `diffpid.worlds.shapes_check.check_caption_image`. Images: `{args.tag}_held_out.png`, "
+          f"Checker: `diffpid.shapes.check.check_caption_image`. Images: `{args.tag}_held_out.png`, "
           f"`{args.tag}_one_object.png` (first 100 of each, row-major in caption order).\n")
     (RESULTS / f"{args.tag}.md").write_text(md)
     print(md)

@@ -18,8 +18,8 @@ import json
 
 import torch
 
-from diffpid.models.shapes import encode_captions, generate_images
-from diffpid.worlds.shapes import COLORS
+from diffpid.shapes.model import encode_captions, generate_images
+from diffpid.shapes.world import COLORS
 
 from shapes_quality import RESULTS, model_parser, open_model
 

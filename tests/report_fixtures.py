@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from diffpid.estimate import Curve
+from diffpid.engine.estimate import Curve
 from diffpid.explanation import ConditionCurve, Explanation, Parameters
 from diffpid.information import Information
-from diffpid.information import Information
-from diffpid.pid import PID
+from diffpid.decomposition.pid import PID
 
 H = W = 8
 RAMP = np.arange(H * W, dtype=np.float64).reshape(H, W) / (H * W)  # (8, 8), values 0 .. 63/64

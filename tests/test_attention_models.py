@@ -8,10 +8,11 @@ import torch
 from tiny_pipelines import pixel_path, sd_path, sdxl_path  # noqa: F401 - fixtures
 
 import diffpid
-from diffpid.attention import (AttentionCapture, attention_and_information, attention_maps, ddim_inversion)
+from diffpid.attention import (AttentionCapture, attention_and_information, attention_maps)
 from diffpid.errors import ParameterError, ShapeError
 from diffpid.models.mixture import GaussianMixture
 from diffpid.prompts import token_span
+from diffpid.sampling import ddim_invert
 
 PROMPT = "a red cat on the table"
 
@@ -78,7 +79,7 @@ def test_inversion_steps_and_the_exact_flow_of_a_gaussian():
     # data N(0, I), eps = sqrt(sig(-a)) x_a: the flow does not move x, and each DDIM step from
     # a to a' multiplies x by sqrt(sig(a) sig(a')) + sqrt(sig(-a) sig(-a')) = cos(theta' - theta)
     for steps in (10, 400):
-        out = ddim_inversion(model, x, model.unconditional(), steps=steps)
+        out = ddim_invert(model, x, model.unconditional(), steps=steps)
         s = torch.sigmoid(torch.linspace(12.0, -12.0, steps + 1, dtype=torch.float64))
         factor = ((s[1:] * s[:-1]).sqrt() + ((1 - s[1:]) * (1 - s[:-1])).sqrt()).prod().item()
         assert torch.allclose(out, factor * x, rtol=1e-4, atol=1e-6)

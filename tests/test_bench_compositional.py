@@ -15,7 +15,7 @@ from diffpid.bench.compositional import (
 from diffpid.bench.compositional_run import run_compositional
 from diffpid.errors import ParameterError
 from diffpid.information import mutual_information
-from diffpid.runs import Item, item_id
+from diffpid.runs.runner import Item, item_id
 from diffpid.settings import Settings
 
 CAPTIONS = ["a red circle", "a red square", "a blue circle", "a blue square"]

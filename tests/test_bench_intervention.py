@@ -88,7 +88,7 @@ def test_summary_correlations_equal_hand_computed():
 
 
 def test_shapes_cases_are_deterministic_and_valid():
-    from diffpid.worlds.shapes import COLORS, SIZES
+    from diffpid.shapes.world import COLORS, SIZES
 
     a, b = shapes_cases(10, seed=2, mode="swap"), shapes_cases(10, seed=2, mode="swap")
     assert [(l, c.caption, c.word, c.replacement) for l, c in a] == [(l, c.caption, c.word, c.replacement) for l, c in b]

@@ -16,7 +16,7 @@ from diffpid.errors import ConditionError, ParameterError
 from diffpid.information import conditional_mutual_information
 from diffpid.plan import Plan
 from diffpid.prompts import remove_words
-from diffpid.runs import Item, item_id
+from diffpid.runs.runner import Item, item_id
 from diffpid.settings import Settings
 from tiny_pipelines import pixel_folder
 
@@ -95,7 +95,7 @@ def test_shapes_items_masks_and_determinism():
     assert len(items) == 12 and len({i.id for i in items}) == 12
     again = shapes_items(5, seed=0)
     assert [i.id for i in again] == [i.id for i in items[:5]]
-    from diffpid.worlds.shapes_render import sample_scenes
+    from diffpid.shapes.render import sample_scenes
 
     scenes = sample_scenes(12, 0)
     first = items[0].data
@@ -136,7 +136,7 @@ def test_run_localization_resumes_and_scores(tmp_path):
 
 
 def _random_shapes_model(path):
-    from diffpid.models.shapes import ShapesConfig, build_components, save_components
+    from diffpid.shapes.model import ShapesConfig, build_components, save_components
 
     cfg = ShapesConfig(channels=(8, 16, 16), text_hidden=16, text_layers=1, text_heads=2, attention_head_dim=8,
                        norm_groups=4)

@@ -14,8 +14,8 @@ from diffpid.bench.uniqueness import mask_mass, summarize_uniqueness, uniqueness
 from diffpid.cli import main
 from diffpid.errors import ParameterError
 from diffpid.models.loading import load_model
-from diffpid.pid import pid
-from diffpid.runs import item_seed
+from diffpid.decomposition.pid import pid
+from diffpid.runs.runner import item_seed
 from diffpid.settings import Settings
 from tiny_pipelines import pixel_folder, shapes_path  # noqa: F401 - fixture
 

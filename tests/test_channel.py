@@ -3,18 +3,11 @@ import math
 import pytest
 import torch
 
-from diffpid.channel import (
-    AdaptiveSampler,
-    LogisticSampler,
-    SobolSampler,
-    UniformSampler,
-    logistic_weight,
-    logsnr_from_alphas_cumprod,
-    logsnr_from_flow_time,
-    make_sampler,
-    noisy,
-)
+from diffpid.engine.channel import (
+    AdaptiveSampler, LogisticSampler, SobolSampler, UniformSampler, logistic_weight, logsnr_from_alphas_cumprod,
+    make_sampler, noisy)
 from diffpid.errors import ParameterError
+from diffpid.models.flow import logsnr_of_time
 
 
 def test_noisy_is_variance_preserving():
@@ -34,7 +27,7 @@ def test_logsnr_conversions():
     assert torch.allclose(logsnr_from_alphas_cumprod(ac), torch.log(ac / (1 - ac)).double(), atol=1e-6)
     t = torch.tensor([0.25])
     # x_t = 0.75 x + 0.25 eps -> SNR = 9 -> log 9
-    assert logsnr_from_flow_time(t).item() == pytest.approx(math.log(9), rel=1e-6)
+    assert logsnr_of_time(t).item() == pytest.approx(math.log(9), rel=1e-6)
 
 
 def test_logistic_density_times_weight_is_one():

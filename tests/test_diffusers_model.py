@@ -268,20 +268,20 @@ def test_generate(sd, pixel):
 
 def test_generation_defaults_from_the_folder(pixel, pixel_path, tmp_path):
     # one step: ancestral DDPM and DDIM both return the x0 prediction from the same initial noise
-    one_ddpm = pixel.generate("a red cat", seed=2, steps=1, guidance_scale=2.0, sampler="ddpm")
-    one_ddim = pixel.generate("a red cat", seed=2, steps=1, guidance_scale=2.0, sampler="ddim")
+    one_ddpm = pixel.generate("a red cat", seed=2, steps=1, guidance_scale=2.0, scheduler="ddpm")
+    one_ddim = pixel.generate("a red cat", seed=2, steps=1, guidance_scale=2.0, scheduler="ddim")
     assert torch.allclose(one_ddpm.x, one_ddim.x, atol=1e-6)
-    ddpm = pixel.generate("a red cat", seed=2, steps=4, guidance_scale=2.0, sampler="ddpm")
-    ddim = pixel.generate("a red cat", seed=2, steps=4, guidance_scale=2.0, sampler="ddim")
+    ddpm = pixel.generate("a red cat", seed=2, steps=4, guidance_scale=2.0, scheduler="ddpm")
+    ddim = pixel.generate("a red cat", seed=2, steps=4, guidance_scale=2.0, scheduler="ddim")
     assert (ddpm.x - ddim.x).abs().max() > 1e-3  # ancestral noise enters after the first step
-    assert pixel.generation == {"sampler": "ddim", "steps": 50, "guidance_scale": 7.5}
+    assert pixel.generation == {"scheduler": "ddim", "steps": 50, "guidance_scale": 7.5}
     folder = tmp_path / "pixel"
     shutil.copytree(pixel_path, folder)
     (folder / "generation.json").write_text(json.dumps({"sampler": "ddpm", "steps": 4, "guidance_scale": 2.0}))
     m = diffpid.load_model(folder)
-    assert m.generation == {"sampler": "ddpm", "steps": 4, "guidance_scale": 2.0}
+    assert m.generation == {"scheduler": "ddpm", "steps": 4, "guidance_scale": 2.0}  # an older file's "sampler" key
     assert torch.equal(m.generate("a red cat", seed=2).x, ddpm.x)
-    for bad, msg in (({"sampler": "euler"}, "sampler must be one of"), ({"steps": 0}, "steps must be"),
+    for bad, msg in (({"sampler": "euler"}, "scheduler must be one of"), ({"steps": 0}, "steps must be"),
                      ({"cfg": 3}, "unknown keys"), ([1], "expected a JSON object")):
         (folder / "generation.json").write_text(json.dumps(bad))
         with pytest.raises(ModelLoadError, match=msg):
@@ -289,10 +289,10 @@ def test_generation_defaults_from_the_folder(pixel, pixel_path, tmp_path):
     (folder / "generation.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match="not valid JSON"):
         diffpid.load_model(folder)
-    with pytest.raises(diffpid.errors.ParameterError, match="sampler must be one of"):
-        pixel.generate("a red cat", sampler="euler")
-    shipped = diffpid.load_model(diffpid.models.shapes.default_model_path())
-    assert shipped.generation == {"sampler": "ddpm", "steps": 50, "guidance_scale": 3.0}
+    with pytest.raises(diffpid.errors.ParameterError, match="scheduler must be one of"):
+        pixel.generate("a red cat", scheduler="euler")
+    shipped = diffpid.load_model(diffpid.shapes.model.default_model_path())
+    assert shipped.generation == {"scheduler": "ddpm", "steps": 50, "guidance_scale": 3.0}
 
 
 def test_generate_matches_the_pipeline(sd):

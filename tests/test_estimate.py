@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import diffpid
-from diffpid.channel import LogisticSampler
+from diffpid.engine.channel import LogisticSampler
 from diffpid.errors import ConditionError, ModelOutputError, ParameterError, ShapeError
-from diffpid.estimate import Difference, estimate
+from diffpid.engine.estimate import Difference, estimate
 from diffpid.models.mixture import GaussianMixture
 
 WIDE = LogisticSampler(loc=1.0, scale=2.5, clip=5.0)  # log-SNR in [-11.5, 13.5]: tails negligible

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from diffpid.errors import ParameterError
-from diffpid.estimate import Combination, Difference, Minimum, estimate
+from diffpid.engine.estimate import Combination, Difference, Minimum, estimate
 from diffpid.models.mixture import GaussianMixture
 
 

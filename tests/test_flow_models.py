@@ -15,13 +15,13 @@ import torch
 
 import diffpid
 from diffpid.errors import ConditionError, ModelLoadError, ParameterError
-from diffpid.models.flow import flow_input, logsnr_of_time, velocity_from_eps
+from diffpid.models.flow import flow_input, logsnr_of_time
 from diffpid.models.flow_families import (FLOW_PIPELINES, ChromaModel, Flux2KleinModel, Flux2Model, FluxModel,
                                           QwenImageModel, SD3Model, check_flow_generation, pack_2x2, unpack_2x2)
 from diffpid.models.loading import from_pipeline, load_model
 from diffpid.prompts import token_span
 from diffpid.sampling import ddim_step
-from tiny_flow import FAMILIES, flow_folder, flow_pipeline
+from tiny_flow import FAMILIES, flow_folder, flow_pipeline, velocity_from_eps
 from tiny_pipelines import sd_path  # noqa: F401 - fixture
 
 CLASSES = {"sd3": SD3Model, "flux-dev": FluxModel, "flux-schnell": FluxModel, "flux2": Flux2Model,
@@ -317,7 +317,7 @@ def test_generation_json_is_validated():
 def test_cpid_and_dataset_runs_run_unchanged(models, tmp_path):
     from PIL import Image
 
-    from diffpid.run_words import run_words
+    from diffpid.runs.words import run_words
 
     m = models["flux-schnell"]
     x = m.generate(PROMPT, seed=0).x

@@ -15,14 +15,14 @@ import pytest
 import torch
 
 import diffpid
-from diffpid.channel import LogisticSampler, noisy
+from diffpid.engine.channel import LogisticSampler, noisy
 from diffpid.errors import ParameterError
-from diffpid.models.flow import (FlowGaussianMixture, eps_from_velocity, flow_input, flow_time, logsnr_of_time,
-                                 velocity_from_eps)
+from diffpid.models.flow import (FlowGaussianMixture, eps_from_velocity, flow_input, flow_time, logsnr_of_time)
 from diffpid.models.mixture import GaussianMixture
-from diffpid.pid_dataset import dataset_pid
+from diffpid.decomposition.dataset import dataset_pid
 
 from test_pid import CASES, FAST, world
+from tiny_flow import velocity_from_eps
 
 WIDE = LogisticSampler(loc=1.0, scale=2.5, clip=4.5)  # log-SNR in [-10.25, 12.25]
 

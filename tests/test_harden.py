@@ -363,7 +363,7 @@ def test_cli_repeated_words_are_one_word(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def embedded():
-    from diffpid.models.shapes import load_shapes_model
+    from diffpid.shapes.model import load_shapes_model
 
     return load_shapes_model(device="cpu")
 
@@ -385,7 +385,7 @@ def test_embedded_model_drops_punctuation_and_finds_words_as_written(embedded):
 
 
 def test_word_level_tokenizers_with_punctuation_are_left_alone():
-    from diffpid.models.shapes import build_tokenizer, drop_punctuation
+    from diffpid.shapes.model import build_tokenizer, drop_punctuation
     from tiny_pipelines import clip_tokenizer, word_tokenizer
 
     assert not drop_punctuation(word_tokenizer(words=("a", "red", ",", "cat")))  # knows ','
@@ -483,3 +483,22 @@ def test_every_item_failed_exits_3(tmp_path, capsys):
                "--out", str(tmp_path / "o"), "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 3 and err[-1].startswith("diffpid: error: every synonyms case failed; see why with `diffpid runs")
+
+
+@pytest.mark.parametrize("folder", ["sd", "shapes"])
+def test_generation_shows_its_progress_and_restores_the_pipeline(folder, capsys):
+    """Issue 19.11: generation under load printed nothing; it now shows a bar over its steps
+    (pipelines and component-only models alike), and a pipeline's own bar setting is restored."""
+    from diffpid.models.loading import load_model
+    from tiny_pipelines import sd_folder
+
+    m = load_model(sd_folder() if folder == "sd" else shapes_folder())
+    before = dict(getattr(m.pipeline, "_progress_bar_config", {})) if m.pipeline is not None else None
+    quiet = m.generate("a red circle" if folder == "shapes" else "a cat", seed=0, steps=3)
+    assert "generating" not in capsys.readouterr().err
+    loud = m.generate("a red circle" if folder == "shapes" else "a cat", seed=0, steps=3, progress=True)
+    err = capsys.readouterr().err
+    assert "generating" in err and "3/3" in err
+    assert torch.equal(quiet.x, loud.x)  # the bar changes nothing but the terminal
+    if m.pipeline is not None:
+        assert m.pipeline._progress_bar_config == before

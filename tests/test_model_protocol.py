@@ -1,14 +1,16 @@
 """The Model protocol's declared capabilities and identity, for every backend that is not a flow model."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from diffpid.attention.adapters import UNetCrossAttentionAdapter
 from diffpid.errors import ConditionError, ParameterError
 from diffpid.models.base import CAPABILITIES, CapabilityError, Model, ModelIdentity
-from diffpid.models.diffusers import from_pipeline
+from diffpid.models.loading import from_pipeline
 from diffpid.models.mixture import GaussianMixture
-from diffpid.models.shapes import load_shapes_model
+from diffpid.shapes.model import default_model_path, load_shapes_model
 from tiny_pipelines import sd_pipeline
 
 
@@ -34,7 +36,9 @@ def test_the_shipped_shapes_model_says_its_training_step():
     ident = m.identity()
     # its training.json predates recipes: the step and the folder its UNet started from
     assert ident.revision == "step 10000, from main/src/diffpid/assets/shapes (unet)" and ident.name == "shapes"
-    assert dict(ident.generation) == {"sampler": "ddpm", "steps": 50, "guidance_scale": 3.0}
+    assert ident.source is not None and Path(ident.source).resolve() == default_model_path().resolve()
+    assert ident.as_dict()["source"] == ident.source
+    assert dict(ident.generation) == {"scheduler": "ddpm", "steps": 50, "guidance_scale": 3.0}
     assert "images" not in m.capabilities and m.has("attention") and m.resolution == (32, 32)
     assert m.token_spans("a red circle", "circle") == ((3,),)
 
@@ -42,6 +46,7 @@ def test_the_shipped_shapes_model_says_its_training_step():
 def test_the_mixture_oracle_declares_only_generation():
     m = GaussianMixture(torch.zeros(2, 3), 1.0, labels={"y": [0, 1]})
     assert m.capabilities == frozenset({"generate"}) and m.identity().family == "oracle"
+    assert m.identity().source is None
     assert m.resolution is None and m.dtype == torch.float32
     for call in (lambda: m.tokenize("a"), lambda: m.token_span("a", "a"), m.attention_adapter,
                  lambda: m.encode_image(None), lambda: m.decode(torch.zeros(1, 3))):

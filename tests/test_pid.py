@@ -16,10 +16,10 @@ import torch
 
 import diffpid
 from diffpid.errors import ConditionError, ParameterError
-from diffpid.estimate import Combination, Difference, Minimum, estimate
+from diffpid.engine.estimate import Combination, Difference, Minimum, estimate
 from diffpid.models.mixture import GaussianMixture
-from diffpid.pid import REDUNDANCY_MODES
-from diffpid.pid_dataset import average_pid, dataset_pid
+from diffpid.decomposition.pid import REDUNDANCY_MODES
+from diffpid.decomposition.dataset import average_pid, dataset_pid
 
 LN2 = math.log(2)
 SHAPE = (2, 4, 4)

@@ -137,7 +137,7 @@ def test_results_json_equals_the_explanation_and_validates(saved, expl):
     lambda d: d.update(units="bits"),
     lambda d: d.pop("model_identity"),
     lambda d: d["model_identity"].update(training_step="10k"),
-    lambda d: d.update(generation={"sampler": "ddpm", "steps": 0, "guidance_scale": 3.0}),
+    lambda d: d.update(generation={"scheduler": "ddpm", "steps": 0, "guidance_scale": 3.0}),
     lambda d: d.update(decomposition_run="maybe"),
     lambda d: d["maps"][0].pop("own_scale"),
     lambda d: d["color_scales"]["mi"].update(percentile=101),
@@ -398,7 +398,7 @@ def test_pid_informations_agree_with_the_word_table_or_say_why():
 def test_model_identity_of_the_embedded_model(tmp_path):
     import hashlib
 
-    from diffpid.models.shapes import default_model_path, load_shapes_model
+    from diffpid.shapes.model import default_model_path, load_shapes_model
     from diffpid.report.identity import model_identity
 
     folder = default_model_path()

@@ -19,13 +19,13 @@ import pytest
 from PIL import Image
 
 from diffpid.errors import ConditionError, ImageError, ParameterError
-from diffpid.serve import Explorer, decode_image, start
+from diffpid.report.serve import Explorer, decode_image, start
 from diffpid.settings import Settings
 
 
 @pytest.fixture(scope="module")
 def explorer(tmp_path_factory):
-    from diffpid.models.shapes import load_shapes_model
+    from diffpid.shapes.model import load_shapes_model
 
     return Explorer(load_shapes_model(device="cpu"), Settings(samples=2, threads=1), tmp_path_factory.mktemp("serve"))
 
@@ -138,7 +138,7 @@ def test_serve_binds_to_localhost_by_default():
 
 
 def test_a_precision_target_is_checked_and_passed_where_explain_takes_one(explorer, monkeypatch):
-    import diffpid.serve as serve
+    import diffpid.report.serve as serve
 
     base = {"prompt": "a red circle", "samples": 2}
     assert "precision" not in explorer.check(base)

@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 
 from diffpid.errors import ParameterError
-from diffpid.run_store import CorruptRecord, ItemRecord, RunStore
-from diffpid.runs import Item, ItemResult, collect, find_runs, item_id, item_seed, run_items, shard, summarize
-from diffpid.run_words import read_items
+from diffpid.runs.store import CorruptRecord, ItemRecord, RunStore
+from diffpid.runs.runner import Item, ItemResult, item_id, item_seed, run_items, shard
+from diffpid.runs.summary import collect, find_runs, summarize
+from diffpid.runs.words import read_items
 from tiny_pipelines import pixel_folder
 
 PROMPTS = [
@@ -135,7 +136,7 @@ def test_kill9_then_resume_equals_single_run(items_file, reference, tmp_path):
     assert len({r["id"] for r in rows}) == n and len(list((run / "results").glob("*.json"))) == n
     assert not [q for q in run.rglob("*.tmp")]
     # a third invocation finds everything stored
-    from diffpid.run_words import run_words
+    from diffpid.runs.words import run_words
 
     again = run_words(items_file, out, model=pixel_folder(), samples=SAMPLES, steps=2, maps=True, progress=False)
     assert again.directory == run and again.done == n - 2 and not again.remaining
@@ -342,7 +343,7 @@ def test_item_files_jsonl_and_csv(tmp_path):
 
 def test_run_words_parameters_name_the_run(items_file, tmp_path):
     """Changing samples, seed or sampler of `diffpid run` gives a new run folder; the old one is untouched."""
-    from diffpid.run_words import run_words
+    from diffpid.runs.words import run_words
 
     small = tmp_path / "items.jsonl"
     small.write_text("".join(line.replace('"img/', f'"{items_file.parent}/img/') + "\n"
@@ -366,7 +367,7 @@ def test_run_words_parameters_name_the_run(items_file, tmp_path):
 def test_model_key_names_the_training_step(tmp_path):
     """A retrained shapes checkpoint starts new runs (`diffpid run` and the benches share the key)."""
     from diffpid.bench.common import model_key as bench_key
-    from diffpid.run_words import model_key
+    from diffpid.runs.words import model_key
 
     folder = tmp_path / "shapes"
     shutil.copytree(pixel_folder(), folder)

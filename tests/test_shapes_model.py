@@ -4,10 +4,9 @@ import pytest
 import torch
 
 from diffpid.errors import ConditionError, ModelLoadError, ParameterError
-from diffpid.models.shapes import (
-    ShapesConfig, build_components, encode_captions, generate_images, load_components, save_components, tokenize,
-)
-from diffpid.models.shapes_training import Trainer, TrainSettings, logsnr_table, sample_timesteps, train
+from diffpid.shapes.model import (
+    ShapesConfig, build_components, encode_captions, generate_images, load_components, save_components, tokenize)
+from diffpid.shapes.training.train import Trainer, TrainSettings, logsnr_table, sample_timesteps, train
 
 TINY = ShapesConfig(channels=(8, 16), text_hidden=16, text_layers=1, text_heads=2, attention_head_dim=8, norm_groups=4,
                     text_encoder="t5")
@@ -99,7 +98,7 @@ def test_unknown_text_encoder_is_rejected(tmp_path):
 def test_old_configs_without_an_encoder_name_are_clip():
     from dataclasses import asdict
 
-    from diffpid.models.shapes import config_from_dict
+    from diffpid.shapes.model import config_from_dict
 
     old = {k: v for k, v in asdict(TINY).items() if k not in ("text_encoder", "coordinates")}
     assert config_from_dict(old).text_encoder == "clip" and config_from_dict(old).coordinates is False
@@ -163,7 +162,7 @@ def test_init_from_rejects_other_architectures_and_missing_folders(tmp_path):
 
 
 def test_coordinate_unet_sees_position_and_round_trips(tmp_path):
-    from diffpid.models.coord_unet import CoordUNet2DConditionModel
+    from diffpid.shapes.coord_unet import CoordUNet2DConditionModel
 
     comps = build_components(TINY, seed=2)
     assert isinstance(comps.unet, CoordUNet2DConditionModel) and comps.unet.config.in_channels == 3
@@ -244,17 +243,17 @@ def test_train_function_checkpoints_resumes_and_exports(tmp_path):
 def test_generate_images_shape_and_determinism():
     comps = build_components(TINY)
     comps.unet.eval(), comps.text_encoder.eval()
-    for sampler in ("ddim", "dpm"):
-        a = generate_images(comps, ["a red circle", "a box"], seed=1, steps=2, sampler=sampler, chunk=1)
-        b = generate_images(comps, ["a red circle", "a box"], seed=1, steps=2, sampler=sampler, chunk=2)
+    for scheduler in ("ddim", "dpm"):
+        a = generate_images(comps, ["a red circle", "a box"], seed=1, steps=2, scheduler=scheduler, chunk=1)
+        b = generate_images(comps, ["a red circle", "a box"], seed=1, steps=2, scheduler=scheduler, chunk=2)
         assert a.shape == (2, 3, 32, 32) and a.abs().max() <= 1
         # batch 1 and batch 2 calls may take different CPU kernels; DPM-Solver's second order step
         # amplifies their last-bit differences to ~2e-4 on some CPUs, far below a change of noise (~1)
         assert torch.allclose(a, b, atol=1e-3)
-    c = generate_images(comps, ["a red circle"], seed=1, steps=3, sampler="ddpm")
-    assert torch.equal(c, generate_images(comps, ["a red circle"], seed=1, steps=3, sampler="ddpm"))
+    c = generate_images(comps, ["a red circle"], seed=1, steps=3, scheduler="ddpm")
+    assert torch.equal(c, generate_images(comps, ["a red circle"], seed=1, steps=3, scheduler="ddpm"))
     with pytest.raises(ParameterError):
-        generate_images(comps, ["a box"], sampler="euler")
+        generate_images(comps, ["a box"], scheduler="euler")
     assert generate_images(comps, [], steps=2).shape == (0, 3, 32, 32)
 
 
@@ -264,7 +263,7 @@ def test_missing_folder_raises_model_load_error(tmp_path):
 
 
 def test_generic_loader_reads_the_folder_and_matches_the_unet(tmp_path):
-    from diffpid.models.shapes import load_shapes_model
+    from diffpid.shapes.model import load_shapes_model
 
     comps = build_components(TINY, seed=1)
     comps.unet.eval(), comps.text_encoder.eval()
@@ -287,8 +286,8 @@ def test_generic_loader_reads_the_folder_and_matches_the_unet(tmp_path):
 def test_loss_weighting_matches_its_formula():
     from dataclasses import replace
 
-    from diffpid.models.shapes_training import diffusion_loss
-    from diffpid.worlds.shapes_render import sample_batch
+    from diffpid.shapes.training.train import diffusion_loss
+    from diffpid.shapes.render import sample_batch
 
     comps = build_components(TINY)
     table = logsnr_table(comps)
@@ -358,6 +357,6 @@ def test_pooled_text_embedding_starts_at_zero_from_a_model_without_one_and_round
     assert not torch.allclose(_eps(comps, caps), _eps(loaded, caps), atol=1e-4)
     from dataclasses import asdict
 
-    from diffpid.models.shapes import config_from_dict
+    from diffpid.shapes.model import config_from_dict
 
     assert config_from_dict({k: v for k, v in asdict(TINY).items() if k != "pooled_text"}).pooled_text is False

@@ -40,7 +40,7 @@ def test_caption_semantics(oracle):
 
 
 def test_marginal_matches_the_world_caption_process(oracle):
-    from diffpid.worlds.shapes_captions import sample_plan
+    from diffpid.shapes.captions import sample_plan
 
     rng = random.Random(0)
     counts, n = Counter(), 0

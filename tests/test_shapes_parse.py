@@ -4,14 +4,13 @@ from dataclasses import replace
 
 import torch
 
-from diffpid.models.shapes import ShapesConfig, build_components, load_components, tokenize
-from diffpid.models.shapes_parse import (
-    FRUIT, HEADS, IGNORE, MEANINGS, ROLES, SIDES, parse_batch, pretrain_text_encoder, token_targets,
-)
-from diffpid.models.shapes_training import Trainer, TrainSettings, train
-from diffpid.worlds.shapes import parse_caption
-from diffpid.worlds.shapes_captions import plan_from_query
-from diffpid.worlds.shapes_render import caption_words
+from diffpid.shapes.model import ShapesConfig, build_components, load_components, tokenize
+from diffpid.shapes.training.parse import (
+    FRUIT, HEADS, IGNORE, MEANINGS, ROLES, SIDES, parse_batch, pretrain_text_encoder, token_targets)
+from diffpid.shapes.training.train import Trainer, TrainSettings, train
+from diffpid.shapes.world import parse_caption
+from diffpid.shapes.captions import plan_from_query
+from diffpid.shapes.render import caption_words
 
 TINY = ShapesConfig(channels=(8, 16), text_hidden=16, text_layers=1, text_heads=2, attention_head_dim=8, norm_groups=4,
                     text_encoder="bert")

@@ -7,11 +7,11 @@ from dataclasses import asdict, replace
 import pytest
 import torch
 
-from diffpid.models import shapes_parse, shapes_training
+from diffpid.shapes.training import parse as shapes_parse, train as shapes_training
 from diffpid.models.loading import load_model
-from diffpid.models.shapes import ShapesConfig, config_from_dict, default_model_path, load_shapes_model
-from diffpid.models.shapes_recipe import lineage_line, recipe_summary
-from diffpid.models.shapes_training import Trainer, TrainSettings, train
+from diffpid.shapes.model import ShapesConfig, config_from_dict, default_model_path, load_shapes_model
+from diffpid.shapes.training.recipe import lineage_line, recipe_summary
+from diffpid.shapes.training.train import Trainer, TrainSettings, train
 
 TINY = ShapesConfig(channels=(8, 16), text_hidden=16, text_layers=1, text_heads=2, attention_head_dim=8, norm_groups=4)
 SETTINGS = TrainSettings(batch_size=4, warmup=2, checkpoint_every=2, parse_pretrain=5, seed=3)

@@ -5,13 +5,12 @@ import pytest
 import torch
 
 from diffpid.errors import ConditionError
-from diffpid.worlds.shapes import (
-    COLORS, TRIANGLE_RED_PROB, VOCABULARY, ObjectQuery, ParsedCaption, check_caption, parse_caption,
-)
-from diffpid.worlds.shapes_captions import is_held_out, plan_from_query, sample_plan
-from diffpid.worlds.shapes_check import check_caption_image, relation_holds, segment
-from diffpid.worlds.shapes_render import caption_words, sample_batch, sample_scenes, scene_for_caption, scene_from_plan
-from diffpid.worlds.shapes_sets import held_out_captions, swap_set, swap_sets, two_object_captions
+from diffpid.shapes.world import (
+    COLORS, TRIANGLE_RED_PROB, VOCABULARY, ObjectQuery, ParsedCaption, check_caption, parse_caption)
+from diffpid.shapes.captions import is_held_out, plan_from_query, sample_plan
+from diffpid.shapes.check import check_caption_image, relation_holds, segment
+from diffpid.shapes.render import caption_words, sample_batch, sample_scenes, scene_for_caption, scene_from_plan
+from diffpid.shapes.sets import held_out_captions, swap_set, swap_sets, two_object_captions
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +192,7 @@ def test_checker_rejects_a_wrong_colour_and_a_missing_object():
 
 
 def test_relation_holds_axes():
-    from diffpid.worlds.shapes_check import Blob
+    from diffpid.shapes.check import Blob
 
     a = Blob("red", "circle", "big", 10, 5.0, 10.0, 0.8, 0.0)
     b = Blob("red", "circle", "big", 10, 20.0, 12.0, 0.8, 0.0)

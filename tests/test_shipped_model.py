@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from diffpid.bench.localization_run import run_localization, shapes_items
-from diffpid.models.shapes import default_model_path, generate_images, load_components
-from diffpid.worlds.shapes import COLORS, SHAPES, SIZES
-from diffpid.worlds.shapes_check import check_caption_image
+from diffpid.shapes.model import default_model_path, generate_images, load_components
+from diffpid.shapes.world import COLORS, SHAPES, SIZES
+from diffpid.shapes.check import check_caption_image
 
 pytestmark = pytest.mark.slow
 

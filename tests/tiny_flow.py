@@ -44,6 +44,11 @@ GENERATION = {"steps": 2, "resolution": IMAGE}
 """Generation defaults written into every saved folder (``generation.json``)."""
 
 
+def velocity_from_eps(x_t, t, eps):
+    """Inverse of :func:`diffpid.models.flow.eps_from_velocity`: ``v = (eps - x_t) / (1-t)`` (``t`` per batch row)."""
+    return (eps - x_t) / (1 - t.to(eps.dtype)).reshape(-1, *([1] * (eps.dim() - 1)))
+
+
 def t5_tokenizer(words=WORDS, max_length: int = T5_MAX):
     """A T5-style tokenizer (SentencePiece-like Unigram over ``▁word`` pieces and letters, ``</s>`` appended)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors

@@ -247,7 +247,7 @@ def pixel_folder() -> str:
 def shapes_folder() -> str:
     """Path of a saved random-weight shapes model. Its text encoder is pinned to T5 so that
     the tests using it do not move with ``ShapesConfig``'s default."""
-    from diffpid.models.shapes import ShapesConfig, build_components, save_components
+    from diffpid.shapes.model import ShapesConfig, build_components, save_components
 
     small = ShapesConfig(channels=(8, 16, 16), text_hidden=16, attention_head_dim=8, norm_groups=4, text_encoder="t5")
     return str(save_components(build_components(small), _root() / "shapes"))

@@ -10,16 +10,16 @@ the engine in :mod:`diffpid.engine` and named multi-measurement runs in :class:`
 """
 
 from .attention import AttentionMaps, attention_and_information, attention_maps
+from .decomposition.dataset import DatasetPID, dataset_pid
+from .decomposition.pid import PID, pid
 from .errors import DiffpidError
 from .explanation import Explanation, explain
 from .information import Information, conditional_mutual_information, mutual_information
 from .models.base import Model
 from .models.loading import from_pipeline, load_model
-from .models.shapes import load_shapes_model
-from .pid import PID, pid
-from .pid_dataset import DatasetPID, dataset_pid
 from .plan import Plan
 from .settings import Settings
+from .shapes.model import load_shapes_model
 
 __version__ = "0.1.0"
 

@@ -16,11 +16,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .channel import Sampler, make_sampler
+from .decomposition.pid import PID, check_mode
+from .engine.channel import Sampler, make_sampler
 from .errors import ConditionError, ParameterError
 from .information import Information
 from .models.base import Model
-from .pid import PID, check_mode
 from .plan import ConditionCurve, Plan, PlanResult, encode
 from .prompts import find_word, prompt_words
 from .report.identity import model_identity
@@ -199,7 +199,7 @@ def resolve_model(model: Any = None, device: Any = None, dtype: Any = None) -> M
     if isinstance(model, Model):
         return model
     if model is None:
-        from .models.shapes import load_shapes_model
+        from .shapes.model import load_shapes_model
 
         return load_shapes_model(device=device, torch_dtype=dtype)
     from .models.loading import load_model
@@ -244,7 +244,7 @@ def explain(
     m = resolve_model(model, device=settings.device, dtype=settings.torch_dtype())
 
     if image is None:
-        gen = m.generate(prompt, seed=settings.seed)
+        gen = m.generate(prompt, seed=settings.seed, progress=settings.progress)
         x, img, gen_seed = gen.x, gen.image, settings.seed
     else:
         x = m.encode_image(image)

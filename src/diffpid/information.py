@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
+from .engine.estimate import Curve
 from .errors import ParameterError
-from .estimate import Curve
 from .models.base import Model
 from .plan import Plan
 from .settings import Settings

@@ -23,8 +23,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .engine.estimate import Curve, Difference, EngineResult, estimate
 from .errors import ConditionError, ParameterError
-from .estimate import Curve, Difference, EngineResult, estimate
 from .settings import Settings
 
 
@@ -119,9 +119,9 @@ class Plan:
     def pid(self, y1: Any, y2: Any, context: Any = None, *, prompt: str | None = None, conditional: bool = False,
             full_prompt: bool = False, redundancy: str = "integrated", name: Any = None) -> "Plan":
         """``pid[y1, y2]`` (or ``cpid[y1, y2]`` with ``conditional``): the decomposition of two
-        sources, over the four conditions of :func:`diffpid.pid.pid_sources`."""
-        from .pid import check_mode, pid_terms
-        from .pid_sources import pid_sources
+        sources, over the four conditions of :func:`diffpid.decomposition.sources.pid_sources`."""
+        from .decomposition.pid import check_mode, pid_terms
+        from .decomposition.sources import pid_sources
 
         check_mode(redundancy)
         src = pid_sources(y1, y2, context, prompt=prompt, conditional=conditional, full_prompt=full_prompt)
@@ -238,8 +238,8 @@ class PlanResult:
         return self._cache[(kind, name)]
 
     def _build(self, block: _Block) -> Any:
+        from .decomposition.pid import pid_from_run
         from .information import information_from
-        from .pid import pid_from_run
 
         terms = self.engine.terms[block.start:block.stop]
         if block.kind in ("mi", "cmi"):

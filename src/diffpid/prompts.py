@@ -259,24 +259,6 @@ def token_span(prompt: str, word: Word, tokens, occurrence: int | None = None) -
 
 
 @dataclass(frozen=True)
-class MIPrompts:
-    """Prompts for the MI of a word: the word alone against the empty prompt."""
-
-    word: str
-    condition: str
-    reference: str = ""
-
-
-@dataclass(frozen=True)
-class CMIPrompts:
-    """Prompts for the CMI of a word given the rest of the prompt."""
-
-    word: str
-    condition: str
-    context: str
-
-
-@dataclass(frozen=True)
 class PIDPrompts:
     """The four prompts of a (conditional) PID of two sources, in engine order.
 
@@ -301,18 +283,6 @@ class PIDPrompts:
     def prompts(self) -> tuple[str, str, str, str]:
         """``(neither, first, second, both)``."""
         return (self.neither, self.first, self.second, self.both)
-
-
-def mi_prompts(prompt: str, word: Word) -> MIPrompts:
-    """``word`` (as written in ``prompt``) against ``""``."""
-    span = find_word(prompt, word)
-    return MIPrompts(span.text, re.sub(r"\s+", " ", span.text))
-
-
-def cmi_prompts(prompt: str, word: Word) -> CMIPrompts:
-    """The full prompt against the prompt without ``word`` (all its occurrences for a string)."""
-    span = find_word(prompt, word)
-    return CMIPrompts(span.text, prompt, remove_words(prompt, [word]))
 
 
 def _two(prompt: str, y1: Word, y2: Word) -> tuple[WordSpan, WordSpan]:

@@ -2,7 +2,7 @@
 
 Both run on the same grid of log-SNR levels, uniform from the top of the model's range
 (clipped to 12) down to its bottom (clipped to -12, or to a chosen ``lowest`` level), by
-default the grid of :func:`diffpid.attention.ddim_inversion`. One step from level ``a`` to ``a'`` predicts the
+the grid attention maps along DDIM inversion use. One step from level ``a`` to ``a'`` predicts the
 clean data from the noise prediction at ``a`` and re-noises it deterministically::
 
     x0 = (x - sqrt(sig(-a)) e) / sqrt(sig(a)),    x' = sqrt(sig(a')) x0 + sqrt(sig(-a')) e

@@ -11,7 +11,7 @@
   words' CMI from the same denoiser calls.
 """
 
-from .collect import AttentionInformation, LabelledModel, attention_and_information, attention_maps, ddim_inversion
+from .collect import AttentionInformation, LabelledModel, attention_and_information, attention_maps
 from .capture import AttentionCapture
 from .rows import Row, label_rows
 from .adapters import AttentionAdapter, CallInputs, LayerCall, UNetCrossAttentionAdapter, cross_attention_layers
@@ -22,6 +22,6 @@ from .processor import RecordingProcessor, attention_probabilities
 __all__ = [
     "AttentionAdapter", "CallInputs", "JointAttentionAdapter", "LayerCall", "UNetCrossAttentionAdapter",
     "AttentionCapture", "AttentionInformation", "AttentionMaps", "LabelledModel", "attention_and_information",
-    "attention_maps", "ddim_inversion", "RecordingProcessor", "Row", "attention_probabilities",
+    "attention_maps", "RecordingProcessor", "Row", "attention_probabilities",
     "cross_attention_layers", "label_rows", "word_tokens",
 ]

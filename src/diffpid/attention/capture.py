@@ -355,7 +355,7 @@ class AttentionCapture:
 
     # the engine's noise levels ------------------------------------------------------------
     def engine_callback(self, images: int = 1):
-        """An ``on_batch`` callback for :func:`diffpid.estimate.estimate` over ``images`` inputs.
+        """An ``on_batch`` callback for :func:`diffpid.engine.estimate.estimate` over ``images`` inputs.
 
         While it is in use, each captured prompt's rows count the engine's noisy inputs
         in order (every input is evaluated once under every condition); after each

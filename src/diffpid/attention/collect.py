@@ -21,17 +21,18 @@ from typing import Any, Sequence
 
 import torch
 
-from ..channel import Sampler
+from ..engine.channel import Sampler
+from ..engine.estimate import Difference, estimate
 from ..errors import ParameterError, ShapeError
-from ..estimate import Difference, estimate
 from ..information import Information
 from ..models.base import Model, is_single
+from ..sampling import ddim_invert
 from ..settings import Settings
 from .capture import AttentionCapture
 from .rows import Row
 from .maps import AttentionMaps
 
-__all__ = ["AttentionInformation", "LabelledModel", "attention_and_information", "attention_maps", "ddim_inversion"]
+__all__ = ["AttentionInformation", "LabelledModel", "attention_and_information", "attention_maps"]
 
 METHODS = ("noise", "inversion", "generate")
 
@@ -105,23 +106,6 @@ class LabelledModel(Model):
                 f"{len(keys)} conditions; attention capture needs one batch row per input and condition"
             )
         return out
-
-
-def ddim_inversion(model: Model, x: torch.Tensor, condition: Any, steps: int = 50) -> torch.Tensor:
-    """Deterministic DDIM inversion (eta 0) of ``x`` from high to low log-SNR, uniform in log-SNR.
-
-    Args:
-        model: the denoiser (its ``eps`` under ``condition`` drives the ODE).
-        x: ``(b, *data_shape)`` clean data, taken as the state at the top of the model's range.
-        condition: one condition from ``model.encode_prompt``.
-        steps: number of model calls.
-
-    Returns:
-        ``(b, *data_shape)`` the state at the bottom of the range (approximately the noise).
-    """
-    from ..sampling import ddim_invert  # the same grid and step as the intervention bench
-
-    return ddim_invert(model, x, condition, steps)
 
 
 def _results(cap: AttentionCapture, prompt: str, words: Any, images: int, size: Any, single: bool):
@@ -213,7 +197,7 @@ def attention_maps(
     with AttentionCapture.for_model(model, prompt, words, **opts) as cap:
         lm = LabelledModel(model, cap, [(cond, prompt)])
         if method == "inversion":
-            ddim_inversion(lm, xb, cond, steps)
+            ddim_invert(lm, xb, cond, steps)
         else:
             estimate(lm, xb, [cond], [Difference(0, 0)], samples=samples, sampler=sampler or "sobol",
                      batch_size=batch_size, seed=seed, generator=generator, progress=progress, on_batch=cap.engine_callback(len(xb)))

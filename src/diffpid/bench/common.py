@@ -1,6 +1,6 @@
 """What every bench run shares: the model argument, its facts for the tables, item data, settings.
 
-A bench's items are :class:`~diffpid.runs.Item` whose ``data`` is either a case object or a
+A bench's items are :class:`~diffpid.runs.runner.Item` whose ``data`` is either a case object or a
 zero-argument callable that loads it (so that datasets of thousands of images are read one
 item at a time). Every bench takes one :class:`~diffpid.settings.Settings`; the run seed is
 ``settings.seed`` and each item runs with its own seed (:func:`item_settings`).
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..models.base import Model
-from ..runs import model_folder, model_key, training_step
+from ..runs.runner import model_folder, model_key, training_step
 from ..settings import Settings
 
 __all__ = ["LazyModel", "item_settings", "load_case", "model_facts", "model_key", "settings_parameters"]

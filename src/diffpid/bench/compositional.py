@@ -7,7 +7,7 @@ engine run per image, so they share the ``(a, eps)`` draws (common random number
 differences between candidates do not drown in sampling noise. The standard estimator
 ``i`` comes from the same run and is reported beside it.
 
-Datasets: the shapes world's swap sets (:mod:`diffpid.worlds.shapes_sets`; the truth is
+Datasets: the shapes world's swap sets (:mod:`diffpid.shapes.sets`; the truth is
 planted) and ARO's files (:mod:`diffpid.datasets.aro`).
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from ..models.base import Model
-from ..runs import Item, item_id
+from ..runs.runner import Item, item_id
 from ..settings import Settings
 
 ITEM_VERSION = "compositional-item/1"
@@ -100,7 +100,7 @@ def score_captions(model: Model, x: Any, captions: Sequence[str], correct: int =
         ParameterError: fewer than two candidates, an empty candidate, or ``correct`` out of range.
         ConditionError: a caption the model cannot encode (too long, unknown words).
     """
-    from ..estimate import Combination, Difference
+    from ..engine.estimate import Combination, Difference
     from ..plan import Plan, encode, run_engine
 
     settings = Settings.of(settings or DEFAULTS, **overrides)
@@ -149,8 +149,8 @@ def _swapped_field(a: Any, b: Any) -> str:
 
 def _shapes_sets(n: int, seed: int, keep: Any) -> list[Any]:
     """The first ``n`` usable sets of ``swap_sets(all, seed)`` (built lazily; the same sets whatever ``n``)."""
-    from ..worlds.shapes_render import scene_for_caption
-    from ..worlds.shapes_sets import held_out_captions, swap_set
+    from ..shapes.render import scene_for_caption
+    from ..shapes.sets import held_out_captions, swap_set
 
     if not isinstance(n, int) or n < 1:
         raise ParameterError(f"items must be a positive integer, got {n!r}")
@@ -205,8 +205,8 @@ def shapes_single_items(n: int, seed: int = 0) -> list[Item]:
     """
     import random
 
-    from ..worlds.shapes import COLORS, SHAPES, SIZES, Plan, ShapeObject
-    from ..worlds.shapes_render import render_plans
+    from ..shapes.world import COLORS, SHAPES, SIZES, Plan, ShapeObject
+    from ..shapes.render import render_plans
 
     if not isinstance(n, int) or n < 1:
         raise ParameterError(f"items must be a positive integer, got {n!r}")

@@ -15,8 +15,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..errors import ParameterError
-from ..runs import Item, ItemResult, RunSummary, collect, item_id, process_state, run_items
-from ..settings import Settings, add_settings_arguments, settings_from_args
+from ..runs.runner import Item, ItemResult, item_id, process_state, run_items
+from ..runs.summary import RunSummary, collect
+from ..settings import Settings
 from .common import LazyModel, item_settings, load_case, model_facts, model_key, settings_parameters
 from .compositional import (DEFAULTS, ITEM_VERSION, CompositionalCase, score_captions, shapes_attribute_items,
                             shapes_relation_items, shapes_single_items)
@@ -139,7 +140,7 @@ class CompositionalReport:
     """A compositional run: micro and macro accuracy of both estimators, and the table.
 
     Args:
-        summary: the run's :class:`~diffpid.runs.RunSummary`.
+        summary: the run's :class:`~diffpid.runs.summary.RunSummary`.
         micro, macro: accuracy of the orthogonal scores ``i_o``.
         standard_micro, standard_macro: accuracy of the standard scores ``i``.
         margin, standard_margin: margins of the correct caption over the best wrong one.
@@ -164,7 +165,7 @@ def run_compositional(items: Sequence[Item], *, out: str, dataset: str, model: A
     """Score every item not yet stored, then the accuracies over all done items.
 
     Args:
-        items: :class:`~diffpid.runs.Item` whose data is a :class:`CompositionalCase` or loads one.
+        items: :class:`~diffpid.runs.runner.Item` whose data is a :class:`CompositionalCase` or loads one.
         out: root folder; the run lives in ``out/compositional-<hash of the parameters>/``.
         dataset: the dataset's name (parameters, table, default macro filters).
         model: a :class:`~diffpid.models.base.Model`, a folder or hub id, or ``None`` (embedded shapes model).
@@ -256,51 +257,3 @@ def compositional_table(dataset: str, *, micro: Accuracy, macro: MacroAccuracy, 
                        ("score", "macro acc %", "macro stderr %", "micro acc %", "micro stderr %", "groups",
                         "chance %", "mean margin", "margin stderr", "sure right %", "sure wrong %",
                         "published SD 2.1 %", "published CLIP %"), rows, tuple(notes), facts)
-
-
-def add_arguments(p: Any) -> None:
-    """Arguments of ``diffpid bench compositional``."""
-    p.add_argument("--dataset", choices=DATASETS, default="shapes-attribute")
-    p.add_argument("--root", default=None, help="ARO folder (VG: visual_genome_*.json + images/); order sets: "
-                                                "the test-case JSON file or its folder")
-    p.add_argument("--images", default=None, help="image folder (order sets: COCO 2014 / Flickr30k root)")
-    p.add_argument("--items", type=int, default=None, help="items (default: 32 for shapes sets, all ARO items)")
-    p.add_argument("--start", type=int, default=0, help="first ARO item")
-    p.add_argument("--model", default=None, help="diffusers folder or hub id (default: the embedded shapes model); "
-                   "'shapes-oracle': the exact single-object denoiser (dataset shapes-single only)")
-    p.add_argument("--min-group", type=int, default=None, help="macro: leave out groups with fewer items "
-                                                               "(default: 25 for vg-attribution, else 1)")
-    p.add_argument("--out", required=True, help="folder for the resumable run and the results table")
-    add_settings_arguments(p, defaults=DEFAULTS)
-    p.epilog = ("--seed is the run seed: each item runs with its own seed, derived from it and the item's id; "
-                "it also draws the shapes-world swap sets. --samples are per image, shared by every candidate and "
-                "the empty prompt.")
-
-
-def command(args: Any) -> int:
-    """Run ``diffpid bench compositional`` and print the table."""
-    from .tables import to_markdown, write_table
-
-    settings = settings_from_args(args)
-    model, dataset = args.model, args.dataset
-    if model == "shapes-oracle":
-        from .shapes_oracle import ShapesOracle
-
-        if dataset != "shapes-single":
-            raise ParameterError("the shapes oracle knows single centred objects only; use --dataset shapes-single")
-        model, dataset = ShapesOracle(), "shapes-single-oracle"
-    items = compositional_items(args.dataset, n=args.items, seed=settings.seed, root=args.root, images=args.images,
-                                start=args.start)
-    rep = run_compositional(items, out=args.out, dataset=dataset, model=model, min_count=args.min_group,
-                            settings=settings)
-    if rep.micro.items and process_state().is_main_process:  # one table, written once under accelerate
-        detail = {"groups": [{"group": g.group, "accuracy": g.accuracy.value, "items": g.accuracy.items,
-                              "included": g.included} for g in rep.macro.groups],
-                  "standard_groups": [{"group": g.group, "accuracy": g.accuracy.value, "items": g.accuracy.items,
-                                       "included": g.included} for g in rep.standard_macro.groups],
-                  "run": str(rep.summary.directory)}
-        write_table(args.out, f"compositional-{dataset}", rep.table, extra=detail)
-        print(to_markdown(rep.table))
-    from ..runs import exit_status
-
-    return exit_status(rep.summary) or (0 if rep.micro.items else 1)

@@ -16,23 +16,23 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ItemsFailedError, ParameterError
-from ..runs import Item, ItemResult, file_digest, item_id
+from ..runs.runner import Item, ItemResult, file_digest, item_id
 from .correlation import Estimate
-from ..settings import Settings, add_settings_arguments, settings_from_args
+from ..settings import Settings
 from .intervention import (DEFAULTS, Intervention, InterventionCase, InterventionSummary, intervene,
                            summarize_interventions)
 from .common import LazyModel, item_settings, model_facts, settings_parameters
-from .study_runs import StoredItem, read_rows, run_study
+from ..runs.study import StoredItem, read_rows, run_study
 from .tables import ResultTable, write_table
 
-__all__ = ["add_arguments", "command", "intervention_table", "read_cases", "run_intervention", "shapes_cases",
+__all__ = ["intervention_table", "read_cases", "run_intervention", "shapes_cases",
            "single_object_cases"]
 
 MODES = ("omit", "swap")
 
 
 def _swap_for(word: str, role: str, rng: random.Random) -> str:
-    from ..worlds.shapes import COLORS, SIZES
+    from ..shapes.world import COLORS, SIZES
 
     if role == "size":
         pool = [s for s in SIZES if s != word]
@@ -54,7 +54,7 @@ def shapes_cases(n: int = 24, seed: int = 0, mode: str = "omit") -> list[tuple[s
     Returns:
         ``(label, case)`` pairs; the case's image is the scene's ``(3, 32, 32)`` tensor.
     """
-    from ..worlds.shapes_render import sample_scenes
+    from ..shapes.render import sample_scenes
 
     if mode not in MODES:
         raise ParameterError(f"mode must be 'omit' or 'swap', got {mode!r}")
@@ -84,7 +84,7 @@ def single_object_cases(n: int = 24, seed: int = 0, mode: str = "omit") -> list[
     For models whose images are generated from the caption (the shapes oracle): the case's image
     is ``None``. Colours leave out orange (whose reading depends on its neighbour).
     """
-    from ..worlds.shapes import COLORS, SHAPES, SIZES
+    from ..shapes.world import COLORS, SHAPES, SIZES
 
     if mode not in MODES:
         raise ParameterError(f"mode must be 'omit' or 'swap', got {mode!r}")
@@ -233,49 +233,3 @@ def run_intervention(
     per_item = [{"name": s.name, **r.values()} for s, r in zip(run.items, results)]
     write_table(out, table_name, table, extra={"items": per_item})
     return summary, table
-
-
-def add_arguments(p: Any) -> None:
-    """Arguments of ``diffpid bench intervention``."""
-    p.add_argument("--items", default=None, help="CSV/JSONL with caption, word[, image, replacement, id] "
-                   "(default: shapes-world scenes)")
-    p.add_argument("--n", type=int, default=24, help="shapes-world items")
-    p.add_argument("--mode", choices=MODES, default="omit", help="shapes world: omit the word or swap it")
-    p.add_argument("--model", default=None, help="diffusers folder or hub id (default: the embedded shapes model); "
-                   "'shapes-oracle': the exact single-object denoiser, on generated single-object captions")
-    p.add_argument("--steps", type=int, default=100, help="DDIM steps of inversion, regeneration and attention")
-    p.add_argument("--guidance", type=float, default=1.0, help="guidance of inversion and regeneration (1 = none)")
-    p.add_argument("--lowest", type=float, default=None,
-                   help="log-SNR the inversion stops at (default: the model's lowest, clipped to -12)")
-    p.add_argument("--no-attention", action="store_true", help="skip the attention baseline")
-    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
-    p.add_argument("--out", required=True, help="folder for the resumable run and the results table")
-    add_settings_arguments(p, defaults=DEFAULTS)
-    p.epilog = ("--seed is the run seed: each item runs with its own seed, derived from it and the item's id; "
-                "it also draws the shapes-world scenes and seeds the bootstrap.")
-
-
-def command(args: Any) -> int:
-    """Run ``diffpid bench intervention`` and print the table."""
-    from .tables import to_markdown
-
-    settings = settings_from_args(args)
-    model, seed = args.model, settings.seed
-    if model == "shapes-oracle":
-        from .shapes_oracle import ShapesOracle
-
-        model = ShapesOracle()
-        cases, dataset = single_object_cases(args.n, seed, args.mode), "shapes-oracle"
-        meta = {"world_seed": seed, "mode": args.mode}
-    elif args.items is None:
-        cases, dataset = shapes_cases(args.n, seed, args.mode), "shapes"
-        meta = {"world_seed": seed, "mode": args.mode}
-    else:
-        cases, dataset, meta = read_cases(args.items), "file", {"items_file": str(args.items)}
-    _, table = run_intervention(cases, args.out, model=model, steps=args.steps, guidance=args.guidance,
-                                lowest=args.lowest, attention=not args.no_attention, resamples=args.resamples,
-                                table_name=f"intervention-{dataset}", meta=meta, settings=settings)
-    print(to_markdown(table))
-    from ..runs import failed_items_exit
-
-    return failed_items_exit(table.meta.get("failed", 0), table.meta.get("failed", 0) + table.meta.get("items", 0), args.out)

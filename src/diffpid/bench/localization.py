@@ -18,8 +18,8 @@ reports mIoU at each method's best single threshold. The context of the CMI is a
 :func:`diffpid.prompts.remove_words` of the caption (whole words, tidy punctuation), not a
 raw substring deletion.
 
-Benches are a list of :class:`~diffpid.runs.Item` (whose ``data`` loads a
-:class:`LocalizationCase`) and a per-item function, run through :func:`diffpid.runs.run_items`
+Benches are a list of :class:`~diffpid.runs.runner.Item` (whose ``data`` loads a
+:class:`LocalizationCase`) and a per-item function, run through :func:`diffpid.runs.runner.run_items`
 so that ``diffpid bench localization`` resumes where it stopped.
 """
 

@@ -1,6 +1,6 @@
 """``diffpid bench localization``: items of the shapes world or COCO-IT, a resumable run, the table.
 
-Shapes world: scenes from :func:`diffpid.worlds.shapes_render.sample_scenes` with a fixed
+Shapes world: scenes from :func:`diffpid.shapes.render.sample_scenes` with a fixed
 seed, one item per distinct size, colour or shape word of a caption; the mask is the
 union of the masks of every occurrence of that word; the rendered scene plays the real
 image (encoded with ``model.encode_image``). COCO-IT: rows of the published CSV with COCO
@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 from ..errors import ParameterError
-from ..runs import Item, ItemResult, RunSummary, collect, item_id, process_state, run_items
-from ..settings import Settings, add_settings_arguments, settings_from_args
+from ..runs.runner import Item, ItemResult, item_id, process_state, run_items
+from ..runs.summary import RunSummary, collect
+from ..settings import Settings
 from .common import LazyModel, item_settings, load_case, model_facts, model_key, settings_parameters
-from .localization import (ATTENTION_METHODS, DEFAULTS, METHODS, LocalizationCase, MethodScore, check_methods, localize,
+from .localization import (DEFAULTS, METHODS, LocalizationCase, MethodScore, check_methods, localize,
                            score_methods)
 from .metrics import THRESHOLDS
 from .tables import ResultTable
@@ -39,11 +40,11 @@ __all__ = ["LocalizationReport", "coco_it_items", "localization_table", "oracle_
 def shapes_items(n: int, seed: int = 0) -> list[Item]:
     """``n`` localization items of the shapes world (deterministic for a seed).
 
-    Scenes are drawn with :func:`~diffpid.worlds.shapes_render.sample_scenes` (``seed``);
+    Scenes are drawn with :func:`~diffpid.shapes.render.sample_scenes` (``seed``);
     every distinct size, colour or shape word of a caption is one item, in caption order.
     """
     from ..models.images import to_uint8
-    from ..worlds.shapes_render import sample_scenes
+    from ..shapes.render import sample_scenes
 
     if not isinstance(n, int) or n < 1:
         raise ParameterError(f"items must be a positive integer, got {n!r}")
@@ -74,8 +75,8 @@ def oracle_items(n: int, seed: int = 0) -> list[Item]:
     The 56 centred objects in a seeded order, each with its complete caption ``"a SIZE COLOUR SHAPE"``
     and one item per word; the image is the oracle's component mean, the mask its object.
     """
-    from ..worlds.shapes import Plan, ShapeObject
-    from ..worlds.shapes_render import render_plans
+    from ..shapes.world import Plan, ShapeObject
+    from ..shapes.render import render_plans
     from .shapes_oracle import ShapesOracle
 
     if not isinstance(n, int) or n < 1:
@@ -128,7 +129,7 @@ class LocalizationReport:
     """A finished (or partly finished) localization run.
 
     Args:
-        summary: the run's :class:`~diffpid.runs.RunSummary` (folder, counts, failures).
+        summary: the run's :class:`~diffpid.runs.summary.RunSummary` (folder, counts, failures).
         scores: per method, mIoU at its best threshold over the done items.
         table: the results table.
     """
@@ -154,7 +155,7 @@ def run_localization(items: Sequence[Item], *, out: str, model: Any = None, data
     """Localize every item not yet stored, then score all done items.
 
     Args:
-        items: :class:`~diffpid.runs.Item` whose data is a :class:`LocalizationCase` or loads one.
+        items: :class:`~diffpid.runs.runner.Item` whose data is a :class:`LocalizationCase` or loads one.
         out: root folder; the run lives in ``out/localization-<hash of the parameters>/``.
         model: a :class:`~diffpid.models.base.Model`, a folder or hub id, or ``None`` (embedded shapes model).
         dataset: name of the dataset (enters the parameters and the table).
@@ -216,60 +217,3 @@ def localization_table(scores: Sequence[MethodScore], *, dataset: str, facts: di
     return ResultTable(f"Localization on {dataset}", ("method", "mIoU %", "stderr %", "best threshold",
                                                     "published mIoU % (SD 2.1, COCO-IT)"), tuple(rows), tuple(notes),
                        facts)
-
-
-def add_arguments(p: Any) -> None:
-    """Arguments of ``diffpid bench localization``."""
-    p.add_argument("--dataset", choices=("shapes", "coco-it"), default="shapes")
-    p.add_argument("--root", default=None, help="COCO-IT folder: COCO-IT.csv, val2017/, annotations/instances_val2017.json")
-    p.add_argument("--csv", default=None, help="COCO-IT CSV (default ROOT/COCO-IT.csv)")
-    p.add_argument("--images", default=None, help="COCO images folder (default ROOT/val2017)")
-    p.add_argument("--annotations", default=None, help="COCO instances JSON (default ROOT/annotations/instances_val2017.json)")
-    p.add_argument("--items", type=int, default=None, help="items (default: 24 for shapes, every COCO-IT row)")
-    p.add_argument("--start", type=int, default=0, help="first COCO-IT row")
-    p.add_argument("--model", default=None, help="diffusers folder or hub id (default: the embedded shapes model); "
-                   "'shapes-oracle': the exact denoiser of single centred objects (information methods only)")
-    p.add_argument("--steps", type=int, default=20, help="DDIM inversion steps of the attention baseline")
-    p.add_argument("--methods", default=None, help="comma-separated subset of " + ",".join(METHODS)
-                   + " (default: all; without the attention ones on the oracle)")
-    p.add_argument("--maps", action="store_true", help="also store every method's map per item")
-    p.add_argument("--out", required=True, help="folder for the resumable run and the results table")
-    add_settings_arguments(p, defaults=DEFAULTS)
-    p.epilog = ("--seed is the run seed: each item runs with its own seed, derived from it and the item's id; "
-                "it also draws the shapes-world scenes. The papers use --samples 100.")
-
-
-def command(args: Any) -> int:
-    """Run ``diffpid bench localization`` and print the table."""
-    from .tables import to_markdown, write_table
-
-    settings = settings_from_args(args)
-    model, dataset = args.model, args.dataset
-    methods = METHODS if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
-    if model == "shapes-oracle":
-        from .shapes_oracle import ShapesOracle
-
-        if args.dataset != "shapes":
-            raise ParameterError("the shapes oracle knows the shapes world only; use --dataset shapes")
-        model, dataset = ShapesOracle(), "shapes-oracle"
-        items = oracle_items(24 if args.items is None else args.items, settings.seed)
-        if args.methods is None:
-            methods = [m for m in METHODS if m not in ATTENTION_METHODS]
-    elif args.dataset == "shapes":
-        items = shapes_items(24 if args.items is None else args.items, settings.seed)
-    else:
-        from ..datasets.coco_it import CocoIT
-
-        data = CocoIT(args.root, csv_path=args.csv, images=args.images, annotations=args.annotations)
-        items = coco_it_items(data, args.items, args.start)
-    rep = run_localization(items, out=args.out, model=model, dataset=dataset, methods=methods, steps=args.steps,
-                           maps=args.maps, settings=settings)
-    if rep.scores and process_state().is_main_process:  # one table, written once under accelerate
-        detail = {"thresholds": [float(t) for t in THRESHOLDS],
-                  "miou_per_threshold": {sc.method: [float(v) for v in sc.sweep.per_threshold] for sc in rep.scores},
-                  "run": str(rep.summary.directory)}
-        write_table(args.out, f"localization-{dataset}", rep.table, extra=detail)
-        print(to_markdown(rep.table))
-    from ..runs import exit_status
-
-    return exit_status(rep.summary) or (0 if rep.scores else 1)

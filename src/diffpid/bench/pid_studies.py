@@ -128,7 +128,7 @@ def pair_pid(model: Model, case: PairCase, *, redundancy: str = "integrated", se
         settings: the estimator :class:`~diffpid.settings.Settings` (default :data:`DEFAULTS`: 32
             samples) or its fields as keywords; ``seed`` also seeds a generated image.
     """
-    from ..pid import pid
+    from ..decomposition.pid import pid
 
     settings = Settings.of(settings or DEFAULTS, **overrides)
     x = case_data(model, case.image, case.image_prompt or case.prompt, settings.seed)
@@ -151,7 +151,7 @@ def pair_pid(model: Model, case: PairCase, *, redundancy: str = "integrated", se
 
 def bias_strength(color: str, shape: str) -> float:
     """The shapes world's ``P(colour | shape, colour unnamed)``: the planted bias of a pair."""
-    from ..worlds.shapes import COLORS, TRIANGLE_RED_PROB
+    from ..shapes.world import COLORS, TRIANGLE_RED_PROB
 
     if shape != "triangle":
         return 1.0 / len(COLORS)
@@ -171,8 +171,8 @@ def bias_reference(draws: int = 200_000, seed: int = 0) -> dict[str, float]:
         draws: scenes drawn for the marginal.
         seed: seed of the draws.
     """
-    from ..worlds.shapes import COLORS, SHAPES
-    from ..worlds.shapes_captions import sample_plan
+    from ..shapes.world import COLORS, SHAPES
+    from ..shapes.captions import sample_plan
 
     rng = random.Random(seed)
     counts: dict[tuple[str, str], int] = {}
@@ -192,7 +192,7 @@ def bias_reference(draws: int = 200_000, seed: int = 0) -> dict[str, float]:
 
 
 def _scene(caption: str, seed: int) -> torch.Tensor:
-    from ..worlds.shapes_render import scene_for_caption
+    from ..shapes.render import scene_for_caption
 
     return scene_for_caption(caption, seed).image
 
@@ -208,7 +208,7 @@ def bias_cases(images: int = 2, seed: int = 0, generated: bool = False) -> list[
         seed: seed of the scenes.
         generated: let the model generate each image from the prompt (seeded per item).
     """
-    from ..worlds.shapes import COLORS, SHAPES
+    from ..shapes.world import COLORS, SHAPES
 
     out = []
     for c in (c for c in COLORS if c != "orange"):
@@ -229,7 +229,7 @@ def synonym_cases(images: int = 8, seed: int = 0, generated: bool = False) -> li
     ``""``, ``y1``, ``y2`` and ``"y1 y2"``. With ``generated`` the image is generated from
     the scene's caption (seeded per item) instead of drawn from the world.
     """
-    from ..worlds.shapes import COLORS, SIZES
+    from ..shapes.world import COLORS, SIZES
 
     rng = random.Random(seed)
     colours = [c for c in COLORS if c != "orange"]

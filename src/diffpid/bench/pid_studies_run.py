@@ -17,13 +17,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ItemsFailedError, ParameterError
-from ..runs import Item, ItemResult, file_digest, item_id
+from ..runs.runner import Item, ItemResult, file_digest, item_id
 from .correlation import spearman
 from ..settings import Settings
 from .pid_studies import (ATOMS, BIAS_METRICS, DEFAULTS, BiasSummary, GroupContrast, PairCase, PairResult, bias_summary, group_contrast,
                           metric_of, pair_pid)
 from .common import LazyModel, item_settings, model_facts, settings_parameters
-from .study_runs import StoredItem, read_rows, run_study
+from ..runs.study import StoredItem, read_rows, run_study
 from .tables import ResultTable, write_table
 from .uniqueness import UniquenessCase, UniquenessSummary, mask_mass, summarize_uniqueness, uniqueness_figure
 
@@ -262,7 +262,7 @@ def run_uniqueness(cases: Sequence[UniquenessCase], out: str | os.PathLike, *, m
     """Unique-information maps of two objects' words: ``OUT/TABLE_NAME.md``, ``.json`` and ``.png``
     (``grow``: object masks grown by this many pixels, see :func:`~diffpid.bench.uniqueness.mask_mass`;
     other arguments as :func:`run_pairs`)."""
-    from ..run_store import write_atomic
+    from ..runs.store import write_atomic
 
     settings = Settings.of(settings or DEFAULTS, **overrides)
     pairs = [c.pair for c in cases]

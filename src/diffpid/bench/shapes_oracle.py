@@ -1,14 +1,14 @@
 """The exact denoiser of the shapes world's single-object scenes: a perfect model to check the studies.
 
 The world is restricted to one object at the centre, so that its images form a finite
-set: every (colour, shape, size) rendered by :func:`diffpid.worlds.shapes_render.render_plans`
+set: every (colour, shape, size) rendered by :func:`diffpid.shapes.render.render_plans`
 (56 images), each a tight Gaussian (variance ``1e-3``). A caption is read as the world reads it
-(:func:`diffpid.worlds.shapes.parse_caption`, with "box" a square and a lone "orange" the fruit,
+(:func:`diffpid.shapes.world.parse_caption`, with "box" a square and a lone "orange" the fruit,
 a circle) and becomes a weight vector over the 56 images: named attributes fixed, unnamed ones
 from the world's priors (size and shape uniform, colour ``P(colour | shape)`` with the planted
 triangle bias). Two shape words of one object ("square box") name the shape twice and must
 agree. The empty caption is the world's marginal over single-object captions (the keep
-probabilities of :func:`diffpid.worlds.shapes_captions.sample_plan`, computed exactly).
+probabilities of :func:`diffpid.shapes.captions.sample_plan`, computed exactly).
 
 The denoiser is the MMSE one of that mixture under each caption's weights, so every study
 run on it shows what a perfectly trained model would give, with the same estimators.
@@ -32,7 +32,7 @@ VARIANCE = 1e-3
 
 def _caption_attributes(caption: str) -> dict[str, str]:
     """Size, colour and shape a single-object caption names (synonyms merged, the fruit a circle)."""
-    from ..worlds.shapes import COLORS, SHAPE_WORDS, SIZES, check_caption
+    from ..shapes.world import COLORS, SHAPE_WORDS, SIZES, check_caption
 
     words = [w for w in check_caption(caption) if w != "a"]
     named: dict[str, str] = {}
@@ -68,8 +68,8 @@ class ShapesOracle(Model):
     name = "shapes-oracle"
 
     def __init__(self) -> None:
-        from ..worlds.shapes import COLORS, SHAPES, SIZES, Plan, ShapeObject
-        from ..worlds.shapes_render import render_plans
+        from ..shapes.world import COLORS, SHAPES, SIZES, Plan, ShapeObject
+        from ..shapes.render import render_plans
 
         self.components = list(itertools.product(COLORS, SHAPES, SIZES))
         plans = [Plan((ShapeObject(s, c, z, 16.0, 16.0),), None, ()) for c, s, z in self.components]
@@ -88,7 +88,7 @@ class ShapesOracle(Model):
         return self._weights(named, colour_named_without_shape=("color" in named and "shape" not in named))
 
     def _weights(self, named: dict[str, str], colour_named_without_shape: bool = False) -> torch.Tensor:
-        from ..worlds.shapes import COLORS, SHAPES, SIZES, TRIANGLE_RED_PROB
+        from ..shapes.world import COLORS, SHAPES, SIZES, TRIANGLE_RED_PROB
 
         w = torch.zeros(len(self.components), dtype=torch.float64)
         for k, (c, s, z) in enumerate(self.components):
@@ -106,7 +106,7 @@ class ShapesOracle(Model):
 
     def _marginal(self) -> torch.Tensor:
         """Single-object marginal: mixture over the caption process's keep patterns (exact)."""
-        from ..worlds.shapes import COLORS, FULL_PROB, KEEP_PROB
+        from ..shapes.world import COLORS, FULL_PROB, KEEP_PROB
 
         total = torch.zeros(len(self.components), dtype=torch.float64)
         partial = {pat: KEEP_PROB ** sum(pat) * (1 - KEEP_PROB) ** (3 - sum(pat))

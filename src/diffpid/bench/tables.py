@@ -96,7 +96,7 @@ def write_table(folder: str | os.PathLike, name: str, table: ResultTable, extra:
     Returns:
         The paths of the markdown and JSON files.
     """
-    from ..run_store import write_atomic
+    from ..runs.store import write_atomic
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,7 @@ def uniqueness_cases(n: int = 16, seed: int = 0, role: str = "shape") -> list[Un
         role: ``"shape"`` or ``"color"``: which word of each object is a source. Scenes whose two
             words are the same (two circles) are skipped.
     """
-    from ..worlds.shapes_render import sample_scenes
+    from ..shapes.render import sample_scenes
 
     if role not in ("shape", "color", "size"):
         raise ParameterError(f"role must be 'shape', 'color' or 'size', got {role!r}")

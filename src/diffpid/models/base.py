@@ -23,8 +23,9 @@ A method a model lacks raises :class:`CapabilityError` with a one-line message.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import torch
 
@@ -59,9 +60,11 @@ class ModelIdentity:
             ``None`` when unknown.
         dtype: the dtype denoiser calls run in, e.g. ``"float32"``.
         generation: the model's generation defaults as sorted ``(key, value)`` pairs
-            (steps, guidance_scale, sampler, ...); ``()`` for models that only sample.
+            (steps, guidance_scale, scheduler, ...); ``()`` for models that only sample.
         extra: further sorted ``(key, value)`` facts a report should carry (for example
             the distilled guidance value of Flux.1-dev).
+        source: the folder or hub id the weights were loaded from, ``None`` when unknown
+            (built in memory, or an oracle).
     """
 
     name: str
@@ -71,16 +74,31 @@ class ModelIdentity:
     dtype: str = "float32"
     generation: tuple[tuple[str, Any], ...] = ()
     extra: tuple[tuple[str, Any], ...] = ()
+    source: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict (``generation`` and ``extra`` as dicts)."""
         return {"name": self.name, "family": self.family, "backend": self.backend, "revision": self.revision,
-                "dtype": self.dtype, "generation": dict(self.generation), "extra": dict(self.extra)}
+                "dtype": self.dtype, "generation": dict(self.generation), "extra": dict(self.extra),
+                "source": self.source}
 
 
 def pairs(mapping: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
     """``mapping`` as sorted ``(key, value)`` pairs, for :class:`ModelIdentity` fields."""
     return tuple(sorted((mapping or {}).items()))
+
+
+def config_source(*owners: Any) -> str | None:
+    """The folder or hub id the first of ``owners`` (diffusers models or pipelines) that knows it was loaded
+    from (its config's ``_name_or_path``), else ``None``."""
+    for owner in owners:
+        config = getattr(owner, "config", None)
+        if config is None:
+            continue
+        path = config.get("_name_or_path") if hasattr(config, "get") else getattr(config, "_name_or_path", None)
+        if path:
+            return str(path)
+    return None
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -220,7 +238,9 @@ class Model:
         raise CapabilityError(f"{type(self).__name__} cannot decode data into images")
 
     def generate(self, prompt: Any, seed: int = 0, **kwargs: Any) -> Generated:
-        """Generate one sample for ``prompt`` with a reproducible seed."""
+        """Generate one sample for ``prompt`` with a reproducible seed.
+
+        Backends that generate in steps take ``progress=True`` to show a bar over them."""
         raise CapabilityError(f"{type(self).__name__} cannot generate samples")
 
     def check_x(self, x: torch.Tensor) -> torch.Tensor:
@@ -248,3 +268,14 @@ def is_single(model: Model, x: object) -> bool:
 
 def _fmt(shape: tuple[int, ...]) -> str:
     return ", ".join(str(s) for s in shape)
+
+
+@contextmanager
+def pipeline_progress(pipeline: Any, show: bool) -> Iterator[None]:
+    """Show (or hide) a diffusers pipeline's step bar for one call, then restore its own setting."""
+    before = dict(getattr(pipeline, "_progress_bar_config", {}) or {})
+    pipeline.set_progress_bar_config(**{**before, "disable": not show, "desc": "generating"})
+    try:
+        yield
+    finally:
+        pipeline._progress_bar_config = before

@@ -21,21 +21,25 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
-from ..channel import logsnr_from_alphas_cumprod
+from ..engine.channel import logsnr_from_alphas_cumprod
 from ..errors import ConditionError, ModelLoadError, ParameterError
 from ..prompts import Token, tokens_of
-from .base import ATTENTION, GENERATE, IMAGES, TEXT, Generated, Model, ModelIdentity, dtype_name, pairs
+from .base import (ATTENTION, GENERATE, IMAGES, TEXT, Generated, Model, ModelIdentity, config_source, dtype_name,
+                   pairs, pipeline_progress)
 from .images import image_tensor, to_uint8
 
-__all__ = ["DiffusersModel", "TextCondition", "from_pipeline", "load_model"]
+__all__ = ["DiffusersModel", "TextCondition"]
 
 CACHE_SIZE = 256
 
-DEFAULT_GENERATION = {"sampler": "ddim", "steps": 50, "guidance_scale": 7.5}
+DEFAULT_GENERATION = {"scheduler": "ddim", "steps": 50, "guidance_scale": 7.5}
 """Generation defaults of a model; a component folder can override them with a
 ``generation.json`` (the embedded shapes model samples best with ancestral DDPM at guidance 3)."""
-GENERATION_SAMPLERS = ("ddim", "ddpm")
+GENERATION_SCHEDULERS = ("ddim", "ddpm")
+LEGACY_GENERATION_KEYS = {"sampler": "scheduler"}
+"""Keys of older ``generation.json`` files, read under their current names."""
 
 
 def check_generation(settings: dict, source: str = "generation settings") -> dict:
@@ -46,12 +50,14 @@ def check_generation(settings: dict, source: str = "generation settings") -> dic
     """
     if not isinstance(settings, dict):
         raise ModelLoadError(f"{source}: expected a JSON object like {DEFAULT_GENERATION}, got {type(settings).__name__}")
+    settings = {LEGACY_GENERATION_KEYS.get(k, k): v for k, v in settings.items()
+                if not (k in LEGACY_GENERATION_KEYS and LEGACY_GENERATION_KEYS[k] in settings)}
     unknown = set(settings) - set(DEFAULT_GENERATION)
     if unknown:
         raise ModelLoadError(f"{source}: unknown keys {sorted(unknown)}; allowed: {sorted(DEFAULT_GENERATION)}")
     out = dict(settings)
-    if "sampler" in out and out["sampler"] not in GENERATION_SAMPLERS:
-        raise ModelLoadError(f"{source}: sampler must be one of {GENERATION_SAMPLERS}, got {out['sampler']!r}")
+    if "scheduler" in out and out["scheduler"] not in GENERATION_SCHEDULERS:
+        raise ModelLoadError(f"{source}: scheduler must be one of {GENERATION_SCHEDULERS}, got {out['scheduler']!r}")
     if "steps" in out and (not isinstance(out["steps"], int) or isinstance(out["steps"], bool) or out["steps"] < 1):
         raise ModelLoadError(f"{source}: steps must be a positive integer, got {out['steps']!r}")
     if "guidance_scale" in out and not (isinstance(out["guidance_scale"], (int, float)) and out["guidance_scale"] >= 0):
@@ -134,10 +140,11 @@ class DiffusersModel(Model):
 
     # ----- capabilities -------------------------------------------------------------------
     def identity(self) -> ModelIdentity:
-        """Name, ``"unet"`` family, revision, dtype and generation defaults."""
+        """Name, ``"unet"`` family, revision, dtype, generation defaults and the source of the weights."""
         return ModelIdentity(self.name, "unet", type(self).__name__, self.revision, dtype_name(self.dtype),
                              pairs(self.generation), pairs({"prediction_type": self.prediction_type,
-                                                            "sdxl": self.sdxl}))
+                                                            "sdxl": self.sdxl}),
+                             config_source(self.unet, self.pipeline))
 
     def attention_adapter(self):
         """The UNet's cross-attention adapter (:class:`~diffpid.attention.adapters.UNetCrossAttentionAdapter`)."""
@@ -313,7 +320,7 @@ class DiffusersModel(Model):
 
     # ----- generation ---------------------------------------------------------------------
     def generate(self, prompt: str, seed: int = 0, steps: int | None = None, guidance_scale: float | None = None,
-                 negative_prompt: str = "", sampler: str | None = None) -> Generated:
+                 negative_prompt: str = "", scheduler: str | None = None, progress: bool = False) -> Generated:
         """Generate one image for ``prompt``, reproducible from ``seed`` (CPU generator).
 
         Defaults come from :attr:`generation` (50 DDIM steps at guidance 7.5 unless the
@@ -325,47 +332,46 @@ class DiffusersModel(Model):
             steps: sampling steps.
             guidance_scale: classifier-free guidance scale (1 turns guidance off).
             negative_prompt: the prompt guidance steers away from.
-            sampler: ``"ddim"`` (deterministic) or ``"ddpm"`` (ancestral) for component
+            progress: show a progress bar over the generation steps.
+            scheduler: ``"ddim"`` (deterministic) or ``"ddpm"`` (ancestral) for component
                 folders; a pipeline samples with its own scheduler.
         """
         self._check_prompt(prompt)
         steps = self.generation["steps"] if steps is None else steps
         guidance_scale = self.generation["guidance_scale"] if guidance_scale is None else guidance_scale
-        sampler = self.generation["sampler"] if sampler is None else sampler
+        scheduler = self.generation["scheduler"] if scheduler is None else scheduler
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise ParameterError(f"steps must be a positive integer, got {steps!r}")
-        if sampler not in GENERATION_SAMPLERS:
-            raise ParameterError(f"sampler must be one of {GENERATION_SAMPLERS}, got {sampler!r}")
+        if scheduler not in GENERATION_SCHEDULERS:
+            raise ParameterError(f"scheduler must be one of {GENERATION_SCHEDULERS}, got {scheduler!r}")
         g = torch.Generator("cpu").manual_seed(int(seed))
         if self.pipeline is not None:
             h, w = self.resolution
-            with torch.no_grad():
+            with torch.no_grad(), pipeline_progress(self.pipeline, progress):
                 x = self.pipeline(prompt, negative_prompt=negative_prompt or None, num_inference_steps=steps,
                                   guidance_scale=guidance_scale, generator=g, height=h, width=w,
                                   output_type="latent").images
         else:
-            x = self._sample(prompt, g, steps, float(guidance_scale), negative_prompt, sampler)
+            x = self._sample(prompt, g, steps, float(guidance_scale), negative_prompt, scheduler, progress)
         x = x.float().cpu()
         return Generated(self.decode(x)[0], x, prompt, int(seed))
 
     def _sample(self, prompt: str, g: torch.Generator, steps: int, guidance: float, negative: str,
-                sampler: str = "ddim") -> torch.Tensor:
+                scheduler: str = "ddim", progress: bool = False) -> torch.Tensor:
         """DDIM (eta 0) or ancestral DDPM with classifier-free guidance for component-only models.
 
         The initial noise and (for DDPM) every step's noise come from ``g`` in that order.
         """
         from diffusers import DDIMScheduler, DDPMScheduler
 
-        sched = (DDPMScheduler if sampler == "ddpm" else DDIMScheduler).from_config(self.scheduler.config)
+        sched = (DDPMScheduler if scheduler == "ddpm" else DDIMScheduler).from_config(self.scheduler.config)
         sched.set_timesteps(steps)
         conds = [self.encode_prompt(prompt), self.encode_prompt(negative)]
         x = torch.randn((1, *self.data_shape), generator=g) * sched.init_noise_sigma
-        kw = {"generator": g} if sampler == "ddpm" else {}
-        for t in sched.timesteps:
+        kw = {"generator": g} if scheduler == "ddpm" else {}
+        for t in tqdm(sched.timesteps, desc=f"{self.name}: generating", unit="step", disable=not progress):
             out = self._unet(x, t.reshape(1), conds)[0]  # (2, *shape)
             pred = out[1] + guidance * (out[0] - out[1])
             x = sched.step(pred[None].cpu(), t, x, **kw).prev_sample
         return x
 
-
-from .loading import from_pipeline, load_model  # noqa: E402 - loading imports this module lazily

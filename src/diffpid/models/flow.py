@@ -25,7 +25,7 @@ from .base import GENERATE, Generated, Model, ModelIdentity, pairs
 from .mixture import GaussianMixture, MixtureCondition
 
 __all__ = ["FlowGaussianMixture", "FlowMatchingModel", "eps_from_velocity", "flow_input", "flow_time",
-           "logsnr_of_time", "velocity_from_eps"]
+           "logsnr_of_time"]
 
 
 def flow_time(logsnr: torch.Tensor) -> torch.Tensor:
@@ -59,11 +59,6 @@ def eps_from_velocity(x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> to
     ``x_t`` and ``v`` broadcast (e.g. ``(n, 1, *shape)`` against ``(n, k, *shape)``); ``t`` is ``(n,)``.
     """
     return x_t + _col(1 - t.to(v.dtype), v.dim()) * v
-
-
-def velocity_from_eps(x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`eps_from_velocity`: ``v = (eps - x_t) / (1-t)``."""
-    return (eps - x_t) / _col(1 - t.to(eps.dtype), eps.dim())
 
 
 class FlowMatchingModel(Model):

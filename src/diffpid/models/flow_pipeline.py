@@ -25,7 +25,8 @@ import torch
 
 from ..errors import ConditionError, ModelLoadError, ParameterError
 from ..prompts import Token
-from .base import ATTENTION, GENERATE, IMAGES, TEXT, CapabilityError, Generated, ModelIdentity, dtype_name, pairs
+from .base import (ATTENTION, GENERATE, IMAGES, TEXT, CapabilityError, Generated, ModelIdentity, config_source,
+                   dtype_name, pairs, pipeline_progress)
 from .flow import FlowMatchingModel, _default_range
 from .images import image_tensor, to_uint8
 
@@ -215,7 +216,7 @@ class FlowPipelineModel(FlowMatchingModel):
                  "resolution": tuple(self.resolution), "max_sequence_length": self.max_sequence_length,
                  "logsnr_range": tuple(round(v, 4) for v in self.logsnr_range)}
         return ModelIdentity(self.name, "flow", type(self).__name__, self.revision, dtype_name(self.dtype),
-                             pairs(self.generation), pairs(extra))
+                             pairs(self.generation), pairs(extra), config_source(self.pipeline))
 
     def _data_shape(self) -> tuple[int, ...]:
         h, w = (r // self.vae_scale_factor for r in self.resolution)
@@ -385,7 +386,7 @@ class FlowPipelineModel(FlowMatchingModel):
         return latents
 
     def generate(self, prompt: str, seed: int = 0, steps: int | None = None,
-                 guidance_scale: float | None = None) -> Generated:
+                 guidance_scale: float | None = None, progress: bool = False) -> Generated:
         """Generate one image through the pipeline, reproducible from ``seed`` (CPU generator).
 
         Args:
@@ -394,6 +395,7 @@ class FlowPipelineModel(FlowMatchingModel):
             steps: sampling steps; default :attr:`generation` (the pipeline's, 4 for Flux.1-schnell).
             guidance_scale: the pipeline's guidance (SD3: classifier-free; Flux.1-dev, Flux.2: the
                 distilled value); default :attr:`generation`.
+            progress: show the pipeline's progress bar over the generation steps.
         """
         self.check_prompt(prompt)
         steps = self.generation["steps"] if steps is None else steps
@@ -404,7 +406,7 @@ class FlowPipelineModel(FlowMatchingModel):
             raise ParameterError(f"guidance_scale must be a number >= 0, got {guidance_scale!r}")
         g = torch.Generator("cpu").manual_seed(int(seed))
         h, w = self.resolution
-        with torch.no_grad():
+        with torch.no_grad(), pipeline_progress(self.pipeline, progress):
             latents = self._pipeline_call(prompt, steps, float(guidance_scale), g, h, w)
         x = self._from_pipeline_latents(latents).float().cpu()
         return Generated(self.decode(x)[0], x, prompt, int(seed))

@@ -29,7 +29,7 @@ PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
 """Pipeline classes loaded as pipelines; other folders load component by component."""
 
 GENERATION_FILE = "generation.json"
-"""Optional file of a component folder with its generation defaults (sampler, steps, guidance_scale)."""
+"""Optional file of a component folder with its generation defaults (scheduler, steps, guidance_scale)."""
 COMPONENTS = ("unet", "scheduler", "text_encoder", "tokenizer")
 TEXT_ENCODER_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection", "T5EncoderModel", "BertModel")
 """Text encoders a component folder may name; the condition is their last hidden state
@@ -59,7 +59,7 @@ def unet_class(entry: Any, where: Any = "the folder") -> Any:
         known = ", ".join(f"{lib}.{n}" for lib, names in UNET_CLASSES.items() for n in names)
         raise ModelLoadError(f"{where}: model_index.json names UNet {library}.{name}; supported: {known}")
     if library == "diffpid":
-        from . import coord_unet
+        from ..shapes import coord_unet
 
         return getattr(coord_unet, name)
     import diffusers
@@ -202,7 +202,7 @@ def load_model(path_or_id: str | os.PathLike, torch_dtype: torch.dtype | None = 
     if unet_ok and all(c in has for c in COMPONENTS):
         model = _load_components(path_or_id, index, dtype, dev, local)
         if local and os.path.isfile(os.path.join(path_or_id, "training.json")):  # a trained shapes model
-            from .shapes import training_revision
+            from ..shapes.model import training_revision
 
             model.revision = training_revision(path_or_id)
         return model
@@ -291,7 +291,7 @@ def _load_components(path_or_id: str, index: dict, dtype, dev, local: bool):
         name = entry[1] if entry[1] in TEXT_ENCODER_CLASSES else "CLIPTextModel"
         encoders.append(sub(f"text_encoder{suffix}", name, library_of(entry)))
         tokenizers.append(sub(f"tokenizer{suffix}", "", AutoTokenizer))
-        from .shapes import drop_punctuation
+        from ..shapes.model import drop_punctuation
 
         drop_punctuation(tokenizers[-1])  # word-level vocabularies without punctuation (the shapes model)
     vae = None

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ParameterError
-from .maps import (GROUPS, PERCENTILE, ColorScale, display_image, heatmap, overlay, own_scale, report_maps,
+from .maps import (GROUPS, PERCENTILE, ColorScale, heatmap, overlay, own_scale, report_maps,
                    shared_scale)
 
 
@@ -121,16 +121,6 @@ def plot_maps(expl: Any, kind: str = "cmi", columns: int = 4, shared: bool = Fal
     if shared:  # one colour bar per scale in use: the sequential atoms' and, beside it, synergy's diverging one
         for scale, owners in used.values():
             fig.colorbar(_mappable(scale), ax=owners, shrink=0.8, label=scale.unit)
-    return fig
-
-
-def plot_image(expl: Any):
-    """The analysed image with the prompt as title."""
-    fig = _figure(3.2, 3.4)
-    ax = fig.add_subplot()
-    ax.imshow(display_image(expl.image), interpolation="nearest")
-    ax.set_axis_off()
-    ax.set_title(expl.prompt, fontsize=9)
     return fig
 
 

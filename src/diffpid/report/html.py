@@ -193,7 +193,7 @@ def generation_text(expl: Any, ident: dict) -> str:
     gen = ident.get("generation")
     if not gen:
         return f"seed {int(expl.seed)} (the model's generation settings are not recorded)"
-    bits = [str(gen.get("sampler") or "?"), f"{gen.get('steps')} steps", f"guidance {gen.get('guidance_scale')}"]
+    bits = [str(gen.get("scheduler") or gen.get("sampler") or "?"), f"{gen.get('steps')} steps", f"guidance {gen.get('guidance_scale')}"]
     return f"{', '.join(bits)}; seed {int(expl.seed)}"
 
 

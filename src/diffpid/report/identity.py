@@ -10,13 +10,14 @@ and printed in the header of ``report.html``::
     training_step  the step of ``training.json`` in the model folder (the embedded model), or null
     weights_sha256 first 16 hex digits of the UNet weights file's SHA-256 (local files up to 512 MB), or null
     dtype, device  where and in what precision it ran
-    generation     generation defaults: sampler, steps, guidance_scale (null when it cannot generate)
+    generation     generation defaults: scheduler, steps, guidance_scale (null when it cannot generate)
 
     family         the backend's family (``unet``, ``flow``, ``oracle``, ...)
     extra          further facts of the backend (e.g. Flux.1-dev's distilled guidance value)
 
-Name, revision, dtype, family and generation come from the protocol's
-:meth:`~diffpid.models.base.Model.identity`; the report adds where the weights came from.
+Name, source, revision, dtype, family and generation come from the protocol's
+:meth:`~diffpid.models.base.Model.identity`; the report adds what the source folder tells
+(its training step, the weights' hash, a cached hub snapshot's revision).
 """
 
 from __future__ import annotations
@@ -33,17 +34,6 @@ HASH_LIMIT = 512 * 2**20
 
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
                 "diffusion_pytorch_model.bin")
-
-
-def _source(model: Any) -> str | None:
-    for owner in (getattr(model, "unet", None), getattr(model, "pipeline", None)):
-        config = getattr(owner, "config", None)
-        if config is None:
-            continue
-        path = config.get("_name_or_path") if hasattr(config, "get") else getattr(config, "_name_or_path", None)
-        if path:
-            return str(path)
-    return None
 
 
 def _revision(source: str | None) -> str | None:
@@ -95,7 +85,7 @@ def model_identity(model: Any) -> dict:
     Works on any :class:`~diffpid.models.base.Model`; fields the model cannot tell are ``None``.
     """
     ident = model.identity()
-    source = _source(model)
+    source = ident.source
     gen = dict(ident.generation)
     return {
         "name": ident.name,
@@ -106,7 +96,7 @@ def model_identity(model: Any) -> dict:
         "weights_sha256": _weights_hash(source),
         "dtype": ident.dtype,
         "device": str(model.device),
-        "generation": {k: gen.get(k) for k in ("sampler", "steps", "guidance_scale")} if gen else None,
+        "generation": {k: gen.get(k) for k in ("scheduler", "steps", "guidance_scale")} if gen else None,
         "family": ident.family,
         "extra": {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
                   for k, v in ident.extra},

@@ -289,14 +289,6 @@ def color_scales(maps: Sequence[ReportMap]) -> tuple[ColorScale, ...]:
     return tuple(out)
 
 
-def scale_of(scales: Sequence[ColorScale], group: str) -> ColorScale:
-    """The scale of ``group`` among ``scales``."""
-    for s in scales:
-        if s.group == group:
-            return s
-    raise KeyError(group)
-
-
 def bilinear(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of a ``(h, w)`` map to ``size = (H, W)`` with half-pixel centres.
 

@@ -3,7 +3,7 @@
 - an :class:`~diffpid.explain.Explanation` shows the report's content (without the curves figure;
   :func:`~diffpid.report.plot_curves` draws it);
 - an :class:`~diffpid.information.Information` shows its value and, for one image, its raw map;
-- a :class:`~diffpid.pid.PID` shows the atoms and the informations and, for one image, the atom maps.
+- a :class:`~diffpid.decomposition.pid.PID` shows the atoms and the informations and, for one image, the atom maps.
 
 The same rules as the report: values rounded to their standard error, values within two standard
 errors of zero greyed, robust sequential / diverging scales with the true maximum printed.
@@ -76,7 +76,7 @@ def information_html(info: Any, label: str = "i_o") -> str:
 
 
 def pid_html(dec: Any) -> str:
-    """A :class:`~diffpid.pid.PID`: atoms and informations with errors; the atom maps for one image."""
+    """A :class:`~diffpid.decomposition.pid.PID`: atoms and informations with errors; the atom maps for one image."""
     a, b = str(dec.source_1), str(dec.source_2)
     names = (f"R({a}, {b})", f"U({a})", f"U({b})", f"S({a}, {b})", f"I({a})", f"I({b})", f"I({a}, {b})")
     quantities = (*dec.atoms, dec.mi_1, dec.mi_2, dec.mi_12)

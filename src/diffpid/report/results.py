@@ -8,7 +8,7 @@ non-finite numbers (e.g. empty curve bins) are ``null``. Top level::
     prompt, model   the prompt and the model id or folder
     model_identity  name, class, source, revision, training_step, weights_sha256, dtype, device,
                     generation defaults (:func:`diffpid.report.identity.model_identity`)
-    generation      {sampler, steps, guidance_scale} that made the image; null when the image was given
+    generation      {scheduler, steps, guidance_scale} that made the image; null when the image was given
     seed            generation seed, null when the image was given
     precision       target (relative standard error or null), samples {words, decomposition}
                     (draws per condition of each engine run; decomposition null when it shared the
@@ -94,7 +94,7 @@ def _value(atom: Any) -> dict:
 
 
 def decomposition_dict(dec: Any) -> dict:
-    """A :class:`~diffpid.pid.PID` of one image as a JSON object."""
+    """A :class:`~diffpid.decomposition.pid.PID` of one image as a JSON object."""
     out = {
         "source_1": _text(dec.source_1), "source_2": _text(dec.source_2), "context": _text(dec.context),
         "target": _text(dec.target), "conditions": [_text(c) for c in dec.conditions],
@@ -142,7 +142,7 @@ def precision_dict(expl: Any) -> dict:
 
 
 def _bins(curve: Any) -> dict:
-    """A :class:`~diffpid.estimate.Curve` of one image: bin centres, means (null where empty), counts."""
+    """A :class:`~diffpid.engine.estimate.Curve` of one image: bin centres, means (null where empty), counts."""
     return {"logsnr": [_num(v) for v in np.asarray(curve.logsnr)], "mean": [_num(v) for v in np.asarray(curve.mean)],
             "count": [int(v) for v in np.asarray(curve.count)]}
 

@@ -6,7 +6,7 @@ per-item function ``compute(item, seed) -> ItemResult``. The runner
 - puts the run in ``ROOT/<name>-<hash of the parameters>/`` (a changed parameter set is a
   new run, never mixed with the old one; the parameters are written in ``run.json``),
 - skips items already stored and computes the rest, writing every result atomically as
-  soon as it is done (:mod:`diffpid.run_store`), so a run killed at any point (even with
+  soon as it is done (:mod:`diffpid.runs.store`), so a run killed at any point (even with
   ``kill -9``) continues where it stopped when the same command is run again,
 - derives each item's seed from the run seed and the item id, so numbers do not depend
   on order, resumption or sharding,
@@ -31,8 +31,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import DiffpidError, ParameterError
-from .run_store import CorruptRecord, ItemRecord, RunStore, canonical, digest, write_atomic
+from ..errors import DiffpidError, ParameterError
+from .store import CorruptRecord, ItemRecord, RunStore, canonical, digest
+from .summary import RunSummary, format_summary, merge, summarize
 
 
 @dataclass(frozen=True)
@@ -61,31 +62,6 @@ class ItemResult:
 
     values: Any
     arrays: Mapping[str, np.ndarray] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    """The state of a run folder.
-
-    Args:
-        directory: the run folder.
-        parameters: the parameters of the run (``run.json``).
-        total: items of the latest invocation.
-        done: items computed successfully.
-        failed: records of the items that failed, with their reasons.
-        remaining: ids of the items without a valid record.
-        corrupt: ids whose stored record is damaged (they count as remaining).
-        extra: records of items that are not in the latest item list.
-    """
-
-    directory: Path
-    parameters: dict
-    total: int
-    done: int
-    failed: tuple[ItemRecord, ...]
-    remaining: tuple[str, ...]
-    corrupt: tuple[str, ...]
-    extra: int
 
 
 def item_id(*content: Any) -> str:
@@ -143,7 +119,7 @@ def _check_ids(items: Sequence[Item]) -> None:
     seen: dict[str, Item] = {}
     for it in items:
         if not isinstance(it, Item):
-            raise ParameterError(f"run items must be diffpid.runs.Item, got {type(it).__name__}")
+            raise ParameterError(f"run items must be diffpid.runs.runner.Item, got {type(it).__name__}")
         if it.id in seen:
             a, b = seen[it.id].name or it.id, it.name or it.id
             raise ParameterError(f"items {a!r} and {b!r} are the same item (same content); remove one of them")
@@ -195,7 +171,7 @@ def run_items(
     Returns:
         The :class:`RunSummary` after the merge (every process returns it).
     """
-    from .output_paths import check_writable
+    from ..output_paths import check_writable
 
     _check_ids(items)
     check_writable(out, inside=True, what="the run folder")
@@ -277,92 +253,13 @@ def _run(items, compute, store, state, ids, params, seed, retry_failed, progress
     return summary
 
 
-def collect(directory: str | os.PathLike, include_failed: bool = True) -> tuple[ItemRecord, ...]:
-    """The stored records of a run in item order (items without a valid record are left out).
-
-    Args:
-        directory: the run folder.
-        include_failed: keep the records of failed items.
-    """
-    store = RunStore(directory)
-    out = []
-    for i, _ in store.read_items():
-        try:
-            rec = store.read(i)
-        except CorruptRecord:
-            continue
-        if rec is not None and (include_failed or rec.status == "done"):
-            out.append(rec)
-    return tuple(out)
-
-
-def merge(directory: str | os.PathLike) -> Path:
-    """Write ``results.jsonl`` (every valid record, in item order) atomically; returns its path."""
-    import json
-    from dataclasses import asdict
-
-    lines = [json.dumps(asdict(r), ensure_ascii=False, sort_keys=True) for r in collect(directory)]
-    return write_atomic(Path(directory) / "results.jsonl", ("\n".join(lines) + "\n" if lines else "").encode())
-
-
-def summarize(directory: str | os.PathLike) -> RunSummary:
-    """The :class:`RunSummary` of a run folder."""
-    store = RunStore(directory)
-    params = store.read_parameters()
-    listed = store.read_items()
-    done, failed, remaining, corrupt = 0, [], [], []
-    for i, _ in listed:
-        try:
-            rec = store.read(i)
-        except CorruptRecord:
-            corrupt.append(i)
-            remaining.append(i)
-            continue
-        if rec is None:
-            remaining.append(i)
-        elif rec.status == "done":
-            done += 1
-        else:
-            failed.append(rec)
-    extra = len(store.stored_ids() - {i for i, _ in listed})
-    return RunSummary(Path(directory), params, len(listed), done, tuple(failed), tuple(remaining), tuple(corrupt),
-                      extra)
-
-
-def find_runs(path: str | os.PathLike) -> list[Path]:
-    """Run folders at ``path``: the folder itself when it holds ``run.json``, else its run subfolders."""
-    path = Path(path)
-    if (path / "run.json").exists():
-        return [path]
-    if not path.is_dir():
-        raise ParameterError(f"{path} does not exist; pass a run folder or the --out folder of `diffpid run`")
-    runs = sorted(p for p in path.iterdir() if (p / "run.json").exists())
-    if not runs:
-        raise ParameterError(f"{path} holds no diffpid runs (no */run.json); pass the --out folder of `diffpid run`")
-    return runs
-
-
-def format_summary(s: RunSummary, details: bool = True, max_failed: int = 20) -> str:
-    """A few lines that describe a run: counts, parameters, failures with their reasons."""
-    lines = [f"{s.directory}: {s.done} done, {len(s.failed)} failed, {len(s.remaining)} remaining "
-             f"of {s.total} items" + (f" ({len(s.corrupt)} damaged records to redo)" if s.corrupt else "")
-             + (f"; {s.extra} stored results of items not in the latest item list" if s.extra else "")]
-    if details:
-        lines.append("  parameters: " + ", ".join(f"{k}={v}" for k, v in sorted(s.parameters.items())))
-        for r in s.failed[:max_failed]:
-            lines.append(f"  failed {r.name or r.id}: {r.error_type}: {r.error}")
-        if len(s.failed) > max_failed:
-            lines.append(f"  ... and {len(s.failed) - max_failed} more failed items")
-    return "\n".join(lines)
-
-
 def model_key(model: Any) -> str:
     """How the model enters run parameters: ``embedded:shapes``, an absolute folder, a hub id, or a model's name.
 
     A folder with a ``training.json`` (a shapes checkpoint) adds its training step (``embedded:shapes@step3000``),
     so that a retrained checkpoint starts a new run instead of reusing the old one's results.
     """
-    from .models.base import Model
+    from ..models.base import Model
 
     if isinstance(model, Model):
         return f"object:{model.name}"
@@ -385,50 +282,9 @@ def training_step(folder: Path | None) -> Any:
 def model_folder(model: Any) -> Path | None:
     """The folder of the model when it is the embedded one or a local folder."""
     if model is None:
-        from .models.shapes import default_model_path
+        from ..shapes.model import default_model_path
 
         return default_model_path()
     if isinstance(model, (str, os.PathLike)) and os.path.isdir(model):
         return Path(model)
     return None
-
-
-def _main_process() -> bool:
-    try:
-        from accelerate import PartialState
-
-        return PartialState().is_main_process
-    except Exception:  # noqa: BLE001 - no accelerate state: a single process
-        return True
-
-
-def failed_items_exit(failed: int, total: int, where: Any) -> int:
-    """``EXIT_FAILED_ITEMS`` (3) after one line on stderr that says how many items failed and where the reasons are.
-
-    Returns 0 when nothing failed. Only the main process prints (under ``accelerate launch``).
-    """
-    import sys
-
-    from .errors import EXIT_FAILED_ITEMS
-
-    if not failed:
-        return 0
-    if _main_process():
-        merged = Path(where) / "results.jsonl"
-        print(f"diffpid: {failed} of {total} items failed; their reasons: `diffpid runs show {where}`"
-              + (f" (also in {merged})" if (Path(where) / "run.json").exists() else ""), file=sys.stderr, flush=True)
-    return EXIT_FAILED_ITEMS
-
-
-def exit_status(summary: RunSummary) -> int:
-    """The exit status of a command that ran ``summary``: 0 all done, 3 items failed, 1 items left uncomputed."""
-    import sys
-
-    if summary.failed:
-        return failed_items_exit(len(summary.failed), summary.total, summary.directory)
-    if summary.remaining:
-        if _main_process():
-            print(f"diffpid: {len(summary.remaining)} of {summary.total} items were not computed; run the same "
-                  "command again to compute them", file=sys.stderr, flush=True)
-        return 1
-    return 0

@@ -31,7 +31,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import ParameterError
+from ..errors import ParameterError
 
 RECORD_FORMAT = "diffpid-run-record/1"
 RUN_FORMAT = "diffpid-run/1"

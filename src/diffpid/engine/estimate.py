@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import ModelOutputError, ParameterError
+from ..models.base import Model
 from .channel import AdaptiveSampler, Sampler, make_sampler, noisy
-from .errors import ModelOutputError, ParameterError
-from .models.base import Model
 
 CURVE_BINS = 24
 
@@ -260,7 +260,7 @@ def estimate(
         conditions: ``k`` conditions built by ``model.encode_prompt``.
         terms: :class:`Difference` / :class:`Minimum` / :class:`Combination` over condition indices.
         samples: ``(a, eps)`` draws per image (denoiser calls per image and condition).
-        sampler: a :class:`~diffpid.channel.Sampler` or its name; default ``"adaptive"``.
+        sampler: a :class:`~diffpid.engine.channel.Sampler` or its name; default ``"adaptive"``.
         batch_size: most rows (inputs x conditions) per model call.
         generator: source of randomness; ``seed`` is used when it is omitted.
         progress: show a progress bar.

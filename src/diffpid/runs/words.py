@@ -22,11 +22,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import ConditionError, ParameterError
-from .information import Information
-from .plan import Plan
-from .settings import Settings
-from .runs import Item, ItemResult, RunSummary, file_digest, item_id, model_key, process_state, run_items
+from ..errors import ConditionError, ParameterError
+from ..information import Information
+from ..plan import Plan
+from ..settings import Settings
+from .runner import Item, ItemResult, file_digest, item_id, model_key, process_state, run_items
+from .summary import RunSummary
 
 ITEM_VERSION = "word-item/1"
 
@@ -96,12 +97,12 @@ def read_items(path: str | os.PathLike) -> tuple[Item, ...]:
     """The items of a JSONL or CSV item file (format in the module docstring), in file order.
 
     Returns:
-        :class:`~diffpid.runs.Item` with :class:`WordItem` data and content ids.
+        :class:`~diffpid.runs.runner.Item` with :class:`WordItem` data and content ids.
 
     Raises:
         ParameterError: the file cannot be read, a line is malformed or lacks a prompt.
     """
-    from .explanation import content_words
+    from ..explanation import content_words
 
     path = Path(path)
     digests: dict[str, str] = {}
@@ -166,7 +167,7 @@ def _values(info: Information, prefix: str) -> dict[str, float]:
 def run_words(items_path: str | os.PathLike, out: str | os.PathLike, *, model: str | None = None,
               steps: int = 50, guidance: float | None = None, maps: bool = False, retry_failed: bool = False,
               settings: Settings | None = None, **overrides: Any) -> RunSummary:
-    """Per-word MI and CMI of every item of an item file, resumable and sharded (:func:`diffpid.runs.run_items`).
+    """Per-word MI and CMI of every item of an item file, resumable and sharded (:func:`diffpid.runs.runner.run_items`).
 
     Args:
         items_path: the JSONL or CSV item file.
@@ -180,7 +181,7 @@ def run_words(items_path: str | os.PathLike, out: str | os.PathLike, *, model: s
             run seed (each item's seed derives from it and the item id); ``batch_size`` does not change
             the numbers; ``device="cpu"`` keeps a run on the CPU when a GPU is there.
     """
-    from .explanation import resolve_model
+    from ..explanation import resolve_model
 
     settings = Settings.of(settings, **overrides)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -202,7 +203,7 @@ def run_words(items_path: str | os.PathLike, out: str | os.PathLike, *, model: s
         w: WordItem = item.data
         if not w.words:
             raise ConditionError(f"no content words in {w.prompt!r}; list the words of the item in \"words\"")
-        from .prompts import find_word
+        from ..prompts import find_word
 
         for word in w.words:
             find_word(w.prompt, word)

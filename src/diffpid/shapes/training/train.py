@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ParameterError
-from ..worlds.shapes_render import sample_batch
-from .shapes import ShapesComponents, ShapesConfig, build_components, config_from_dict, save_components, tokenize
+from ...errors import ParameterError
+from ..model import ShapesComponents, ShapesConfig, build_components, config_from_dict, save_components, tokenize
+from ..render import sample_batch
 
 CHECKPOINT = "checkpoint.pt"
 PARSE_CHECKPOINT_EVERY = 100
@@ -57,17 +57,17 @@ class TrainSettings:
             (on top of the ones the world's process draws, about 18% of scenes): the captions
             the quality bar asks for, where binding and relations are learned. Caption
             meanings and the empty caption's marginal are unchanged
-            (:func:`~diffpid.worlds.shapes_captions.sample_plan` with ``complete=True``).
+            (:func:`~diffpid.shapes.captions.sample_plan` with ``complete=True``).
         freeze_text_encoder: the text encoder is not trained with the UNet (as Stable
             Diffusion keeps its CLIP encoder frozen): it stays as it was initialised, parse
             pretrained (``parse_pretrain``) or copied by ``init_from``.
         parse_pretrain: a fresh run first trains the text encoder this many steps on the
-            captions' parse (:mod:`diffpid.models.shapes_parse`: each token's role, meaning
+            captions' parse (:mod:`diffpid.shapes.training.parse`: each token's role, meaning
             and the side of the image its object goes to); 0 for none.
         parse_lexicon: the parse's meaning targets name the shape a shape word stands for
             ("box" is a square, the fruit "orange" a circle), as in the shipped lineage
             model; default off: each word is its own meaning class and the UNet learns the
-            synonym and the homonym from the images (see :mod:`diffpid.models.shapes_parse`).
+            synonym and the homonym from the images (see :mod:`diffpid.shapes.training.parse`).
         init_from: provenance only: the model folder whose weights started this run and the
             parts taken from it (empty for a run from random weights; see :func:`train`).
     """
@@ -178,8 +178,8 @@ class Trainer:
             ParameterError: the folder is not a shapes model, or its UNet does not fit this
                 architecture.
         """
-        from .coord_unet import add_text_embedding, widen_conv_in
-        from .shapes import load_components
+        from ..coord_unet import add_text_embedding, widen_conv_in
+        from ..model import load_components
 
         folder = Path(folder)
         if not (folder / "unet" / "config.json").exists():
@@ -205,16 +205,16 @@ class Trainer:
         return copied
 
     def pretrain_parse(self, steps: int, progress: bool = True, out: str | Path | None = None):
-        """Train the text encoder on the captions' parse (:func:`~diffpid.models.shapes_parse.pretrain_text_encoder`)
+        """Train the text encoder on the captions' parse (:func:`~diffpid.shapes.training.parse.pretrain_text_encoder`)
         and restart the EMA from the result.
 
         With ``out``, the stage checkpoints into it every :data:`PARSE_CHECKPOINT_EVERY` steps (:attr:`parse_state`), and
         a trainer loaded from such a checkpoint continues the stage exactly where it stopped.
 
         Returns:
-            the :class:`~diffpid.models.shapes_parse.ParseReport`.
+            the :class:`~diffpid.shapes.training.parse.ParseReport`.
         """
-        from .shapes_parse import pretrain_text_encoder
+        from .parse import pretrain_text_encoder
 
         def save(state: dict) -> None:
             self.parse_state = state
@@ -330,7 +330,7 @@ class Trainer:
 
     def export(self, folder: str | Path) -> Path:
         """Save the EMA model in the diffusers folder layout with a ``training.json`` record."""
-        from .shapes_recipe import recipe_record
+        from .recipe import recipe_record
 
         mean = sum(self.recent) / len(self.recent) if self.recent else float("nan")
         extra = {"steps": self.step, "recent_loss": mean, "settings": asdict(self.settings), "config": asdict(self.config),

@@ -15,12 +15,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .errors import ParameterError
-from .estimate import Curve
-from .information import Information
-from .models.base import Model
+from ..engine.estimate import Curve
+from ..errors import ParameterError
+from ..information import Information
+from ..models.base import Model
+from ..settings import MAX_SEED, Settings
 from .pid import PID, Decomposition, check_mode, decompose, pid
-from .settings import MAX_SEED, Settings
 
 
 def _stack(results: Sequence[PID]) -> tuple[np.ndarray, np.ndarray, str]:

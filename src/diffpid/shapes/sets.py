@@ -1,7 +1,7 @@
 """Evaluation sets of the shapes world: held-out captions and swap sets.
 
 - :func:`held_out_captions`: complete two-object captions that training never draws
-  (:func:`diffpid.worlds.shapes_captions.is_held_out`), for the generation-quality benchmark.
+  (:func:`diffpid.shapes.captions.is_held_out`), for the generation-quality benchmark.
 - :func:`swap_set` / :func:`swap_sets`: for a two-object scene, the correct caption and
   captions that only a model reading word order can reject: attributes swapped between
   the objects, the objects named in the other order (same relation word), and the
@@ -14,11 +14,9 @@ import itertools
 import random
 from dataclasses import dataclass
 
-from .shapes import (
-    ARTICLE, COLORS, FRUIT_PROB, RELATIONS, SHAPES, SIZES, SYNONYM_PROB, ObjectQuery, Scene, ShapeObject,
-)
-from .shapes_captions import is_held_out
-from .shapes_render import scene_for_caption
+from .captions import is_held_out
+from .render import scene_for_caption
+from .world import ARTICLE, COLORS, FRUIT_PROB, RELATIONS, SHAPES, SIZES, SYNONYM_PROB, ObjectQuery, Scene, ShapeObject
 
 OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"}
 

@@ -3,9 +3,9 @@
 Parts are the field's own: a word-level ``PreTrainedTokenizerFast`` over the shapes
 world's vocabulary (padded to a fixed length, as Stable Diffusion does), a small
 bidirectional ``BertModel`` (the encoder of Latent Diffusion; parse pretrained and frozen,
-see :mod:`diffpid.models.shapes_parse`) whose last hidden state is the condition, a
+see :mod:`diffpid.shapes.training.parse`) whose last hidden state is the condition, a
 ``UNet2DConditionModel`` that also reads pixel coordinates
-(:class:`~diffpid.models.coord_unet.CoordUNet2DConditionModel`, why: see that module)
+(:class:`~diffpid.shapes.coord_unet.CoordUNet2DConditionModel`, why: see that module)
 with cross-attention at 16x16 and 8x8, and a cosine ``DDPMScheduler`` (epsilon
 prediction, log-SNR from -19.8 to 10.1). Images are ``(3, 32, 32)`` in [-1, 1].
 
@@ -34,14 +34,14 @@ README.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from ..errors import ModelLoadError, ParameterError
-from ..worlds.shapes import VOCABULARY, check_caption
+from .world import VOCABULARY, check_caption
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>")
 TEXT_ENCODERS = {"t5": "T5EncoderModel", "clip": "CLIPTextModel", "bert": "BertModel"}
@@ -66,7 +66,7 @@ class ShapesConfig:
             ``T5EncoderModel``) or ``"clip"``
             (causal ``CLIPTextModel``, the architecture of the first shipped weights).
         coordinates: the UNet's first convolution also reads each pixel's x and y
-            (:class:`~diffpid.models.coord_unet.CoordUNet2DConditionModel`); ``False`` for the
+            (:class:`~diffpid.shapes.coord_unet.CoordUNet2DConditionModel`); ``False`` for the
             plain ``UNet2DConditionModel`` of the first shipped weights.
         pooled_text: the UNet also adds an attention-pooled summary of the caption to its
             timestep embedding (diffusers' ``addition_embed_type="text"``), so every pixel's
@@ -205,7 +205,7 @@ def build_components(config: ShapesConfig = ShapesConfig(), seed: int = 0) -> Sh
     return ShapesComponents(unet, text_encoder, tokenizer, build_scheduler())
 
 
-GENERATION = {"sampler": "ddpm", "steps": 50, "guidance_scale": 3.0}
+GENERATION = {"scheduler": "ddpm", "steps": 50, "guidance_scale": 3.0}
 """Generation defaults written to ``generation.json`` and read by ``load_model``: this small
 model samples best with ancestral DDPM at guidance 2-3 (deterministic DDIM at 7.5, the
 Stable Diffusion default, oversaturates it)."""
@@ -227,7 +227,7 @@ def save_components(components: ShapesComponents, path: str | Path, extra: dict 
     components.scheduler.save_pretrained(path / "scheduler")
     import diffusers
 
-    from .loading import unet_entry
+    from ..models.loading import unet_entry
 
     index = {"_class_name": "ShapesModel", "_diffusers_version": diffusers.__version__,
              "unet": unet_entry(components.unet), "text_encoder": ["transformers", type(components.text_encoder).__name__],
@@ -259,7 +259,7 @@ def load_components(path: str | Path | None = None) -> ShapesComponents:
     if encoder_class not in TEXT_ENCODERS.values():
         raise ModelLoadError(f"{path}/model_index.json names text encoder {encoder_class!r}; a shapes model uses "
                              f"one of {', '.join(TEXT_ENCODERS.values())}")
-    from .loading import unet_class
+    from ..models.loading import unet_class
 
     unet = unet_class(index["unet"], path).from_pretrained(path / "unet").eval()
     text_encoder = getattr(transformers, encoder_class).from_pretrained(path / "text_encoder").eval()
@@ -292,17 +292,6 @@ def encode_captions(components: ShapesComponents, captions: Sequence[str]) -> to
     return components.text_encoder(ids).last_hidden_state
 
 
-def config_of(components: ShapesComponents) -> dict:
-    """Plain description of the architecture (for logs and ``training.json``)."""
-    u = components.unet.config
-    t = components.text_encoder.config
-    return {"channels": list(u.block_out_channels), "layers_per_block": u.layers_per_block,
-            "text_encoder": type(components.text_encoder).__name__, "unet": type(components.unet).__name__,
-            "text_hidden": t.hidden_size, "text_layers": t.num_hidden_layers,
-            "unet_parameters": sum(p.numel() for p in components.unet.parameters()),
-            "text_parameters": sum(p.numel() for p in components.text_encoder.parameters())}
-
-
 def config_from_dict(d: dict) -> ShapesConfig:
     """Inverse of ``asdict(ShapesConfig)`` (lists back to tuples; a dict without
     ``text_encoder`` or ``coordinates``, written before T5 and coordinates became the
@@ -312,11 +301,6 @@ def config_from_dict(d: dict) -> ShapesConfig:
     return ShapesConfig(**d)
 
 
-def config_to_dict(c: ShapesConfig) -> dict:
-    """``ShapesConfig`` as a JSON-ready dict."""
-    return asdict(c)
-
-
 def load_shapes_model(path: str | Path | None = None, **kwargs: Any) -> Any:
     """The shapes model as a :class:`~diffpid.models.base.Model` (default: the shipped weights).
 
@@ -324,7 +308,7 @@ def load_shapes_model(path: str | Path | None = None, **kwargs: Any) -> Any:
         path: a shapes model folder; ``None`` for :func:`default_model_path`.
         **kwargs: passed to :func:`diffpid.models.diffusers.load_model`.
     """
-    from .diffusers import load_model  # the generic loader reads this folder layout
+    from ..models.loading import load_model
 
     path = Path(path) if path is not None else default_model_path()
     if not (path / "model_index.json").exists():
@@ -336,8 +320,8 @@ def load_shapes_model(path: str | Path | None = None, **kwargs: Any) -> Any:
 
 def training_revision(path: str | Path) -> str | None:
     """The revision of a shapes model folder from its ``training.json``: ``"step N, from scratch, seed S"``
-    (:func:`~diffpid.models.shapes_recipe.recipe_summary`), ``None`` without one."""
-    from .shapes_recipe import recipe_summary
+    (:func:`~diffpid.shapes.training.recipe.recipe_summary`), ``None`` without one."""
+    from .training.recipe import recipe_summary
 
     try:
         record = json.loads((Path(path) / "training.json").read_text())
@@ -346,14 +330,14 @@ def training_revision(path: str | Path) -> str | None:
     return recipe_summary(record) if isinstance(record, dict) else None
 
 
-SAMPLERS = ("ddpm", "ddim", "dpm")
+SCHEDULERS = ("ddpm", "ddim", "dpm")
 
 
-def make_sampler_scheduler(components: ShapesComponents, sampler: str) -> Any:
+def make_scheduler(components: ShapesComponents, scheduler: str) -> Any:
     """A diffusers scheduler for generation built from the model's schedule.
 
     Args:
-        sampler: ``"ddpm"`` (ancestral), ``"ddim"`` (deterministic, eta 0) or ``"dpm"``
+        scheduler: ``"ddpm"`` (ancestral), ``"ddim"`` (deterministic, eta 0) or ``"dpm"``
             (DPM-Solver++ 2M, started at half-log-SNR -5.1 as diffusers advises for cosine schedules).
     """
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
@@ -361,19 +345,19 @@ def make_sampler_scheduler(components: ShapesComponents, sampler: str) -> Any:
     from ..errors import ParameterError
 
     config = components.scheduler.config
-    if sampler == "ddpm":
+    if scheduler == "ddpm":
         return DDPMScheduler.from_config(config)
-    if sampler == "ddim":
+    if scheduler == "ddim":
         return DDIMScheduler.from_config(config)
-    if sampler == "dpm":
+    if scheduler == "dpm":
         return DPMSolverMultistepScheduler.from_config(config, lambda_min_clipped=-5.1)
-    raise ParameterError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
+    raise ParameterError(f"unknown scheduler {scheduler!r}; use one of {', '.join(SCHEDULERS)}")
 
 
 @torch.no_grad()
 def generate_images(components: ShapesComponents, captions: Sequence[str], seed: int = 0,
                     steps: int = GENERATION["steps"], guidance: float = GENERATION["guidance_scale"],
-                    sampler: str = GENERATION["sampler"], chunk: int = 64) -> torch.Tensor:
+                    scheduler: str = GENERATION["scheduler"], chunk: int = 64) -> torch.Tensor:
     """Sample images for captions with classifier-free guidance.
 
     Args:
@@ -381,9 +365,9 @@ def generate_images(components: ShapesComponents, captions: Sequence[str], seed:
         captions: ``n`` captions.
         seed: seed of the initial noise and of the ancestral noise (one generator per chunk,
             so image ``i`` depends on the chunking only through the ancestral noise).
-        steps: sampler steps.
+        steps: scheduler steps.
         guidance: classifier-free guidance scale (1 = no guidance); the unconditional caption is ``""``.
-        sampler: see :func:`make_sampler_scheduler`.
+        scheduler: see :func:`make_scheduler`.
         chunk: images per UNet batch.
 
     Returns:
@@ -399,7 +383,7 @@ def generate_images(components: ShapesComponents, captions: Sequence[str], seed:
         part = list(captions[s : s + chunk])
         cond = encode_captions(components, part)
         both = torch.cat([uncond.expand(len(part), -1, -1), cond])
-        sched = make_sampler_scheduler(components, sampler)
+        sched = make_scheduler(components, scheduler)
         sched.set_timesteps(steps)
         step_gen = torch.Generator().manual_seed(seed + 1 + s)
         x = noise[s : s + chunk]
@@ -407,7 +391,7 @@ def generate_images(components: ShapesComponents, captions: Sequence[str], seed:
             e = components.unet(torch.cat([x, x]), t, encoder_hidden_states=both).sample
             e_u, e_c = e.chunk(2)
             eps = e_u + guidance * (e_c - e_u)
-            x = sched.step(eps, t, x, generator=step_gen).prev_sample if sampler == "ddpm" else sched.step(eps, t, x).prev_sample
+            x = sched.step(eps, t, x, generator=step_gen).prev_sample if scheduler == "ddpm" else sched.step(eps, t, x).prev_sample
         out.append(x.clamp(-1, 1))
     return torch.cat(out)
 

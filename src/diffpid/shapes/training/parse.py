@@ -28,7 +28,7 @@ hidden state by a linear head:
 ``side`` is the binding the UNet otherwise has to discover through the diffusion loss:
 it needs the position of the token in the caption and the relation word that comes after
 (or before) it. With it in the keys, a pixel's cross-attention query only has to say
-"I am on the left" (it knows where it is: :mod:`diffpid.models.coord_unet`) to read the
+"I am on the left" (it knows where it is: :mod:`diffpid.shapes.coord_unet`) to read the
 colour, shape and size of the object that goes there.
 
 The heads are dropped after pretraining; only the encoder is kept (and, with
@@ -45,8 +45,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..worlds.shapes import COLORS, RELATIONS, SHAPE_WORDS, SHAPES, SIZES, Plan
-from ..worlds.shapes_captions import sample_plan
+from ..captions import sample_plan
+from ..world import COLORS, RELATIONS, SHAPE_WORDS, SHAPES, SIZES, Plan
 
 ROLES = ("article", "size", "color", "shape", "relation", "of")
 FRUIT = "orange (fruit)"
@@ -122,7 +122,7 @@ class ParseReport:
 
 
 def _logits(text_encoder: Any, tokenizer: Any, heads: ParseHeads, captions: Sequence[str]) -> dict[str, torch.Tensor]:
-    from .shapes import tokenize
+    from ..model import tokenize
 
     return heads(text_encoder(tokenize(tokenizer, captions)).last_hidden_state)
 

@@ -49,12 +49,12 @@ Planted phenomena and their strengths
     binding    two-object captions bind each adjective to its own object and the relation
     and order  to the order of the objects: "a red circle left of a blue box" and "a blue
                circle left of a red box" / "a blue box left of a red circle" differ only in
-               word order (see :mod:`diffpid.worlds.shapes_sets` for the swap sets).
+               word order (see :mod:`diffpid.shapes.sets` for the swap sets).
 
 Held-out captions: complete two-object captions whose attribute combination hashes into
 a 1/HELD_OUT_MODULUS bucket are never drawn for training
-(:func:`diffpid.worlds.shapes_captions.is_held_out`; the caption process itself is
-:func:`diffpid.worlds.shapes_captions.sample_plan`).
+(:func:`diffpid.shapes.captions.is_held_out`; the caption process itself is
+:func:`diffpid.shapes.captions.sample_plan`).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .shapes import COLORS, ObjectQuery, parse_caption
+from .world import COLORS, ObjectQuery, parse_caption
 
 _PALETTE = torch.tensor(list(COLORS.values()))  # (7, 3) in [0, 1]
 _NAMES = tuple(COLORS)

@@ -1,6 +1,6 @@
 """Running a study's items through the resumable store (:mod:`diffpid.runs`) and reading them back.
 
-A study is a list of :class:`~diffpid.runs.Item` and a per-item function; :func:`run_study`
+A study is a list of :class:`~diffpid.runs.runner.Item` and a per-item function; :func:`run_study`
 runs the items not yet stored (each result written atomically, so a killed run resumes),
 then returns every done item's values and arrays in item order; :func:`read_rows` reads a
 user's CSV or JSON-lines item file.
@@ -16,8 +16,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..runs import Item, ItemResult, RunSummary, collect, run_items
-from ..run_store import RunStore
+from .runner import Item, ItemResult, run_items
+from .store import RunStore
+from .summary import RunSummary, collect
 
 __all__ = ["StoredItem", "StudyRun", "read_rows", "run_study"]
 
@@ -43,7 +44,7 @@ class StudyRun:
     """A finished (or partly failed) study run.
 
     Args:
-        summary: the store's :class:`~diffpid.runs.RunSummary` (folder, counts, failures).
+        summary: the store's :class:`~diffpid.runs.summary.RunSummary` (folder, counts, failures).
         items: the done items in item order.
     """
 

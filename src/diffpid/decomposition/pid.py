@@ -17,7 +17,7 @@ Two redundancy modes:
   redundancy map does not sum to the image redundancy: sum of minima <= minimum of sums).
 - ``"per_snr"``: the minimum inside the integral, per noise draw ``(a, eps)`` and per
   pixel, ``R = 1/2 Int E_eps min(f1, f2) da`` with ``f_i = ||e(x_a|y_i,c) - e(x_a|c)||^2``
-  at that pixel (the engine's :class:`~diffpid.estimate.Minimum`); the image value is the
+  at that pixel (the engine's :class:`~diffpid.engine.estimate.Minimum`); the image value is the
   sum of its pixel map. Because the minimum is concave, ``E min(f1, f2) <= min(E f1, E f2)``
   at every noise level, the integral of a minimum is at most the minimum of integrals, and
   a sum of pixel minima is at most the minimum of the sums: ``R_per_snr <= R_integrated``,
@@ -33,7 +33,7 @@ Two redundancy modes:
   by several standard errors.
 
 Standard errors come from the per-sample contributions (the engine's
-:class:`~diffpid.estimate.Combination`), so the correlations between the terms under common
+:class:`~diffpid.engine.estimate.Combination`), so the correlations between the terms under common
 random numbers are accounted for. In the integrated mode, after the run the branch of the
 minimum is fixed (delta method): ``R`` has the error of the smaller information, ``S =
 m(y1y2) - max(m1, m2)`` that of the difference, and both unique atoms that of ``m1 - m2``
@@ -48,13 +48,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .errors import ParameterError
-from .estimate import Combination, Difference, Minimum
-from .information import Information, information_from, pick_image
-from .models.base import Model
-from .pid_sources import PIDSources
-from .plan import Plan
-from .settings import Settings
+from ..engine.estimate import Combination, Difference, Minimum
+from ..errors import ParameterError
+from ..information import Information, information_from, pick_image
+from ..models.base import Model
+from ..plan import Plan
+from ..settings import Settings
+from .sources import PIDSources
 
 REDUNDANCY_MODES = ("integrated", "per_snr")
 
@@ -66,7 +66,7 @@ _PAIRS = ((_M1, _M2), (_M12, _M1), (_M12, _M2), (_M1, _MIN), (_M2, _MIN), (_M12,
 @dataclass(frozen=True)
 class Decomposition:
     """The atoms and informations every decomposition has (pointwise :class:`PID` and dataset-level
-    :class:`~diffpid.pid_dataset.DatasetPID`): ``redundancy, unique_1, unique_2, synergy`` and
+    :class:`~diffpid.decomposition.dataset.DatasetPID`): ``redundancy, unique_1, unique_2, synergy`` and
     ``mi_1, mi_2, mi_12``, ``per_snr_redundancy``, each an :class:`~diffpid.information.Information`."""
 
     redundancy: Information
@@ -113,7 +113,7 @@ class PID(Decomposition):
     samples: int
 
     def _repr_html_(self) -> str:
-        from .report.notebook import pid_html
+        from ..report.notebook import pid_html
 
         return pid_html(self)
 

@@ -53,10 +53,10 @@ def recipe_commands(history: list[dict], config: Any) -> tuple[list[str], dict]:
     Args:
         history: the trainer's history (one entry per training call: ``from``, ``to``,
             ``resume``, ``settings`` as that call ran them, ``threads``, ``init_from``).
-        config: the run's :class:`~diffpid.models.shapes.ShapesConfig`.
+        config: the run's :class:`~diffpid.shapes.model.ShapesConfig`.
     """
-    from .shapes import ShapesConfig
-    from .shapes_training import TrainSettings
+    from ..model import ShapesConfig
+    from .train import TrainSettings
 
     commands: list[str] = []
     unflagged: dict = {}
@@ -84,7 +84,7 @@ def recipe_record(settings: Any, config: Any, history: list[dict]) -> dict:
     """The ``recipe`` entry of ``training.json`` (see the module docstring)."""
     import torch
 
-    from .. import __version__
+    from ... import __version__
 
     commands, unflagged = recipe_commands(history, config)
     record = {"seed": settings.seed, "lineage": f"from {settings.init_from}" if settings.init_from else "from scratch",

@@ -13,9 +13,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..errors import ParameterError
-from .maps import slugify
-from .save import check_output, remove_stale_partials
+from ..report.maps import slugify
+from ..report.save import check_output, remove_stale_partials
 from ..settings import add_settings_arguments, settings_from_args
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,7 +67,7 @@ def _check(args: argparse.Namespace, settings: Any) -> tuple[Path, Any]:
 
 def summary_lines(expl: Any) -> list[str]:
     """A short plain-text table of the values (nats, with standard errors)."""
-    from .format import format_pm as pm  # rounded to the precision the standard error supports
+    from ..report.format import format_pm as pm
 
     width = max(4, *(len(w) for w in expl.words))
     lines = [f"{'word':<{width}}  {'MI i_o (nats)':>20}  {'CMI i_o (nats)':>20}"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .errors import ConditionError, ParameterError
+from ..errors import ConditionError, ParameterError
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def _word_sources(y1: str, y2: str, context: Any, prompt: str | None, conditiona
         return PIDSources(y1, y2, None, "image", ("", y1, y2, f"{y1} {y2}"))
     if not isinstance(prompt, str):
         raise ParameterError(f"prompt must be a string, got {type(prompt).__name__}")
-    from .prompts import cpid_prompts, pid_prompts
+    from ..prompts import cpid_prompts, pid_prompts
 
     if conditional:
         if full_prompt:

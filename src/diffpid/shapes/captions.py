@@ -1,10 +1,10 @@
 """The shapes world's caption process: how training scenes and captions are drawn.
 
 :func:`sample_plan` draws a (possibly partial) caption and the objects it describes, as the
-module docstring of :mod:`diffpid.worlds.shapes` explains ("How a training caption is
+module docstring of :mod:`diffpid.shapes.world` explains ("How a training caption is
 drawn", with the probabilities there); :func:`plan_from_query` lays out the objects a
 parsed caption names; :func:`is_held_out` decides which complete two-object combinations
-training never sees. Rendering is :mod:`diffpid.worlds.shapes_render`.
+training never sees. Rendering is :mod:`diffpid.shapes.render`.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ from __future__ import annotations
 import random
 import zlib
 
-from .shapes import (
-    ARTICLE, ARTICLE_PROB, COLORS, CaptionWord, EMPTY_PROB, FRUIT_PROB, FULL_PROB, GAP, HELD_OUT_MODULUS,
-    KEEP_PROB, MARGIN, OF_PROB, ObjectQuery, ParsedCaption, Plan, RELATIONS, SHAPES, SIZE, SIZES, SYNONYM_PROB,
-    ShapeObject, TRIANGLE_RED_PROB, TWO_OBJECT_PROB,
-)
+from .world import (
+    ARTICLE, ARTICLE_PROB, COLORS, CaptionWord, EMPTY_PROB, FRUIT_PROB, FULL_PROB, GAP, HELD_OUT_MODULUS, KEEP_PROB,
+    MARGIN, OF_PROB, ObjectQuery, ParsedCaption, Plan, RELATIONS, SHAPES, SIZE, SIZES, SYNONYM_PROB, ShapeObject,
+    TRIANGLE_RED_PROB, TWO_OBJECT_PROB)
 
 
 def attribute_key(objects: tuple[ShapeObject, ...] | tuple[ObjectQuery, ...], relation: str | None) -> str:

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..bench.pid_studies import DEFAULTS, bias_cases, bias_reference, homonym_cases, synonym_cases
+from ..bench.pid_studies_run import occupation_cases, read_pair_cases, run_bias, run_contrast, run_uniqueness
+from ..bench.tables import to_markdown
+from ..bench.uniqueness import uniqueness_cases
 from ..settings import add_settings_arguments, settings_from_args
-from .pid_studies import DEFAULTS, bias_cases, bias_reference, homonym_cases, synonym_cases
-from .pid_studies_run import occupation_cases, read_pair_cases, run_bias, run_contrast, run_uniqueness
-from .tables import to_markdown
-from .uniqueness import uniqueness_cases
 
 __all__ = ["add_bias", "add_homonyms", "add_synonyms", "add_uniqueness", "bias", "homonyms", "synonyms", "uniqueness"]
 
@@ -44,7 +44,7 @@ ORACLE = "shapes-oracle"
 def _model(args: Any) -> tuple[Any, bool]:
     """The model argument and whether images must be generated (the oracle draws its own)."""
     if args.model == ORACLE:
-        from .shapes_oracle import ShapesOracle
+        from ..bench.shapes_oracle import ShapesOracle
 
         return ShapesOracle(), True
     return args.model, bool(getattr(args, "generated", False))
@@ -75,7 +75,7 @@ def _shapes(args: Any) -> str:
 
 def _status(table: Any, args: Any) -> int:
     """0, or 3 (with a line on stderr) when cases failed."""
-    from ..runs import failed_items_exit
+    from ..runs.summary import failed_items_exit
 
     failed = table.meta.get("failed", 0)
     return failed_items_exit(failed, failed + table.meta.get("cases", table.meta.get("items", 0)), args.out)

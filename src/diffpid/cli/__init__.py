@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import EXIT_FAILED_ITEMS, EXIT_USAGE, DiffpidError, ItemsFailedError, ParameterError
-from .settings import Settings, add_settings_arguments, settings_from_args
+from ..errors import EXIT_FAILED_ITEMS, EXIT_USAGE, DiffpidError, ItemsFailedError, ParameterError
+from ..settings import Settings, add_settings_arguments, settings_from_args
 
 DEMO_DEFAULTS = Settings(samples=256)
 """``diffpid demo``: enough draws that the estimate sits within a few hundredths of ln 4."""
@@ -32,8 +32,8 @@ def check_arguments(args: argparse.Namespace) -> None:
             device is misspelt or not on this machine.
         OutputPathError: ``--out`` / ``--export`` cannot be written.
     """
-    from .errors import ParameterError
-    from .settings import MAX_SEED, check_device_available, device_name
+    from ..errors import ParameterError
+    from ..settings import MAX_SEED, check_device_available, device_name
 
     for name in POSITIVE:
         v = getattr(args, name, None)
@@ -47,11 +47,11 @@ def check_arguments(args: argparse.Namespace) -> None:
         check_device_available(device_name(device))
     sampler = getattr(args, "sampler", None)
     if isinstance(sampler, str):
-        from .channel import make_sampler
+        from ..engine.channel import make_sampler
 
         make_sampler(sampler)
     if getattr(args, "command", None) != "explain":  # explain checks its report folder itself (check_output)
-        from .output_paths import check_writable
+        from ..output_paths import check_writable
 
         for name in ("out", "export"):
             value = getattr(args, name, None)
@@ -70,8 +70,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .information import mutual_information
-    from .models.mixture import GaussianMixture
+    from ..information import mutual_information
+    from ..models.mixture import GaussianMixture
 
     settings = settings_from_args(args)
     if settings.device not in (None, "cpu") or settings.dtype is not None:
@@ -106,8 +106,8 @@ def cmd_train_shapes(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .models.shapes import ShapesConfig
-    from .models.shapes_training import TrainSettings, train
+    from ..shapes.model import ShapesConfig
+    from ..shapes.training.train import TrainSettings, train
 
     torch.set_num_threads(args.threads)
     config = ShapesConfig(**{k: v for k, v in (("text_encoder", args.text_encoder), ("pooled_text", args.pooled_text))
@@ -128,7 +128,7 @@ def cmd_train_shapes(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Explain one prompt (MI, CMI, PID, CPID, attention) and write report.html, results.json and maps."""
-    from .report.command import run
+    from .explain import run
 
     return run(args)
 
@@ -142,18 +142,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Per-word MI and CMI over an item file; resumes, and shards under `accelerate launch`."""
-    from .run_words import run_words
+    from ..runs.words import run_words
 
     s = run_words(args.items, args.out, model=args.model, steps=args.steps, guidance=args.guidance, maps=args.maps,
                   retry_failed=args.retry_failed, settings=settings_from_args(args))
-    from .runs import exit_status
+    from ..runs.summary import exit_status
 
     return exit_status(s)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
     """Summarise runs (`runs show`) or write their merged results.jsonl (`runs collect`)."""
-    from .runs import find_runs, format_summary, merge, summarize
+    from ..runs.summary import find_runs, format_summary, merge, summarize
 
     for d in find_runs(args.dir):
         if args.action == "collect":
@@ -178,7 +178,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The ``diffpid`` parser: every estimator subcommand registers the same settings flags
     (:func:`~diffpid.settings.add_settings_arguments`) with its own default number of samples."""
-    from . import __version__
+    from .. import __version__
 
     p = _Parser(prog="diffpid", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"diffpid {__version__}")
@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "when it has the same architecture)")
     t.set_defaults(func=cmd_train_shapes)
 
-    from .report.command import add_arguments as explain_arguments
+    from .explain import add_arguments as explain_arguments
 
     e = sub.add_parser("explain", help="explain the words of a prompt; writes an HTML report, results.json and maps")
     explain_arguments(e)
@@ -263,20 +263,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="the papers' evaluations: `diffpid bench NAME --out DIR` (resumable)")
     bench = b.add_subparsers(dest="bench", required=True)
-    from .bench import compositional_run, localization_run
+    from . import bench as benches, studies
 
-    bl = bench.add_parser("localization", help="mIoU of CMI, MI, attention and whole-image maps (shapes, COCO-IT)")
-    localization_run.add_arguments(bl)
-    bl.set_defaults(func=cmd_bench, bench_command=localization_run.command)
-    bc = bench.add_parser("compositional", help="caption ranking by information (shapes swap sets, ARO)")
-    compositional_run.add_arguments(bc)
-    bc.set_defaults(func=cmd_bench, bench_command=compositional_run.command)
-    from .bench import intervention_run, pid_studies_cli as studies
-
-    bi = bench.add_parser("intervention", help="image change after omitting/swapping a word vs CMI and attention")
-    intervention_run.add_arguments(bi)
-    bi.set_defaults(func=cmd_bench, bench_command=intervention_run.command)
     for name, add, run, text in (
+        ("localization", benches.add_localization, benches.localization,
+         "mIoU of CMI, MI, attention and whole-image maps (shapes, COCO-IT)"),
+        ("compositional", benches.add_compositional, benches.compositional,
+         "caption ranking by information (shapes swap sets, ARO)"),
+        ("intervention", benches.add_intervention, benches.intervention,
+         "image change after omitting/swapping a word vs CMI and attention"),
         ("bias", studies.add_bias, studies.bias, "redundancy of attribute and object words vs planted bias"),
         ("synonyms", studies.add_synonyms, studies.synonyms, "redundancy of synonyms vs unrelated word pairs"),
         ("homonyms", studies.add_homonyms, studies.homonyms, "synergy of an ambiguous word with its neighbour"),

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import torch
 
-from .errors import ParameterError
+from ..errors import ParameterError
 
 SOBOL_MAX_DIM = 21201  # torch.quasirandom.SobolEngine.MAXDIM
 
@@ -37,11 +37,6 @@ def logsnr_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """Log-SNR of DDPM timesteps: ``a = logit(alphas_cumprod[t])``."""
     ac = alphas_cumprod.double()
     return torch.log(ac) - torch.log1p(-ac)
-
-
-def logsnr_from_flow_time(t: torch.Tensor) -> torch.Tensor:
-    """Log-SNR of a flow-matching time (``x_t = (1-t) x + t eps``): ``2 log((1-t)/t)``."""
-    return 2 * (torch.log1p(-t) - torch.log(t))
 
 
 def logistic_weight(a: torch.Tensor, loc: float, scale: float, clip: float) -> torch.Tensor:

@@ -19,13 +19,10 @@ relative standard error, or null), "seed", "image" (a data URL or null)}`` answe
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import io
 import json
-import shutil
-import tempfile
 import threading
 import traceback
 import uuid
@@ -36,8 +33,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from .errors import DiffpidError, ImageError, ParameterError
-from .settings import Settings, add_settings_arguments, settings_from_args
+from ..errors import DiffpidError, ImageError, ParameterError
+from ..settings import Settings
 
 MAX_UPLOAD = 20 * 2**20
 """Largest request body (bytes) the explorer accepts (an uploaded image as a data URL)."""
@@ -104,7 +101,7 @@ def decode_image(data_url: str | None) -> Any:
         return None
     from PIL import Image, UnidentifiedImageError
 
-    from .models.images import to_rgb
+    from ..models.images import to_rgb
 
     if not isinstance(data_url, str) or "," not in data_url:
         raise ImageError("the uploaded file is not readable as an image; upload a PNG or JPEG")
@@ -121,7 +118,7 @@ def explain_parameters() -> frozenset[str]:
     """The keyword arguments :func:`diffpid.explain` takes (a precision target only where it has one)."""
     import inspect
 
-    from .explanation import explain
+    from ..explanation import explain
 
     return frozenset(inspect.signature(explain).parameters)
 
@@ -157,8 +154,8 @@ class Explorer:
             DiffpidError: an empty prompt, a word not in the prompt or unknown to the model, a bad
                 pair, a bad number of samples or seed, an unreadable image.
         """
-        from .explanation import content_words
-        from .prompts import find_word
+        from ..explanation import content_words
+        from ..prompts import find_word
 
         prompt = request.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
@@ -212,8 +209,8 @@ class Explorer:
     def _run(self, job: Job) -> None:
         import sys
 
-        from .estimate import estimate
-        from .explanation import explain
+        from ..engine.estimate import estimate
+        from ..explanation import explain
 
         engine = sys.modules[estimate.__module__]  # the engine's module, wherever it lives: its bar is replaced
         with self.engine:
@@ -408,37 +405,3 @@ def start(explorer: Explorer, host: str = "127.0.0.1", port: int = 7860) -> Thre
         raise ParameterError(f"cannot listen on {host}:{port} ({e.strerror or e}); pick another --port") from None
     server.daemon_threads = True
     return server
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Register the options of ``diffpid serve`` on ``p``."""
-    p.add_argument("--model", default=None,
-                   help="diffusers model folder or hub id (default: the embedded shapes model, offline)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this computer only)")
-    p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
-    p.add_argument("--workdir", default=None, help="folder for the reports (default: a temporary folder)")
-    add_settings_arguments(p, Settings(samples=16))
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``diffpid serve`` with parsed ``args`` until interrupted."""
-    from .explanation import resolve_model
-
-    settings = settings_from_args(args)
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="diffpid-serve-"))
-    work.mkdir(parents=True, exist_ok=True)
-    print(f"loading {args.model or 'the embedded model'} ...", flush=True)
-    model = resolve_model(args.model, device=settings.device, dtype=settings.torch_dtype())
-    explorer = Explorer(model, settings, work)
-    server = start(explorer, args.host, args.port)
-    host, port = server.server_address[:2]
-    print(f"diffpid explorer on http://{host}:{port}/  (Ctrl-C stops it)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
-    return 0

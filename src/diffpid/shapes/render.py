@@ -14,8 +14,8 @@ from typing import Sequence
 import torch
 
 from ..errors import ConditionError, ParameterError
-from .shapes import COLORS, SHAPE_WORDS, SHAPES, SIZE, SIZES, CaptionWord, Plan, Scene, parse_caption
-from .shapes_captions import plan_from_query, sample_plan
+from .captions import plan_from_query, sample_plan
+from .world import COLORS, SHAPE_WORDS, SHAPES, SIZE, SIZES, CaptionWord, Plan, Scene, parse_caption
 
 _SHAPE_INDEX = {s: i for i, s in enumerate(SHAPES)}
 _BACKGROUND = -1.0
@@ -169,7 +169,7 @@ def scene_for_caption(caption: str, seed: int = 0) -> Scene:
     """A scene the caption describes, with attributes it leaves open from the world's priors.
 
     Args:
-        caption: a caption of the grammar (see :mod:`diffpid.worlds.shapes`).
+        caption: a caption of the grammar (see :mod:`diffpid.shapes.world`).
         seed: seed of the draw.
     """
     parsed = parse_caption(caption)

@@ -1,0 +1,1 @@
+"""Training the embedded shapes model (:mod:`.train`) and the parse pretraining of its text encoder (:mod:`.parse`)."""

@@ -1,1 +1,0 @@
-"""Synthetic worlds with known ground truth: scenes, captions, per-word masks, planted phenomena."""
