@@ -7,7 +7,8 @@ transformer call per :meth:`~FlowPipelineModel.velocity` (the channel bridge of
 :class:`~diffpid.models.flow.FlowMatchingModel` turns it into epsilon), VAE encoding and
 decoding with the pipeline's normalisation, seeded generation through the pipeline with
 its own defaults, identity and capabilities. What differs per family (the transformer's
-call, the text encoders, the latent layout) is in :mod:`diffpid.models.flow_families`.
+call, the text encoders, the latent layout) is in :mod:`diffpid.models.flow_families` and
+:mod:`diffpid.models.flow_flux`.
 
 Batch layout of :meth:`FlowPipelineModel.velocity`: for ``n`` inputs and ``k`` conditions
 the transformer sees one batch of ``n * k`` rows, row ``i * k + j`` = input ``i`` under
