@@ -45,13 +45,17 @@ class FluxModel(FlowPipelineModel):
                                                      max_sequence_length=self.max_sequence_length)
         return emb[0], pooled[0]
 
-    def _forward(self, rows, timestep, emb, pooled, mask=None):
-        n, _, h, w = rows.shape
+    def _position_ids(self, h: int, w: int, text_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flux's rotary position ids: ``(h/2 * w/2, 3)`` image ids (row, column) and zero text ids."""
         ids = torch.zeros(h // 2, w // 2, 3)
         ids[..., 1] += torch.arange(h // 2)[:, None]
         ids[..., 2] += torch.arange(w // 2)[None, :]
-        img_ids = ids.reshape(-1, 3).to(self.device, self.dtype)
-        txt_ids = torch.zeros(emb.shape[1], 3, device=self.device, dtype=self.dtype)
+        return (ids.reshape(-1, 3).to(self.device, self.dtype),
+                torch.zeros(text_length, 3, device=self.device, dtype=self.dtype))
+
+    def _forward(self, rows, timestep, emb, pooled, mask=None):
+        n, _, h, w = rows.shape
+        img_ids, txt_ids = self._position_ids(h, w, emb.shape[1])
         out = self.transformer(hidden_states=pack_2x2(rows), timestep=timestep, guidance=self._guidance(n),
                                pooled_projections=pooled, encoder_hidden_states=emb, txt_ids=txt_ids,
                                img_ids=img_ids, return_dict=False)[0]
@@ -206,11 +210,7 @@ class ChromaModel(FluxModel):
 
     def _forward(self, rows, timestep, emb, pooled, mask=None):
         n, _, h, w = rows.shape
-        ids = torch.zeros(h // 2, w // 2, 3)
-        ids[..., 1] += torch.arange(h // 2)[:, None]
-        ids[..., 2] += torch.arange(w // 2)[None, :]
-        img_ids = ids.reshape(-1, 3).to(self.device, self.dtype)
-        txt_ids = torch.zeros(emb.shape[1], 3, device=self.device, dtype=self.dtype)
+        img_ids, txt_ids = self._position_ids(h, w, emb.shape[1])
         # the text mask extended over the image tokens, as the pipeline does
         mask = torch.cat([mask, torch.ones(n, (h // 2) * (w // 2), device=mask.device, dtype=torch.bool)], dim=1)
         out = self.transformer(hidden_states=pack_2x2(rows), timestep=timestep, encoder_hidden_states=emb,
