@@ -67,7 +67,9 @@ def bench_model(kind: str, transformer, resolution: int, text_len: int, device: 
     """The backend's SD3 or Flux model over ``transformer`` with random text embeddings."""
     from diffpid.models.base import GENERATE, Generated
     from diffpid.models.flow import _default_range
-    from diffpid.models.flow_families import FlowCondition, FluxModel, SD3Model
+    from diffpid.models.flow_families import SD3Model
+    from diffpid.models.flow_flux import FluxModel
+    from diffpid.models.flow_pipeline import FlowCondition
 
     family = SD3Model if kind.startswith("sd3") else FluxModel
 

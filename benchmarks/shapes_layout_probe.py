@@ -94,7 +94,7 @@ def main() -> None:
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.tag}.json").write_text(json.dumps(report, indent=2) + "\n")
-    md = (f"# Shapes model layout probe\n\nModel: {source} (training steps: {step}); guess at timestep {t} "
+    md = (f"# Shapes model layout probe\n\nModel: {source}; guess at timestep {t} "
           f"(log-SNR {args.logsnr}), {args.noises} noise draws, world mean scenes from {args.renders} renders, "
           f"{len(rows)} two-object captions (seed {args.seed}).\n\n"
           "| correlation with the caption's mean scene | mean | stderr |\n|---|---|---|\n"

@@ -43,16 +43,31 @@ def single_captions(n: int, seed: int) -> list[str]:
 
 def model_under_test(model: str | None, checkpoint: str | None) -> tuple[Path, str, int | None]:
     """The folder to load for ``--model`` / ``--checkpoint`` (a training folder's EMA is
-    exported to a temporary folder), a description of it and its training step."""
+    exported to a temporary folder), a description of it and its training step.
+
+    The description names the model and its lineage from ``training.json``
+    (:func:`~diffpid.shapes.training.recipe.lineage_line`: the command that trained it), never
+    a path of this machine (a folder is named by its last part)."""
     if checkpoint:
         from diffpid.shapes.training.train import Trainer
 
         trainer = Trainer.load(checkpoint)
         folder = Path(tempfile.mkdtemp()) / "model"
         trainer.export(folder)
-        return folder, f"EMA of {checkpoint} at step {trainer.step}", trainer.step
+        return folder, f"EMA of the run `{Path(checkpoint).name}` at step {trainer.step}, {_lineage(folder)}", trainer.step
     folder = Path(model) if model else default_model_path()
-    return folder, str(folder), training_step(folder)
+    name = "the shipped model" if folder.resolve() == default_model_path().resolve() else f"`{folder.name}`"
+    return folder, f"{name}, {_lineage(folder)}", training_step(folder)
+
+
+def _lineage(folder: Path) -> str:
+    from diffpid.shapes.training.recipe import lineage_line
+
+    try:
+        record = json.loads((folder / "training.json").read_text())
+    except (OSError, ValueError):
+        record = {}
+    return lineage_line(record if isinstance(record, dict) else {})
 
 
 def model_parser(description: str, tag: str, checkpoint_help: str) -> argparse.ArgumentParser:
@@ -156,7 +171,7 @@ def main() -> None:
             return f"| {name} | 0 | - | - |\n"
         return f"| {name} | {r['n']} | {r['pass_rate']:.3f} | {r['stderr']:.3f} |\n"
 
-    md = (f"# Shapes model generation quality\n\nModel: {source} (training steps: {step}); {report['solver']}, "
+    md = (f"# Shapes model generation quality\n\nModel: {source}; {report['solver']}, "
           f"guidance {args.guidance}, seed {args.seed}.\n\n"
           f"| set | n | pass rate | stderr |\n|---|---|---|---|\n"
           + row("held-out two-object captions", hp) + row("one-object captions", so)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from diffpid.bench.correlation import minmax, spearman
-from diffpid.bench.pid_studies import (PairCase, PairResult, bias_cases, bias_strength, bias_summary, group_contrast,
-                                       homonym_cases, pair_pid, synonym_cases)
+from diffpid.bench.pid_cases import bias_cases, bias_strength, homonym_cases, synonym_cases
+from diffpid.bench.pid_studies import PairCase, PairResult, bias_summary, group_contrast, pair_pid
 from diffpid.bench.pid_studies_run import occupation_cases, read_pair_cases, run_pairs
 from diffpid.bench.uniqueness import mask_mass, summarize_uniqueness, uniqueness_cases
 from diffpid.cli import main
@@ -89,7 +89,7 @@ def test_planted_bias_strengths_and_cases():
 
 
 def test_bias_reference_closed_form():
-    from diffpid.bench.pid_studies import bias_reference
+    from diffpid.bench.pid_cases import bias_reference
 
     ref = bias_reference(draws=40_000, seed=1)
     assert len(ref) == 28

@@ -16,8 +16,9 @@ import torch
 import diffpid
 from diffpid.errors import ConditionError, ModelLoadError, ParameterError
 from diffpid.models.flow import flow_input, logsnr_of_time
-from diffpid.models.flow_families import (FLOW_PIPELINES, ChromaModel, Flux2KleinModel, Flux2Model, FluxModel,
-                                          QwenImageModel, SD3Model, check_flow_generation, pack_2x2, unpack_2x2)
+from diffpid.models.flow_families import FLOW_PIPELINES, QwenImageModel, SD3Model
+from diffpid.models.flow_flux import ChromaModel, Flux2KleinModel, Flux2Model, FluxModel
+from diffpid.models.flow_pipeline import check_flow_generation, pack_2x2, unpack_2x2
 from diffpid.models.loading import from_pipeline, load_model
 from diffpid.prompts import token_span
 from diffpid.sampling import ddim_step

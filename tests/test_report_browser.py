@@ -199,7 +199,8 @@ def test_word_selector_toggles_and_hover_readout(driver, report):
 @pytest.fixture(scope="module")
 def explorer_url(tmp_path_factory):
     from diffpid.shapes.model import load_shapes_model
-    from diffpid.report.serve import Explorer, start
+    from diffpid.report.jobs import Explorer
+    from diffpid.report.serve import start
     from diffpid.settings import Settings
 
     explorer = Explorer(load_shapes_model(device="cpu"), Settings(samples=2, threads=1),

@@ -19,7 +19,8 @@ import pytest
 from PIL import Image
 
 from diffpid.errors import ConditionError, ImageError, ParameterError
-from diffpid.report.serve import Explorer, decode_image, start
+from diffpid.report.jobs import Explorer, decode_image
+from diffpid.report.serve import start
 from diffpid.settings import Settings
 
 
@@ -138,7 +139,7 @@ def test_serve_binds_to_localhost_by_default():
 
 
 def test_a_precision_target_is_checked_and_passed_where_explain_takes_one(explorer, monkeypatch):
-    import diffpid.report.serve as serve
+    import diffpid.report.jobs as jobs
 
     base = {"prompt": "a red circle", "samples": 2}
     assert "precision" not in explorer.check(base)
@@ -146,8 +147,8 @@ def test_a_precision_target_is_checked_and_passed_where_explain_takes_one(explor
         explorer.check({**base, "precision": 2})
     with pytest.raises(ParameterError, match="such as 0.1"):
         explorer.check({**base, "precision": "tight"})
-    if "precision" not in serve.explain_parameters():
+    if "precision" not in jobs.explain_parameters():
         with pytest.raises(ParameterError, match="takes no precision target"):
             explorer.check({**base, "precision": 0.1})
-        monkeypatch.setattr(serve, "explain_parameters", lambda: frozenset({"precision"}))
+        monkeypatch.setattr(jobs, "explain_parameters", lambda: frozenset({"precision"}))
     assert explorer.check({**base, "precision": "0.1"})["precision"] == 0.1

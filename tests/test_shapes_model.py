@@ -10,7 +10,8 @@ from diffpid.shapes.training.train import Trainer, TrainSettings, logsnr_table, 
 
 TINY = ShapesConfig(channels=(8, 16), text_hidden=16, text_layers=1, text_heads=2, attention_head_dim=8, norm_groups=4,
                     text_encoder="t5")
-SETTINGS = TrainSettings(batch_size=4, warmup=2, checkpoint_every=2)
+# the recipe's parse pretraining and frozen encoder off: these tests train the whole model for a few steps
+SETTINGS = TrainSettings(batch_size=4, warmup=2, checkpoint_every=2, parse_pretrain=0, freeze_text_encoder=False)
 
 
 def _eps(comps, captions):
@@ -315,10 +316,13 @@ def test_train_shapes_command_picks_the_encoder_and_the_complete_share(tmp_path,
 
     out = tmp_path / "run"
     assert main(["train-shapes", "--out", str(out), "--steps", "1", "--batch-size", "4", "--text-encoder", "bert",
-                 "--complete-share", "0.5"]) == 0
+                 "--complete-share", "0.5", "--parse-pretrain", "0", "--no-freeze-text-encoder"]) == 0
     state = torch.load(out / "checkpoint.pt", weights_only=False)
     assert state["config"]["text_encoder"] == "bert" and state["settings"]["complete_share"] == 0.5
-    assert state["step"] == 1
+    assert state["step"] == 1 and not state["settings"]["freeze_text_encoder"]
+    recipe = json.loads((out / "model" / "training.json").read_text())["recipe"]  # exported to --out/model by default
+    assert recipe["commands"] == ["diffpid train-shapes --out RUN --steps 1 --batch-size 4 --complete-share 0.5 "
+                                  "--no-freeze-text-encoder --parse-pretrain 0 --threads 1"]
     capsys.readouterr()
     assert main(["train-shapes", "--out", str(tmp_path / "bad"), "--steps", "1", "--complete-share", "1.5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -6,7 +6,7 @@ import torch
 
 from diffpid.shapes.model import ShapesConfig, build_components, load_components, tokenize
 from diffpid.shapes.training.parse import (
-    HEADS, IGNORE, MEANINGS, ROLES, SIDES, parse_batch, pretrain_text_encoder, token_targets)
+    FRUIT, HEADS, IGNORE, MEANINGS, ROLES, SIDES, parse_batch, pretrain_text_encoder, token_targets)
 from diffpid.shapes.training.train import Trainer, TrainSettings, train
 from diffpid.shapes.world import parse_caption
 from diffpid.shapes.captions import plan_from_query
@@ -14,12 +14,13 @@ from diffpid.shapes.render import caption_words
 
 TINY = ShapesConfig(channels=(8, 16), text_hidden=16, text_layers=1, text_heads=2, attention_head_dim=8, norm_groups=4,
                     text_encoder="bert")
-SETTINGS = TrainSettings(batch_size=4, warmup=2, checkpoint_every=2)
+# the recipe's parse pretraining and frozen encoder off: these tests train the whole model for a few steps
+SETTINGS = TrainSettings(batch_size=4, warmup=2, checkpoint_every=2, parse_pretrain=0, freeze_text_encoder=False)
 
 
-def _targets(caption, max_length=16):
+def _targets(caption, max_length=16, lexicon=False):
     plan = plan_from_query(random.Random(0), parse_caption(caption), caption_words(caption))
-    t = token_targets(plan, max_length)
+    t = token_targets(plan, max_length, lexicon)
     n = len(caption.split())
     assert (t[:, 0] == IGNORE).all() and (t[:, n + 1:] == IGNORE).all()  # BOS, EOS and padding
     return [(ROLES[r], MEANINGS[m], SIDES[s]) for r, m, s in t[:, 1:n + 1].T.tolist()]
@@ -29,16 +30,20 @@ def test_targets_put_each_object_on_the_side_its_relation_gives():
     assert _targets("a big red circle right of a small blue box") == [
         ("article", "a", "right"), ("size", "big", "right"), ("color", "red", "right"), ("shape", "circle", "right"),
         ("relation", "right", "none"), ("of", "of", "none"),
-        ("article", "a", "left"), ("size", "small", "left"), ("color", "blue", "left"), ("shape", "square", "left")]
+        ("article", "a", "left"), ("size", "small", "left"), ("color", "blue", "left"), ("shape", "box", "left")]
     assert [s for _, _, s in _targets("green triangle above a diamond")] == ["top", "top", "none", "bottom", "bottom"]
     assert [s for _, _, s in _targets("a pink square below a box")] == ["bottom"] * 3 + ["none"] + ["top"] * 2
 
 
 def test_targets_resolve_the_homonym_and_mark_open_relations_and_single_objects():
     assert _targets("a orange of a orange circle") == [
-        ("article", "a", "open"), ("shape", "circle", "open"), ("of", "of", "none"),
+        ("article", "a", "open"), ("shape", FRUIT, "open"), ("of", "of", "none"),
         ("article", "a", "open"), ("color", "orange", "open"), ("shape", "circle", "open")]
-    assert _targets("small box") == [("size", "small", "alone"), ("shape", "square", "alone")]
+    assert _targets("small box") == [("size", "small", "alone"), ("shape", "box", "alone")]
+    # the lineage model's parse told the encoder the lexicon: box is a square, the fruit a circle
+    assert _targets("a orange of a box", lexicon=True) == [
+        ("article", "a", "open"), ("shape", "circle", "open"), ("of", "of", "none"),
+        ("article", "a", "open"), ("shape", "square", "open")]
 
 
 def test_parse_batch_draws_non_empty_training_captions_with_aligned_targets():

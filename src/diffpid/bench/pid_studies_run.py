@@ -172,7 +172,7 @@ def _per_case(results: Sequence[PairResult]) -> list[dict]:
 
 def bias_table(s: BiasSummary, meta: dict, reference: dict[str, float] | None = None) -> ResultTable:
     """Per pair: planted strength, mean redundancy, normalised redundancy, the other redundancies
-    and, when given, a perfect model's standard redundancy (:func:`~diffpid.bench.pid_studies.bias_reference`)."""
+    and, when given, a perfect model's standard redundancy (:func:`~diffpid.bench.pid_cases.bias_reference`)."""
     order = np.argsort(-s.normalized, kind="stable")
     ref = [reference.get(k) for k in s.keys] if reference else None
     rows = tuple((s.keys[i], None if not np.isfinite(s.strength[i]) else float(s.strength[i]), float(s.redundancy[i]),

@@ -102,6 +102,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_train_shapes(args: argparse.Namespace) -> int:
     """Train (or resume training) the embedded shapes model; optionally export its EMA weights."""
+    from pathlib import Path
+
     import torch
 
     from ..shapes.model import ShapesConfig
@@ -111,14 +113,16 @@ def cmd_train_shapes(args: argparse.Namespace) -> int:
     config = ShapesConfig(**{k: v for k, v in (("text_encoder", args.text_encoder), ("pooled_text", args.pooled_text))
                              if v is not None})
     settings = TrainSettings(batch_size=args.batch_size, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                             freeze_text_encoder=args.freeze_text_encoder, parse_pretrain=args.parse_pretrain)
+                             freeze_text_encoder=args.freeze_text_encoder, parse_pretrain=args.parse_pretrain,
+                             parse_lexicon=args.parse_lexicon)
+    export = None if args.no_export else (args.export or str(Path(args.out) / "model"))
     trainer = train(args.out, args.steps, resume=args.resume, config=config,
-                    settings=settings, lr=args.lr, export=args.export, loss_weight_cap=args.loss_weight_cap,
+                    settings=settings, lr=args.lr, export=export, loss_weight_cap=args.loss_weight_cap,
                     init_from=args.init_from, complete_share=args.complete_share)
     recent = trainer.recent[-100:]
     mean = sum(recent) / len(recent) if recent else float("nan")
     print(f"step {trainer.step}, mean loss of the last {len(recent)} steps {mean:.4f}; checkpoint in {args.out}"
-          + (f"; EMA model exported to {args.export}" if args.export else ""))
+          + (f"; EMA model exported to {export}" if export else ""))
     return 0
 
 
@@ -186,13 +190,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.epilog = "--seed draws the images; image i's estimate uses seed + i. The mixture runs in float64 on the CPU."
     d.set_defaults(func=cmd_demo)
 
-    t = sub.add_parser("train-shapes", help="train or resume the embedded shapes model (checkpoints in --out)")
+    t = sub.add_parser("train-shapes", help="train or resume the embedded shapes model (checkpoints in --out)",
+                       description="Train the embedded shapes model from random initialisation with the recipe of "
+                                   "the shipped weights (the defaults: parse-pretrained frozen BERT, coordinate UNet), "
+                                   "checkpointing into --out; after a kill, the same command with --resume continues "
+                                   "exactly where it stopped.")
     t.add_argument("--out", default="train-shapes", help="folder for checkpoint.pt and train.log")
-    t.add_argument("--steps", type=int, default=4000, help="total steps to reach (a resumed run counts from its checkpoint)")
+    t.add_argument("--steps", type=int, default=20000,
+                   help="total UNet steps to reach (a resumed run counts from its checkpoint; default 20000)")
     t.add_argument("--batch-size", type=int, default=32, help="scenes per step (a resumed run keeps its own)")
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     t.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt exactly where it stopped")
-    t.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3, or the checkpoint's)")
+    t.add_argument("--lr", type=float, default=None, help="learning rate (default 5e-4, or the checkpoint's)")
     t.add_argument("--loss-weight-cap", type=float, default=None,
                    help="weight each sample's eps MSE by min(1 + 1/snr, cap); 0 = plain MSE (default 50, or the checkpoint's)")
     t.add_argument("--text-encoder", choices=("bert", "t5", "clip"), default=None,
@@ -202,15 +211,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fresh run: the UNet also adds a pooled caption summary to its timestep embedding")
     t.add_argument("--complete-share", type=float, default=None,
                    help="share of each batch drawn from complete two-object captions only, on top of the world's "
-                        "process (default 0, or the checkpoint's)")
-    t.add_argument("--parse-pretrain", type=int, default=0, metavar="STEPS",
+                        "process (default 0.7, or the checkpoint's)")
+    t.add_argument("--parse-pretrain", type=int, default=1500, metavar="STEPS",
                    help="fresh run: first train the text encoder STEPS steps on each token's role, meaning and "
-                        "the side its object goes to (about 1,000 reach 99.9%%; default 0)")
-    t.add_argument("--freeze-text-encoder", action="store_true",
-                   help="fresh run: train the UNet only, keeping the (parse pretrained or copied) text encoder")
+                        "the side its object goes to (about 1,000 reach 99.9%%; default 1500, 0 for none)")
+    t.add_argument("--parse-lexicon", action=argparse.BooleanOptionalAction, default=False,
+                   help="fresh run: the parse's meaning targets say which shape a shape word names (box = square, "
+                        "the fruit orange = circle), as for the lineage model; default: each word its own class")
+    t.add_argument("--freeze-text-encoder", action=argparse.BooleanOptionalAction, default=True,
+                   help="fresh run: train the UNet only, keeping the (parse pretrained or copied) text encoder "
+                        "(default: frozen)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--checkpoint-every", type=int, default=200)
-    t.add_argument("--export", default=None, help="folder to write the EMA model to at the end (diffusers layout)")
+    t.add_argument("--export", default=None,
+                   help="folder to write the EMA model to at the end (diffusers layout; default --out/model)")
+    t.add_argument("--no-export", action="store_true", help="do not export the EMA model at the end")
     t.add_argument("--init-from", default=None,
                    help="fresh run: start from this shapes model folder's weights (the UNet; the text encoder too "
                         "when it has the same architecture)")

@@ -1,4 +1,7 @@
-"""``diffpid serve``: the arguments and the command of the local web explorer (:mod:`diffpid.report.serve`)."""
+"""``diffpid serve``: the arguments and the command of the local web explorer.
+
+The explorer itself: :mod:`diffpid.report.serve` (HTTP) and :mod:`diffpid.report.jobs` (the job runner).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..report.serve import Explorer, start
+from ..report.jobs import Explorer
+from ..report.serve import start
 from ..settings import Settings, add_settings_arguments, settings_from_args
 
 

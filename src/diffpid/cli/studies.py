@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..bench.pid_studies import DEFAULTS, bias_cases, bias_reference, homonym_cases, synonym_cases
+from ..bench.pid_cases import bias_cases, bias_reference, homonym_cases, synonym_cases
+from ..bench.pid_studies import DEFAULTS
 from ..bench.pid_studies_run import occupation_cases, read_pair_cases, run_bias, run_contrast, run_uniqueness
 from ..bench.tables import to_markdown
 from ..bench.uniqueness import uniqueness_cases

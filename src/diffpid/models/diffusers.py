@@ -30,7 +30,7 @@ from ..errors import ConditionError, ModelLoadError, ParameterError
 from ..prompts import Token, tokens_of
 from .base import (ATTENTION, GENERATE, IMAGES, TEXT, Generated, Model, ModelIdentity, config_source, dtype_name,
                    pairs, pipeline_progress)
-from .images import image_tensor, to_uint8
+from .images import image_tensor, to_uint8, vae_call
 
 __all__ = ["DiffusersModel", "TextCondition"]
 
@@ -285,17 +285,8 @@ class DiffusersModel(Model):
 
     # ----- images -------------------------------------------------------------------------
     def _vae_call(self, fn):
-        """Run ``fn(vae)`` in float32 when the VAE asks for it (``force_upcast``) and is float16."""
-        vae = self.vae
-        upcast = vae.dtype == torch.float16 and vae.config.get("force_upcast", False)
-        if upcast:
-            vae.to(dtype=torch.float32)
-        try:
-            with torch.no_grad():
-                return fn(vae)
-        finally:
-            if upcast:
-                vae.to(dtype=torch.float16)
+        """``fn(vae)`` without gradients, upcast as the VAE asks (:func:`~diffpid.models.images.vae_call`)."""
+        return vae_call(self.vae, fn)
 
     def _vae_device(self) -> torch.device:
         return self.device if self.pipeline is not None else next(self.vae.parameters()).device

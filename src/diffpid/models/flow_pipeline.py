@@ -7,7 +7,8 @@ transformer call per :meth:`~FlowPipelineModel.velocity` (the channel bridge of
 :class:`~diffpid.models.flow.FlowMatchingModel` turns it into epsilon), VAE encoding and
 decoding with the pipeline's normalisation, seeded generation through the pipeline with
 its own defaults, identity and capabilities. What differs per family (the transformer's
-call, the text encoders, the latent layout) is in :mod:`diffpid.models.flow_families`.
+call, the text encoders, the latent layout) is in :mod:`diffpid.models.flow_families` and
+:mod:`diffpid.models.flow_flux`.
 
 Batch layout of :meth:`FlowPipelineModel.velocity`: for ``n`` inputs and ``k`` conditions
 the transformer sees one batch of ``n * k`` rows, row ``i * k + j`` = input ``i`` under
@@ -28,7 +29,7 @@ from ..prompts import Token
 from .base import (ATTENTION, GENERATE, IMAGES, TEXT, CapabilityError, Generated, ModelIdentity, config_source,
                    dtype_name, pairs, pipeline_progress)
 from .flow import FlowMatchingModel, _default_range
-from .images import image_tensor, to_uint8
+from .images import image_tensor, to_uint8, vae_call
 
 __all__ = ["GENERATION_KEYS", "FlowCondition", "FlowPipelineModel", "check_flow_generation", "pack_2x2",
            "unpack_2x2"]
@@ -336,17 +337,8 @@ class FlowPipelineModel(FlowMatchingModel):
         return self.device
 
     def _vae_call(self, fn):
-        """Run ``fn(vae)`` without gradients, in float32 when a float16 VAE asks for it (``force_upcast``)."""
-        vae = self.vae
-        upcast = vae.dtype == torch.float16 and vae.config.get("force_upcast", False)
-        if upcast:
-            vae.to(dtype=torch.float32)
-        try:
-            with torch.no_grad():
-                return fn(vae)
-        finally:
-            if upcast:
-                vae.to(dtype=torch.float16)
+        """``fn(vae)`` without gradients, upcast as the VAE asks (:func:`~diffpid.models.images.vae_call`)."""
+        return vae_call(self.vae, fn)
 
     def _latent_to_data(self, z: torch.Tensor) -> torch.Tensor:
         cfg = self.vae.config

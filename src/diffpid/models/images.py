@@ -201,3 +201,16 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     """``(n, 3, H, W)`` images in ``[-1, 1]`` to ``(n, H, W, 3)`` uint8."""
     x = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round()
     return x.permute(0, 2, 3, 1).to(torch.uint8).numpy()
+
+
+def vae_call(vae: Any, fn: Any) -> Any:
+    """Run ``fn(vae)`` without gradients, in float32 when a float16 VAE asks for it (``force_upcast``)."""
+    upcast = vae.dtype == torch.float16 and vae.config.get("force_upcast", False)
+    if upcast:
+        vae.to(dtype=torch.float32)
+    try:
+        with torch.no_grad():
+            return fn(vae)
+    finally:
+        if upcast:
+            vae.to(dtype=torch.float16)

@@ -200,7 +200,12 @@ def load_model(path_or_id: str | os.PathLike, torch_dtype: torch.dtype | None = 
     if cls in PIPELINES and "vae" in has:
         return _load_pipeline(path_or_id, cls, dtype, dev, local)
     if unet_ok and all(c in has for c in COMPONENTS):
-        return _load_components(path_or_id, index, dtype, dev, local)
+        model = _load_components(path_or_id, index, dtype, dev, local)
+        if local and os.path.isfile(os.path.join(path_or_id, "training.json")):  # a trained shapes model
+            from ..shapes.model import training_revision
+
+            model.revision = training_revision(path_or_id)
+        return model
     raise ModelLoadError(
         f"{path_or_id!r} is a {cls or 'folder'} that diffpid cannot run; supported: {supported_pipelines()} "
         "and folders with unet (UNet2DConditionModel or diffpid's CoordUNet2DConditionModel), scheduler, "

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import figures
-from .maps import (ColorScale, ReportMap, color_scales, display_image, heatmap, outline_rgba, overlay, own_scale,
-                   png_bytes, report_maps, shared_scale)
+from .maps import ColorScale, ReportMap, color_scales, own_scale, report_maps, shared_scale
+from .overlays import display_image, heatmap, outline_rgba, overlay, png_bytes
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ParameterError
-from .maps import (GROUPS, PERCENTILE, ColorScale, heatmap, overlay, own_scale, report_maps,
-                   shared_scale)
+from .maps import GROUPS, PERCENTILE, ColorScale, own_scale, report_maps, shared_scale
+from .overlays import heatmap, overlay
 
 
 def _figure(width: float, height: float, dpi: int = 100):

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from .format import format_pm, near_zero
-from .maps import (ATOMS, DIVERGING, SEQUENTIAL, UNITS, ColorScale, data_uri, heatmap, png_bytes, robust_top)
+from .maps import ATOMS, DIVERGING, SEQUENTIAL, UNITS, ColorScale, robust_top
+from .overlays import data_uri, heatmap, png_bytes
 
 STYLE = ("<style>.dpn table{border-collapse:collapse;font-size:.85rem;margin:.3rem 0}"
          ".dpn th,.dpn td{border:1px solid #ddd;padding:.2rem .45rem;text-align:right}.dpn th{background:#f4f4f6}"

@@ -130,7 +130,7 @@ def scale_dict(s: ColorScale) -> dict:
 
 def precision_dict(expl: Any) -> dict:
     """Samples used per engine run and the largest relative standard error of a positive CMI."""
-    from .html import same_run
+    from .html_tables import same_run
 
     words = list(expl.words)
     rel = [float(expl.cmi[w].stderr) / float(expl.cmi[w].value) for w in words
@@ -178,7 +178,7 @@ def explanation_to_dict(expl: Any) -> dict:
         a dict following ``results_schema.json`` (see the module docstring); ``json.dumps``
         serialises it without ``allow_nan``.
     """
-    from .html import same_run
+    from .html_tables import same_run
 
     maps = report_maps(expl)
     map_shape = next((list(m.values.shape) for m in maps), None)

@@ -319,12 +319,15 @@ def load_shapes_model(path: str | Path | None = None, **kwargs: Any) -> Any:
 
 
 def training_revision(path: str | Path) -> str | None:
-    """``"step N"`` from a shapes model folder's ``training.json`` (its revision), ``None`` without one."""
+    """The revision of a shapes model folder from its ``training.json``: ``"step N, from scratch, seed S"``
+    (:func:`~diffpid.shapes.training.recipe.recipe_summary`), ``None`` without one."""
+    from .training.recipe import recipe_summary
+
     try:
-        steps = json.loads((Path(path) / "training.json").read_text()).get("steps")
-    except (OSError, ValueError, AttributeError):
+        record = json.loads((Path(path) / "training.json").read_text())
+    except (OSError, ValueError):
         return None
-    return f"step {int(steps)}" if isinstance(steps, (int, float)) else None
+    return recipe_summary(record) if isinstance(record, dict) else None
 
 
 SCHEDULERS = ("ddpm", "ddim", "dpm")

@@ -10,8 +10,15 @@ hidden state by a linear head:
     article, size, colour, shape, relation or "of" (the homonym "orange" is a colour
     before a shape word and a shape otherwise, so this is decided by context);
 ``meaning``
-    the canonical attribute the token names: the size, the colour, the shape ("box" is
-    a square, the fruit "orange" a circle), the relation, or the article / "of";
+    the word's own sense: the size, the colour, the shape word ("box" and "square" are
+    two classes, and so are the fruit "orange" and the colour), the relation, or the
+    article / "of". With ``lexicon=True`` (the parse of the shipped lineage model) it is
+    the canonical attribute instead: "box" is a square, the fruit "orange" a circle. That
+    tells the encoder the world's synonym and homonym, which then collapse onto one
+    representation ("a orange" and "a circle" differ by 0.28 of their size in the shipped
+    encoder, "box" and "square" by 0.11): the UNet can no longer learn them apart, and
+    the PID studies would measure what the parse was told instead of what the model
+    learned from the images (docs/embedded-model.md, "The homonym");
 ``side``
     where the token's object goes: ``left`` / ``right`` / ``top`` / ``bottom`` for an object
     of a two-object caption that names its relation (the first object of "A right of B"
@@ -34,7 +41,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -42,7 +49,9 @@ from ..captions import sample_plan
 from ..world import COLORS, RELATIONS, SHAPE_WORDS, SHAPES, SIZES, Plan
 
 ROLES = ("article", "size", "color", "shape", "relation", "of")
-MEANINGS = ("a", *SIZES, *COLORS, *SHAPES, *RELATIONS, "of")
+FRUIT = "orange (fruit)"
+"""The meaning class of the shape word "orange" when the targets keep words apart."""
+MEANINGS = ("a", *SIZES, *COLORS, *SHAPES, "box", FRUIT, *RELATIONS, "of")
 SIDES = ("alone", "left", "right", "top", "bottom", "open", "none")
 HEADS = {"role": ROLES, "meaning": MEANINGS, "side": SIDES}
 """Target name to its classes; a token's target is an index into these."""
@@ -51,11 +60,12 @@ _FIRST_SIDE = {"left": ("left", "right"), "right": ("right", "left"), "above": (
                "below": ("bottom", "top")}
 
 
-def token_targets(plan: Plan, max_length: int) -> torch.Tensor:
+def token_targets(plan: Plan, max_length: int, lexicon: bool = False) -> torch.Tensor:
     """``(3, max_length)`` targets (role, meaning, side) of a plan's caption tokens.
 
     Token ``k + 1`` is the caption's word ``k`` (token 0 is BOS); BOS, EOS and padding are
-    :data:`IGNORE`.
+    :data:`IGNORE`. ``lexicon``: a shape word's meaning is the shape it names (see the
+    module docstring), else the word itself.
     """
     out = torch.full((3, max_length), IGNORE, dtype=torch.long)
     named = next((w.text for w in plan.words if w.role == "relation"), None)
@@ -63,7 +73,7 @@ def token_targets(plan: Plan, max_length: int) -> torch.Tensor:
         if w.role in ("size", "color", "relation"):
             meaning = w.text
         elif w.role == "shape":
-            meaning = SHAPE_WORDS[w.text]
+            meaning = SHAPE_WORDS[w.text] if lexicon else FRUIT if w.text == "orange" else w.text
         else:
             meaning = "a" if w.role == "article" else "of"
         if w.obj < 0:
@@ -78,14 +88,16 @@ def token_targets(plan: Plan, max_length: int) -> torch.Tensor:
     return out
 
 
-def parse_batch(n: int, rng: random.Random, max_length: int) -> tuple[tuple[str, ...], torch.Tensor]:
-    """``n`` non-empty training captions and their ``(n, 3, max_length)`` targets."""
+def parse_batch(n: int, rng: random.Random, max_length: int,
+                lexicon: bool = False) -> tuple[tuple[str, ...], torch.Tensor]:
+    """``n`` non-empty training captions and their ``(n, 3, max_length)`` targets (``lexicon``: see
+    :func:`token_targets`)."""
     plans: list[Plan] = []
     while len(plans) < n:
         plan = sample_plan(rng, training=True)
         if plan.words:
             plans.append(plan)
-    return tuple(p.caption for p in plans), torch.stack([token_targets(p, max_length) for p in plans])
+    return tuple(p.caption for p in plans), torch.stack([token_targets(p, max_length, lexicon) for p in plans])
 
 
 class ParseHeads(torch.nn.Module):
@@ -121,9 +133,9 @@ def _loss(logits: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tenso
 
 
 def parse_accuracy(text_encoder: Any, tokenizer: Any, heads: ParseHeads, n: int = 2000,
-                   seed: int = 1) -> dict[str, float]:
+                   seed: int = 1, lexicon: bool = False) -> dict[str, float]:
     """Token accuracy of each head on ``n`` fresh training captions."""
-    captions, targets = parse_batch(n, random.Random(seed), tokenizer.model_max_length)
+    captions, targets = parse_batch(n, random.Random(seed), tokenizer.model_max_length, lexicon)
     with torch.no_grad():
         logits = _logits(text_encoder, tokenizer, heads, captions)
     out = {}
@@ -135,7 +147,9 @@ def parse_accuracy(text_encoder: Any, tokenizer: Any, heads: ParseHeads, n: int 
 
 
 def pretrain_text_encoder(text_encoder: Any, tokenizer: Any, steps: int, seed: int = 0, batch_size: int = 256,
-                          lr: float = 1e-3, progress: bool = True) -> ParseReport:
+                          lr: float = 1e-3, progress: bool = True, state: dict | None = None,
+                          save: Callable[[dict], None] | None = None, save_every: int = 100,
+                          lexicon: bool = False) -> ParseReport:
     """Train ``text_encoder`` in place on the parse targets (see the module docstring).
 
     Args:
@@ -144,6 +158,11 @@ def pretrain_text_encoder(text_encoder: Any, tokenizer: Any, steps: int, seed: i
         steps: optimisation steps (AdamW, constant ``lr`` after 50 warmup steps).
         seed: seed of the heads and of the caption stream.
         batch_size: captions per step.
+        state: a state handed to ``save`` by an interrupted call (with ``text_encoder`` as it
+            was then): the stage continues from it exactly as if it had not stopped.
+        save: called with the stage's state (step, heads, optimizer, caption stream; not the
+            encoder) every ``save_every`` steps, so a caller can checkpoint it.
+        lexicon: the meaning targets of :func:`token_targets`.
 
     Returns:
         the final loss and each head's accuracy on 2,000 fresh captions.
@@ -155,16 +174,25 @@ def pretrain_text_encoder(text_encoder: Any, tokenizer: Any, steps: int, seed: i
     params = list(text_encoder.parameters()) + list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     rng = random.Random(seed)
+    start, loss = 0, torch.tensor(float("nan"))
+    if state is not None and state.get("step", 0) > 0:
+        heads.load_state_dict(state["heads"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.setstate(state["rng"])
+        start, loss = int(state["step"]), torch.tensor(state["loss"])
     was_training = text_encoder.training
     text_encoder.train()
-    loss = torch.tensor(float("nan"))
-    for step in tqdm(range(steps), disable=not progress, desc="parse pretraining", mininterval=5):
+    for step in tqdm(range(start, steps), disable=not progress, desc="parse pretraining", mininterval=5):
         for group in optimizer.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / 50)
-        captions, targets = parse_batch(batch_size, rng, tokenizer.model_max_length)
+        captions, targets = parse_batch(batch_size, rng, tokenizer.model_max_length, lexicon)
         loss = _loss(_logits(text_encoder, tokenizer, heads, captions), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if save is not None and (step + 1) % save_every == 0 and step + 1 < steps:
+            save({"step": step + 1, "heads": heads.state_dict(), "optimizer": optimizer.state_dict(),
+                  "rng": rng.getstate(), "loss": float(loss.item())})
     text_encoder.train(was_training)
-    return ParseReport(steps, float(loss.item()), parse_accuracy(text_encoder, tokenizer, heads, seed=seed + 1))
+    return ParseReport(steps, float(loss.item()), parse_accuracy(text_encoder, tokenizer, heads, seed=seed + 1,
+                                                                  lexicon=lexicon))

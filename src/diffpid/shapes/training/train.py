@@ -29,6 +29,8 @@ from ..model import ShapesComponents, ShapesConfig, build_components, config_fro
 from ..render import sample_batch
 
 CHECKPOINT = "checkpoint.pt"
+PARSE_CHECKPOINT_EVERY = 100
+"""Steps between checkpoints of the parse pretraining stage."""
 
 
 @dataclass(frozen=True)
@@ -62,12 +64,16 @@ class TrainSettings:
         parse_pretrain: a fresh run first trains the text encoder this many steps on the
             captions' parse (:mod:`diffpid.shapes.training.parse`: each token's role, meaning
             and the side of the image its object goes to); 0 for none.
+        parse_lexicon: the parse's meaning targets name the shape a shape word stands for
+            ("box" is a square, the fruit "orange" a circle), as in the shipped lineage
+            model; default off: each word is its own meaning class and the UNet learns the
+            synonym and the homonym from the images (see :mod:`diffpid.shapes.training.parse`).
         init_from: provenance only: the model folder whose weights started this run and the
             parts taken from it (empty for a run from random weights; see :func:`train`).
     """
 
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 5e-4
     warmup: int = 250
     weight_decay: float = 0.01
     ema_decay: float = 0.999
@@ -80,10 +86,11 @@ class TrainSettings:
     seed: int = 0
     checkpoint_every: int = 200
     loss_weight_cap: float = 50.0
-    complete_share: float = 0.0
-    freeze_text_encoder: bool = False
-    parse_pretrain: int = 0
+    complete_share: float = 0.7
+    freeze_text_encoder: bool = True
+    parse_pretrain: int = 1500
     init_from: str = ""
+    parse_lexicon: bool = False
 
 
 def logsnr_table(components: ShapesComponents) -> torch.Tensor:
@@ -151,6 +158,10 @@ class Trainer:
         self.step = 0
         self.table = logsnr_table(self.components)
         self.recent: list[float] = []
+        self.parse_state: dict | None = None
+        """The parse pretraining stage's state while it is under way (see :meth:`pretrain_parse`)."""
+        self.history: list[dict] = []
+        """One entry per :func:`train` call: the steps it ran and the settings it overrode."""
 
     def init_from(self, folder: str | Path) -> list[str]:
         """Start this run's weights (and their EMA) from a saved shapes model.
@@ -193,19 +204,29 @@ class Trainer:
         self.settings = replace(self.settings, init_from=f"{folder} ({', '.join(copied)})")
         return copied
 
-    def pretrain_parse(self, steps: int, progress: bool = True):
+    def pretrain_parse(self, steps: int, progress: bool = True, out: str | Path | None = None):
         """Train the text encoder on the captions' parse (:func:`~diffpid.shapes.training.parse.pretrain_text_encoder`)
         and restart the EMA from the result.
+
+        With ``out``, the stage checkpoints into it every :data:`PARSE_CHECKPOINT_EVERY` steps (:attr:`parse_state`), and
+        a trainer loaded from such a checkpoint continues the stage exactly where it stopped.
 
         Returns:
             the :class:`~diffpid.shapes.training.parse.ParseReport`.
         """
         from .parse import pretrain_text_encoder
 
+        def save(state: dict) -> None:
+            self.parse_state = state
+            self.save(out)
+
         encoder = self.components.text_encoder
         encoder.requires_grad_(True)
         report = pretrain_text_encoder(encoder, self.components.tokenizer, steps, seed=self.settings.seed,
-                                       progress=progress)
+                                       progress=progress, state=self.parse_state,
+                                       save=save if out is not None else None, save_every=PARSE_CHECKPOINT_EVERY,
+                                       lexicon=self.settings.parse_lexicon)
+        self.parse_state = None
         self._settle_text_encoder()
         self._restart_ema()
         self.settings = replace(self.settings, parse_pretrain=steps)
@@ -253,6 +274,7 @@ class Trainer:
             "unet": self.components.unet.state_dict(), "text_encoder": self.components.text_encoder.state_dict(),
             "ema": [e.clone() for e in self.ema], "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(), "recent": list(self.recent),
+            "parse_state": self.parse_state, "history": list(self.history),
         }
 
     def save(self, folder: str | Path) -> Path:
@@ -273,7 +295,9 @@ class Trainer:
         if not path.exists():
             raise ParameterError(f"no checkpoint at {path}; start without --resume or pass the --out of an earlier run")
         state = torch.load(path, map_location="cpu", weights_only=False)
-        stored = {"loss_weight_cap": 0.0, **state["settings"]}  # checkpoints older than the weighting
+        # checkpoints older than a setting ran without it
+        stored = {"loss_weight_cap": 0.0, "complete_share": 0.0, "freeze_text_encoder": False, "parse_pretrain": 0,
+                  "parse_lexicon": True, **state["settings"]}
         settings = replace(TrainSettings(**stored), **(settings_override or {}))
         trainer = cls(config_from_dict(state["config"]), settings)
         trainer.components.unet.load_state_dict(state["unet"])
@@ -285,6 +309,8 @@ class Trainer:
         trainer.generator.set_state(state["generator"])
         trainer.step = int(state["step"])
         trainer.recent = list(state["recent"])
+        trainer.parse_state = state.get("parse_state")
+        trainer.history = list(state.get("history", []))
         return trainer
 
     def ema_components(self) -> ShapesComponents:
@@ -304,8 +330,11 @@ class Trainer:
 
     def export(self, folder: str | Path) -> Path:
         """Save the EMA model in the diffusers folder layout with a ``training.json`` record."""
+        from .recipe import recipe_record
+
         mean = sum(self.recent) / len(self.recent) if self.recent else float("nan")
-        extra = {"steps": self.step, "recent_loss": mean, "settings": asdict(self.settings), "config": asdict(self.config)}
+        extra = {"steps": self.step, "recent_loss": mean, "settings": asdict(self.settings), "config": asdict(self.config),
+                 "recipe": recipe_record(self.settings, self.config, self.history)}
         return save_components(self.ema_components(), folder, extra)
 
 
@@ -351,9 +380,15 @@ def train(out: str | Path, steps: int, resume: bool = False, config: ShapesConfi
         if init_from is not None:
             trainer.init_from(init_from)
     out.mkdir(parents=True, exist_ok=True)
+    trainer.history.append({"from": trainer.step, "to": steps, "resume": resume, "settings": asdict(trainer.settings),
+                            "threads": torch.get_num_threads(),
+                            **({"init_from": trainer.settings.init_from} if init_from is not None else {})})
     log = open(out / "train.log", "a")
     if not resume and settings.parse_pretrain > 0:
-        report = trainer.pretrain_parse(settings.parse_pretrain, progress=progress)
+        trainer.parse_state = {"step": 0}  # checkpointed at once: a run killed in its first steps resumes
+        trainer.save(out)
+    if trainer.parse_state is not None:
+        report = trainer.pretrain_parse(trainer.settings.parse_pretrain, progress=progress, out=out)
         log.write(json.dumps({"parse_pretrain": report.steps, "loss": round(report.loss, 5),
                               "accuracy": {k: round(v, 4) for k, v in report.accuracy.items()}}) + "\n")
         log.flush()

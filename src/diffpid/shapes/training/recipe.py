@@ -1,0 +1,122 @@
+"""The recipe of a trained shapes model: what ``training.json`` records and how to read it back.
+
+An exported model folder's ``training.json`` holds the final settings and architecture
+(``settings``, ``config``), the step count, and a ``recipe``: the seed, the lineage
+(``"from scratch"`` or the folder the weights started from), the ``diffpid train-shapes``
+commands that reproduce the run (one per stage: a fresh start, then each resume that
+changed a setting), the history of the training calls, and the diffpid, torch and Python
+versions. :func:`recipe_summary` makes the short form a model's identity shows.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict, fields
+from typing import Any
+
+# the train-shapes flag of each setting or architecture field that has one
+FLAGS = {"batch_size": "--batch-size", "lr": "--lr", "loss_weight_cap": "--loss-weight-cap",
+         "complete_share": "--complete-share", "parse_pretrain": "--parse-pretrain", "parse_lexicon": "--parse-lexicon",
+         "freeze_text_encoder": "--freeze-text-encoder", "seed": "--seed", "checkpoint_every": "--checkpoint-every",
+         "text_encoder": "--text-encoder", "pooled_text": "--pooled-text"}
+RESUME_FLAGS = ("lr", "loss_weight_cap", "complete_share")
+"""Settings a resumed run may change (the others are the checkpoint's)."""
+IGNORED = ("init_from",)
+
+
+def _flag(name: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return FLAGS[name] if value else "--no-" + FLAGS[name][2:]
+    return f"{FLAGS[name]} {value:g}" if isinstance(value, float) else f"{FLAGS[name]} {value}"
+
+
+def _differences(values: dict, defaults: dict) -> tuple[list[str], dict]:
+    """Flags for the fields that differ from the defaults, and the differing fields no flag sets."""
+    flags, unflagged = [], {}
+    for k, v in values.items():
+        if k in IGNORED or k not in defaults or (list(v) if isinstance(v, tuple) else v) == defaults[k]:
+            continue
+        if k in FLAGS:
+            flags.append(_flag(k, v))
+        else:
+            unflagged[k] = v
+    return flags, unflagged
+
+
+def _defaults(cls: type) -> dict:
+    return {f.name: (list(f.default) if isinstance(f.default, tuple) else f.default) for f in fields(cls)}
+
+
+def recipe_commands(history: list[dict], config: Any) -> tuple[list[str], dict]:
+    """The ``diffpid train-shapes`` commands that reproduce a run, and any setting no flag sets.
+
+    Args:
+        history: the trainer's history (one entry per training call: ``from``, ``to``,
+            ``resume``, ``settings`` as that call ran them, ``threads``, ``init_from``).
+        config: the run's :class:`~diffpid.shapes.model.ShapesConfig`.
+    """
+    from ..model import ShapesConfig
+    from .train import TrainSettings
+
+    commands: list[str] = []
+    unflagged: dict = {}
+    previous: dict | None = None
+    for entry in history:
+        settings = entry.get("settings", {})
+        threads = f" --threads {entry['threads']}" if entry.get("threads") else ""
+        if not entry.get("resume") or previous is None:
+            flags, unflagged = _differences(settings, _defaults(TrainSettings))
+            arch, odd = _differences(asdict(config), _defaults(ShapesConfig))
+            unflagged.update(odd)
+            start = [f"--init-from {entry['init_from']}"] if entry.get("init_from") else []
+            commands = [" ".join(["diffpid train-shapes --out RUN", f"--steps {entry['to']}", *arch, *flags, *start])
+                        + threads]
+        else:
+            changed = [_flag(k, settings[k]) for k in RESUME_FLAGS if settings.get(k) != previous.get(k)]
+            if changed or entry["to"] != previous["to"]:
+                commands.append(" ".join(["diffpid train-shapes --out RUN", f"--steps {entry['to']}", "--resume",
+                                          *changed]) + threads)
+        previous = {**settings, "to": entry["to"]}
+    return commands, unflagged
+
+
+def recipe_record(settings: Any, config: Any, history: list[dict]) -> dict:
+    """The ``recipe`` entry of ``training.json`` (see the module docstring)."""
+    import torch
+
+    from ... import __version__
+
+    commands, unflagged = recipe_commands(history, config)
+    record = {"seed": settings.seed, "lineage": f"from {settings.init_from}" if settings.init_from else "from scratch",
+              "commands": commands, "diffpid_version": __version__, "torch_version": torch.__version__,
+              "python_version": platform.python_version(), "history": history}
+    if unflagged:
+        record["settings_without_flags"] = unflagged
+    return record
+
+
+def recipe_summary(record: dict) -> str | None:
+    """``"step N, from scratch, seed S"`` from a ``training.json`` record (``"step N"`` and the
+    ``init_from`` of records written before recipes; ``None`` without a step count)."""
+    steps = record.get("steps")
+    if not isinstance(steps, (int, float)) or isinstance(steps, bool):
+        return None
+    recipe = record.get("recipe")
+    if isinstance(recipe, dict):
+        return f"step {int(steps)}, {recipe.get('lineage', 'lineage unknown')}, seed {recipe.get('seed')}"
+    init = (record.get("settings") or {}).get("init_from")
+    return f"step {int(steps)}" + (f", from {init}" if init else "")
+
+
+def lineage_line(record: dict) -> str:
+    """One sentence on how a model folder's weights were trained (for benchmark tables)."""
+    recipe = record.get("recipe")
+    steps = record.get("steps")
+    if isinstance(recipe, dict) and recipe.get("commands"):
+        how = "trained from random initialisation" if recipe.get("lineage") == "from scratch" else \
+            f"trained {recipe.get('lineage')}"
+        return f"{how} with `{' && '.join(recipe['commands'])}`, {steps} steps"
+    init = (record.get("settings") or {}).get("init_from")
+    if init:
+        return f"{steps} steps from the UNet of {init} (a lineage; see docs/embedded-model.md)"
+    return f"{steps} steps (no recipe recorded)" if steps is not None else "no training record"

@@ -1,0 +1,138 @@
+"""The training recipe: defaults, the recipe record of an exported model, resuming the parse stage."""
+
+import json
+import shlex
+from dataclasses import asdict, replace
+
+import pytest
+import torch
+
+from diffpid.shapes.training import parse as shapes_parse, train as shapes_training
+from diffpid.models.loading import load_model
+from diffpid.shapes.model import ShapesConfig, config_from_dict, default_model_path, load_shapes_model
+from diffpid.shapes.training.recipe import lineage_line, recipe_summary
+from diffpid.shapes.training.train import Trainer, TrainSettings, train
+
+TINY = ShapesConfig(channels=(8, 16), text_hidden=16, text_layers=1, text_heads=2, attention_head_dim=8, norm_groups=4)
+SETTINGS = TrainSettings(batch_size=4, warmup=2, checkpoint_every=2, parse_pretrain=5, seed=3)
+
+
+def _captured_train(monkeypatch, argv):
+    """The arguments ``diffpid train-shapes argv`` hands to :func:`train` (which is not run)."""
+    from diffpid.cli import main
+
+    seen = {}
+
+    def fake(out, steps, **kw):
+        seen.update(out=out, steps=steps, **kw)
+        return Trainer.__new__(Trainer)
+
+    monkeypatch.setattr(shapes_training, "train", fake)
+    monkeypatch.setattr(Trainer, "recent", [], raising=False)
+    monkeypatch.setattr(Trainer, "step", 0, raising=False)
+    assert main(["train-shapes", *argv]) == 0
+    overrides = {k: seen[k] for k in ("lr", "loss_weight_cap", "complete_share") if seen[k] is not None}
+    return seen, replace(seen["settings"], **overrides)
+
+
+def test_defaults_are_the_recipe_of_the_shipped_weights(monkeypatch, tmp_path):
+    shipped = json.loads((default_model_path() / "training.json").read_text())
+    assert asdict(ShapesConfig()) == {**shipped["config"], "channels": (32, 64, 64)}
+    # the one change: the parse no longer tells the encoder the lexicon (the shipped model's parse did)
+    recipe = {k: v for k, v in shipped["settings"].items() if k != "init_from"}
+    assert {k: v for k, v in asdict(TrainSettings()).items() if k not in ("init_from", "parse_lexicon")} == recipe
+    assert not TrainSettings().parse_lexicon and "parse_lexicon" not in shipped["settings"]
+    assert TrainSettings().lr == 5e-4 and TrainSettings().complete_share == 0.7 and TrainSettings().parse_pretrain == 1500
+    # the command's defaults are the same recipe, run from scratch for 20,000 steps and exported into --out/model
+    seen, settings = _captured_train(monkeypatch, ["--out", str(tmp_path / "run")])
+    assert settings == TrainSettings() and seen["config"] == ShapesConfig()
+    assert seen["steps"] == 20000 and seen["export"] == str(tmp_path / "run" / "model") and seen["init_from"] is None
+    seen, _ = _captured_train(monkeypatch, ["--out", str(tmp_path / "run"), "--no-export", "--no-freeze-text-encoder"])
+    assert seen["export"] is None and not seen["settings"].freeze_text_encoder
+
+
+def test_exported_recipe_reproduces_the_settings_and_names_the_model(monkeypatch, tmp_path):
+    torch.set_num_threads(1)
+    out, model = tmp_path / "run", tmp_path / "model"
+    train(out, 2, config=TINY, settings=SETTINGS, progress=False)
+    trainer = train(out, 3, resume=True, lr=2e-4, export=model, progress=False)
+    record = json.loads((model / "training.json").read_text())
+    assert TrainSettings(**record["settings"]) == trainer.settings == replace(SETTINGS, lr=2e-4)
+    assert config_from_dict(record["config"]) == TINY and record["steps"] == 3
+    recipe = record["recipe"]
+    assert recipe["seed"] == 3 and recipe["lineage"] == "from scratch" and recipe["diffpid_version"]
+    assert recipe["torch_version"] == torch.__version__
+    assert [h["to"] for h in recipe["history"]] == [2, 3]
+    first, second = recipe["commands"]
+    assert second == "diffpid train-shapes --out RUN --steps 3 --resume --lr 0.0002 --threads 1"
+    # the first command, parsed by the real command line, gives the first stage's settings and the architecture
+    monkeypatch.chdir(tmp_path)
+    seen, settings = _captured_train(monkeypatch, shlex.split(first)[2:])
+    assert settings == replace(SETTINGS, warmup=TrainSettings().warmup) and seen["steps"] == 2
+    # ... and what no flag sets is recorded beside it
+    assert recipe["settings_without_flags"] == {"warmup": 2, **{k: list(v) if isinstance(v, tuple) else v
+                                                              for k, v in asdict(TINY).items()
+                                                              if v != asdict(ShapesConfig())[k]}}
+    assert recipe_summary(record) == "step 3, from scratch, seed 3"
+    assert load_shapes_model(model).identity().revision == "step 3, from scratch, seed 3"
+    assert load_model(model, device="cpu").identity().revision == "step 3, from scratch, seed 3"
+    assert lineage_line(record).startswith("trained from random initialisation with `diffpid train-shapes --out RUN")
+    assert str(tmp_path) not in json.dumps(recipe)  # no path of this machine
+
+
+def test_records_before_recipes_keep_their_step_and_lineage():
+    assert recipe_summary({"steps": 10000}) == "step 10000"
+    old = {"steps": 10000, "settings": {"init_from": "main/src/diffpid/assets/shapes (unet)"}}
+    assert recipe_summary(old) == "step 10000, from main/src/diffpid/assets/shapes (unet)"
+    assert "10000 steps from the UNet of main/src/diffpid/assets/shapes (unet)" in lineage_line(old)
+    assert recipe_summary({"steps": "many"}) is None
+
+
+def test_a_run_killed_during_the_parse_stage_resumes_bit_exactly(monkeypatch, tmp_path):
+    torch.set_num_threads(1)
+    monkeypatch.setattr(shapes_training, "PARSE_CHECKPOINT_EVERY", 2)
+    straight = train(tmp_path / "straight", 2, config=TINY, settings=SETTINGS, progress=False)
+    real, calls = shapes_parse.parse_batch, []
+
+    def dies_in_step_4(*args, **kw):  # a kill -9 in the middle of parse step 4, after the checkpoint of step 2
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(shapes_parse, "parse_batch", dies_in_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "killed", 2, config=TINY, settings=SETTINGS, progress=False)
+    monkeypatch.setattr(shapes_parse, "parse_batch", real)
+    state = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=False)
+    assert state["parse_state"]["step"] == 2 and state["step"] == 0
+    resumed = train(tmp_path / "killed", 2, resume=True, progress=False)
+    assert resumed.step == 2 and resumed.parse_state is None and resumed.settings == SETTINGS
+    for a, b in zip(straight.components.text_encoder.parameters(), resumed.components.text_encoder.parameters()):
+        assert torch.equal(a, b)
+    for a, b in zip(straight.ema, resumed.ema):
+        assert torch.equal(a, b)
+    # killed before the first parse checkpoint: the checkpoint written at the start resumes it too
+    calls.clear()
+    monkeypatch.setattr(shapes_parse, "parse_batch", dies_in_step_4)
+    monkeypatch.setattr(shapes_training, "PARSE_CHECKPOINT_EVERY", 100)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "early", 2, config=TINY, settings=SETTINGS, progress=False)
+    monkeypatch.setattr(shapes_parse, "parse_batch", real)
+    early = train(tmp_path / "early", 2, resume=True, progress=False)
+    for a, b in zip(straight.ema, early.ema):
+        assert torch.equal(a, b)
+
+
+def test_checkpoints_from_before_the_recipe_defaults_keep_their_settings(tmp_path):
+    trainer = Trainer(TINY, replace(SETTINGS, parse_pretrain=0, freeze_text_encoder=False, complete_share=0.0))
+    state = trainer.state_dict()
+    for k in ("complete_share", "freeze_text_encoder", "parse_pretrain", "parse_lexicon"):
+        del state["settings"][k]
+    del state["parse_state"], state["history"]
+    torch.save(state, tmp_path / "checkpoint.pt")
+    loaded = Trainer.load(tmp_path)
+    assert (loaded.settings.complete_share, loaded.settings.freeze_text_encoder, loaded.settings.parse_pretrain) == \
+        (0.0, False, 0)
+    assert loaded.settings.parse_lexicon  # parse pretrained before the lexicon became optional: it had one
+    assert loaded.history == [] and loaded.parse_state is None
