@@ -123,6 +123,16 @@ def test_eps_rows_of_the_oracles():
         _check_rows(m, [c[0], c[1], c[1], c[2], c[0]], x, a, atol=1e-6)
 
 
+def test_eps_rows_of_the_shapes_oracle():
+    from diffpid.bench.shapes_oracle import ShapesOracle
+
+    m = ShapesOracle()
+    assert batches_rows(m)
+    c = [m.encode_prompt(p) for p in ("a red circle", "a big square", "")]
+    x = torch.randn(4, *m.data_shape, generator=torch.Generator().manual_seed(0))
+    _check_rows(m, [c[0], c[1], c[2], c[1]], x, torch.tensor([-3.0, 0.5, 2.0, 5.0]), atol=1e-5)
+
+
 @pytest.mark.parametrize("folder", [sd_folder, sdxl_folder, pixel_folder, shapes_folder])
 def test_eps_rows_of_the_unet_backends(folder):
     from diffpid import load_model
