@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--maps", action="store_true", help="also save per-word pixel maps as OUT/.../maps/<id>.npz")
     r.add_argument("--retry-failed", action="store_true", help="compute items that failed before again")
     r.add_argument("--items-per-call", type=int, default=None, metavar="G",
-                   help="most items whose images share denoiser calls (default 8; 1: one item at a time); "
+                   help="most items whose images share denoiser calls (default 8 on a GPU, 1 on the CPU); "
                         "the numbers and the run folder do not depend on it")
     add_settings_arguments(r, defaults=RUN_DEFAULTS)
     r.epilog = "--seed is the run seed: each item runs with its own seed, derived from it and the item's id."

@@ -180,8 +180,10 @@ def _values(info: Information, prefix: str) -> dict[str, float]:
             f"{prefix}_standard": float(info.standard_value), f"{prefix}_standard_stderr": float(info.standard_stderr)}
 
 
-#: items per shared denoiser call of ``diffpid run`` (``items_per_call=None``): enough that the last,
-#: partly filled call of every round is shared by several items (benchmarks/results: items/s)
+#: items per shared denoiser call of ``diffpid run`` on an accelerator (``items_per_call=None``): enough
+#: that the partly filled last call of every round is shared by several items. On the CPU a call's
+#: cost grows with its rows, so sharing saves nothing there and the default is 1
+#: (``benchmarks/results/items_per_call.md``).
 ITEMS_PER_CALL = 8
 
 
@@ -198,8 +200,8 @@ def run_words(items_path: str | os.PathLike, out: str | os.PathLike, *, model: s
             (guidance ``None``: the model's default, 7.5 for Stable Diffusion, 3 for the shapes model).
         maps: also save per-word pixel maps (and the image) as ``maps/<id>.npz``.
         retry_failed: compute items that failed before again.
-        items_per_call: most items whose images share denoiser calls (``None``: :data:`ITEMS_PER_CALL`;
-            1: one item at a time). Items of models that cannot take a condition per row
+        items_per_call: most items whose images share denoiser calls (``None``: :data:`ITEMS_PER_CALL`
+            on a GPU or other accelerator, 1 on the CPU; 1: one item at a time). Items of models that cannot take a condition per row
             (:func:`~diffpid.models.base.batches_rows`) run one by one. It does not change the numbers,
             nor the run folder: a run can be resumed with another value.
         settings: the :class:`~diffpid.settings.Settings` (or its fields as keywords); ``seed`` is the
@@ -211,8 +213,8 @@ def run_words(items_path: str | os.PathLike, out: str | os.PathLike, *, model: s
     settings = Settings.of(settings, **overrides)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ParameterError(f"steps must be a positive integer, got {steps!r}")
-    group_size = ITEMS_PER_CALL if items_per_call is None else items_per_call
-    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+    if items_per_call is not None and (isinstance(items_per_call, bool) or not isinstance(items_per_call, int)
+                                       or items_per_call < 1):
         raise ParameterError(f"items per call must be a positive integer, got {items_per_call!r}")
     if settings.device is not None:
         settings.torch_device()  # a clear error now for a device this machine lacks
@@ -221,6 +223,9 @@ def run_words(items_path: str | os.PathLike, out: str | os.PathLike, *, model: s
     if not items:
         raise ParameterError(f"{items_path} holds no items; write one JSON object per line")
     state = process_state(cpu=settings.device == "cpu")
+    if items_per_call is None:
+        on_cpu = str(settings.device or getattr(state, "device", "cpu")).startswith("cpu")
+        items_per_call = 1 if on_cpu else ITEMS_PER_CALL
     sampler = settings.sampler if isinstance(settings.sampler, str) else type(settings.sampler).__name__
     params = dict(task="word-information", model=model_key(model), samples=settings.samples, sampler=sampler,
                   seed=settings.seed,
@@ -286,4 +291,4 @@ def run_words(items_path: str | os.PathLike, out: str | os.PathLike, *, model: s
 
     return run_items(items, compute, out=out, parameters=params, seed=settings.seed, name="words", state=state,
                      retry_failed=retry_failed, progress=settings.progress, compute_group=compute_group,
-                     items_per_call=group_size)
+                     items_per_call=items_per_call)
