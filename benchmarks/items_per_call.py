@@ -97,7 +97,9 @@ def main() -> None:
     (OUT / "items_per_call.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     lines = ["# Items per call: per-word MI/CMI on the embedded shapes model", "",
              f"{args.items} items (shapes captions of 2-4 words), {args.threads} thread(s) on {args.device}; "
-             f"minimum of {args.repeats} interleaved repeats; load average at the end {meta['load_average']}.", "",
+             f"minimum of {args.repeats} interleaved repeats; load average at the end {meta['load_average']} "
+             "(a shared machine: other jobs ran beside it, times are rough). Calls are UNet calls; the last "
+             "column compares every MI/CMI value with its one-item-at-a-time value.", "",
              "| batch | samples | items per call | denoiser calls | seconds | items/s | speed-up | max rel. diff vs 1 |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -357,30 +357,12 @@ def test_diffpid_run_groups_items_with_unchanged_numbers(tmp_path, monkeypatch):
 def test_diffpid_run_grouped_kill9_then_resume_equals_an_uninterrupted_grouped_run(items_file, tmp_path):
     """`diffpid run --items-per-call 4` killed with SIGKILL mid-run, then run again: the records of a run
     that was never interrupted, to the bit."""
-    import os
-    import signal
-    import subprocess
-    import sys
+    from test_runs import _cli, _numbers, _results, killed_run
 
-    from test_runs import _cli, _env, _numbers, _results, _run_cmd, _wait_for_records
-
-    path = items_file
-    _cli(path, tmp_path / "ref", "--items-per-call", "4")
+    _cli(items_file, tmp_path / "ref", "--items-per-call", "4")
     ref = _results(tmp_path / "ref")
-    out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, *_run_cmd(path, out, "--items-per-call", "4")], env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    (ref_run,) = find_runs(tmp_path / "ref")
-    try:
-        _wait_for_records(out / ref_run.name / "results", 1, proc)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    (run,) = find_runs(out)
+    run = killed_run(items_file, tmp_path / "out", tmp_path / "ref", 1, "--items-per-call", "4")
     stored = len(list((run / "results").glob("*.json")))
     assert 1 <= stored < len(ref), "the kill must land midway"
-    _cli(path, out, "--items-per-call", "4")
-    assert _numbers(_results(out)) == _numbers(ref)
-
+    _cli(items_file, tmp_path / "out", "--items-per-call", "4")
+    assert _numbers(_results(tmp_path / "out")) == _numbers(ref)

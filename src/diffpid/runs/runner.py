@@ -11,9 +11,11 @@ per-item function ``compute(item, seed) -> ItemResult``. The runner
 - derives each item's seed from the run seed and the item id, so numbers do not depend
   on order, resumption or sharding,
 - with a group function and ``items_per_call`` above one, computes the pending items in groups
-  that share denoiser calls (their records are the same as one by one: each item keeps its
-  seed, and its record is written as soon as its group is done; a group killed mid-way
-  leaves its items unstored, and they are computed again, in whatever groups, on resumption),
+  that share denoiser calls (:func:`shard_groups`: fixed blocks of the sorted ids, so an item
+  always has the same companions and resumed or sharded runs store the same records to the
+  bit); each item keeps its seed, and its record is written as soon as its group is done; a
+  group killed mid-way leaves its items unstored and is computed again on resumption (a group
+  killed between its writes is computed whole, and only its missing records are written),
 - records an item whose computation raises a :class:`~diffpid.errors.DiffpidError`
   (unreadable image, word not in the prompt...) as failed with its reason and goes on;
   any other exception (a bug) stops the run,
