@@ -110,22 +110,28 @@ def _wait_for_records(results: Path, count: int, proc: subprocess.Popen, timeout
     raise AssertionError(f"fewer than {count} items stored after {timeout} s")
 
 
-def test_kill9_then_resume_equals_single_run(items_file, reference, tmp_path):
-    ref = _results(reference)
-    n = len(ref)
-    assert n == 13 and [r["name"] for r in ref] == [it.name for it in read_items(items_file)]  # item order
-    out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, *_run_cmd(items_file, out)], env=_env(), stdout=subprocess.DEVNULL,
+def killed_run(items: Path, out: Path, reference: Path, records: int, *extra: str) -> Path:
+    """The run folder of ``diffpid run`` killed with SIGKILL once ``records`` items are stored."""
+    proc = subprocess.Popen([sys.executable, *_run_cmd(items, out, *extra)], env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     (ref_run,) = find_runs(reference)
     try:
-        _wait_for_records(out / ref_run.name / "results", 3, proc)
+        _wait_for_records(out / ref_run.name / "results", records, proc)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
     finally:
         if proc.poll() is None:
             proc.kill()
     (run,) = find_runs(out)
+    return run
+
+
+def test_kill9_then_resume_equals_single_run(items_file, reference, tmp_path):
+    ref = _results(reference)
+    n = len(ref)
+    assert n == 13 and [r["name"] for r in ref] == [it.name for it in read_items(items_file)]  # item order
+    out = tmp_path / "out"
+    run = killed_run(items_file, out, reference, 3)
     partial = summarize(run)
     assert 3 <= partial.done + len(partial.failed) < n, "the kill must land midway"
     assert not (run / "results.jsonl").exists()

@@ -140,6 +140,10 @@ class Plan:
         return (kind, name) in self._blocks
 
     # running ----------------------------------------------------------------------------
+    def targets(self) -> list[int]:
+        """The terms a precision target applies to (the measurements, not their helper terms)."""
+        return [i for block in self._blocks.values() for i in block.targets()]
+
     def run(self, model: Any, x: Any, settings: Settings | None = None, *, on_batch: Any = None,
             conditions: Sequence[Any] | None = None, model_for_engine: Any = None) -> "PlanResult":
         """Encode every condition once and run the engine once over all terms.
@@ -161,8 +165,7 @@ class Plan:
 
         encoded = list(conditions) if conditions is not None else [encode(model, c) for c in self.conditions]
         engine_model = model if model_for_engine is None else model_for_engine
-        targets = [i for block in self._blocks.values() for i in block.targets()]
-        run = run_engine(engine_model, x, encoded, self.terms, settings, on_batch=on_batch, targets=targets)
+        run = run_engine(engine_model, x, encoded, self.terms, settings, on_batch=on_batch, targets=self.targets())
         return PlanResult(self, run, is_single(model, x))
 
 
@@ -184,12 +187,45 @@ def encode(model: Any, spec: Any) -> Any:
 
 def run_engine(model: Any, x: Any, conditions: Sequence[Any], terms: Sequence[Any], settings: Settings,
                on_batch: Any = None, targets: Sequence[int] | None = None) -> EngineResult:
-    """The one place where :class:`~diffpid.settings.Settings` become engine arguments."""
+    """One engine run with the arguments of :class:`~diffpid.settings.Settings` (:func:`engine_arguments`)."""
     settings.apply_threads()
-    return estimate(model, x, conditions, terms, samples=settings.samples, sampler=settings.sampler,
-                    batch_size=settings.batch_size, seed=settings.seed, progress=settings.progress,
-                    on_batch=on_batch, precision=settings.precision, precision_floor=settings.precision_floor,
-                    max_samples=settings.max_samples, targets=targets)
+    return estimate(model, x, conditions, terms, seed=settings.seed, on_batch=on_batch, targets=targets,
+                    **engine_arguments(settings))
+
+
+def engine_arguments(settings: Settings) -> dict[str, Any]:
+    """The one place where :class:`~diffpid.settings.Settings` become engine arguments (all but the seed)."""
+    return dict(samples=settings.samples, sampler=settings.sampler, batch_size=settings.batch_size,
+                progress=settings.progress, precision=settings.precision,
+                precision_floor=settings.precision_floor, max_samples=settings.max_samples)
+
+
+def run_plans(model: Any, plans: Sequence[tuple["Plan", Any, int]], settings: Settings | None = None
+              ) -> list["PlanResult"]:
+    """Several plans, each with its own data and seed, over one engine pass whose denoiser calls they share.
+
+    Args:
+        model: the :class:`~diffpid.models.base.Model` (encodes every plan's conditions).
+        plans: ``(plan, x, seed)`` triples; ``x`` as for :meth:`Plan.run`.
+        settings: the estimator settings; ``settings.seed`` is ignored (each plan has its seed).
+
+    Returns:
+        One :class:`PlanResult` per plan, equal to ``plan.run(model, x, settings.replace(seed=seed))``
+        up to the float rounding of differently shaped model calls
+        (:func:`~diffpid.engine.estimate.estimate_jobs`).
+    """
+    from .engine.estimate import Job, estimate_jobs
+    from .models.base import is_single
+
+    settings = Settings.of(settings)
+    jobs = []
+    for plan, x, seed in plans:
+        if not plan.terms:
+            raise ParameterError("the plan has no measurements; add mi, cmi, words or pid")
+        jobs.append(Job(x, [encode(model, c) for c in plan.conditions], plan.terms, int(seed), plan.targets()))
+    settings.apply_threads()
+    runs = estimate_jobs(model, jobs, **engine_arguments(settings))
+    return [PlanResult(plan, run, is_single(model, x)) for (plan, x, _), run in zip(plans, runs)]
 
 
 class _Lookup:

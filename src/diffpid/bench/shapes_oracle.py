@@ -133,18 +133,26 @@ class ShapesOracle(Model):
         return self._cache[key]
 
     def eps(self, x_a: torch.Tensor, logsnr: torch.Tensor, conditions: Sequence[Any]) -> torch.Tensor:
+        logw = torch.stack([c.log() for c in conditions])[None]  # (1, k, K)
+        return self._eps(x_a, logsnr, logw).reshape(len(x_a), len(conditions), *self.data_shape)
+
+    def eps_rows(self, x_a: torch.Tensor, logsnr: torch.Tensor, conditions: Sequence[Any]) -> torch.Tensor:
+        logw = torch.stack([c.log() for c in conditions])[:, None]  # (n, 1, K): row i under its own caption
+        return self._eps(x_a, logsnr, logw).reshape(len(x_a), *self.data_shape)
+
+    def _eps(self, x_a: torch.Tensor, logsnr: torch.Tensor, logw: torch.Tensor) -> torch.Tensor:
+        """Exact epsilon ``(n, k, d)`` float32 under caption log-weights ``(1 or n, k, K)``."""
         x = x_a.double().reshape(len(x_a), -1)  # (n, d)
         s = torch.sigmoid(logsnr.double()).reshape(-1, 1)  # (n, 1)
         mu = self.means.reshape(len(self.means), -1)  # (K, d)
         v = s * VARIANCE + (1 - s)  # (n, 1)
         # squared distance of each input to each scaled mean: (n, K)
         d2 = (x * x).sum(-1, keepdim=True) - 2 * s.sqrt() * (x @ mu.T) + s * (mu * mu).sum(-1)[None]
-        logw = torch.stack([c.log() for c in conditions])  # (k, K)
-        logits = logw[None] - (d2 / (2 * v))[:, None, :]  # (n, k, K)
+        logits = logw - (d2 / (2 * v))[:, None, :]  # (n, k, K)
         r = torch.softmax(logits, -1)
         mean = torch.einsum("nkK,Kd->nkd", r, mu)  # (n, k, d)
         e = (1 - s).sqrt()[:, :, None] * (x[:, None, :] - s.sqrt()[:, :, None] * mean) / v[:, :, None]
-        return e.reshape(len(x_a), len(conditions), *self.data_shape).float()
+        return e.float()
 
     def generate(self, prompt: Any, seed: int = 0, **kwargs: Any) -> Generated:
         """An image of the caption: a component drawn by the caption's weights, plus its small noise."""

@@ -145,7 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..runs.words import run_words
 
     s = run_words(args.items, args.out, model=args.model, steps=args.steps, guidance=args.guidance, maps=args.maps,
-                  retry_failed=args.retry_failed, settings=settings_from_args(args))
+                  retry_failed=args.retry_failed, items_per_call=args.items_per_call, settings=settings_from_args(args))
     from ..runs.summary import exit_status
 
     return exit_status(s)
@@ -252,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="guidance scale for items without an image (default: the model's; 7.5 for Stable Diffusion)")
     r.add_argument("--maps", action="store_true", help="also save per-word pixel maps as OUT/.../maps/<id>.npz")
     r.add_argument("--retry-failed", action="store_true", help="compute items that failed before again")
+    r.add_argument("--items-per-call", type=int, default=None, metavar="G",
+                   help="most items whose images share denoiser calls (default 8 on a GPU, 1 on the CPU); "
+                        "the numbers and the run folder do not depend on it")
     add_settings_arguments(r, defaults=RUN_DEFAULTS)
     r.epilog = "--seed is the run seed: each item runs with its own seed, derived from it and the item's id."
     r.set_defaults(func=cmd_run)

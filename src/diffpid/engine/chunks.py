@@ -7,7 +7,15 @@ images with 2 conditions at batch 64 run as calls of 32 inputs x 2 conditions, n
 of 40,000 inputs at a time. Pair ``p`` of the round is located by a ``searchsorted`` on the
 device; draws come from the counter-based streams (:mod:`diffpid.engine.streams`), so the numbers of
 an image do not depend on the chunking, the batch or the round. Nothing here synchronises
-with the host; :meth:`Engine.round` checks the sums for non-finite values once at its end.
+with the host; :func:`run_round` checks the sums for non-finite values once at its end.
+
+Several *jobs* (each an :class:`Engine`: its own inputs, conditions, terms, seed and
+accumulators, e.g. the items of a dataset run) can share a round: their pairs are packed job
+after job into chunks of at most ``batch_size`` rows (a pair of a job with ``k`` conditions is
+``k`` rows), and a chunk that holds several jobs is one :meth:`~diffpid.models.base.Model.eps_rows`
+call (row = input under one of its job's conditions). A job's draws depend only on its seed and
+its own image and sample indices, so its numbers are those of its run alone (up to the float
+rounding of a differently shaped model call). A lone job is chunked exactly as before.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import torch
 from .accumulate import Binned, Moments
 from .channel import Sampler, noisy
 from ..errors import ModelOutputError
-from ..models.base import Model
+from ..models.base import Model, predict_rows
 
 
 def _to_map(sq: torch.Tensor, data_shape: tuple[int, ...]) -> torch.Tensor:
@@ -49,7 +57,7 @@ def predict(model: Model, x_a: torch.Tensor, a: torch.Tensor, conditions: Sequen
 
 
 class Engine:
-    """Accumulators and the chunk loop of one engine run (see the module docstring).
+    """Accumulators of one job of an engine run (see the module docstring).
 
     Args:
         model, x, conditions: the denoiser, ``(b, *data_shape)`` inputs and ``k`` encoded conditions.
@@ -73,7 +81,6 @@ class Engine:
         b, k = len(x), len(conditions)
         self.shape = tuple(model.data_shape)
         self.batch_size, self.on_batch, self.bar = batch_size, on_batch, bar
-        self.pairs_per_chunk = max(1, batch_size // k)
         self.cond = torch.tensor([c for c, _ in parts], dtype=torch.long, device=dev)
         self.ref = torch.tensor([r for _, r in parts], dtype=torch.long, device=dev)
         self.total = Moments(b, (n_terms,), dev)
@@ -89,29 +96,30 @@ class Engine:
 
     def round(self, sampler: Sampler, target: torch.Tensor) -> None:
         """Draw every image ``i`` up to ``target[i]`` draws with ``sampler``, then check the sums."""
-        self.sampler = sampler
-        start = self.n
-        count = (target.to(self.n.device) - start).clamp_min(0)
-        ends = count.cumsum(0)
-        total = int(ends[-1]) if len(ends) else 0
-        for lo in range(0, total, self.pairs_per_chunk):
-            p = torch.arange(lo, min(total, lo + self.pairs_per_chunk), device=self.device)
-            image = torch.searchsorted(ends, p, right=True)
-            sample = start[image] + p - (ends[image] - count[image])
-            self._chunk(image, sample)
-            if self.bar is not None:
-                self.bar.update(len(p))
-        self.n = torch.maximum(start, target.to(self.n.device))
-        if not bool(self.nll.finite() & self.total.finite()):
-            raise ModelOutputError(f"{self.model.name} returned NaN or Inf predictions; try dtype float32 or a "
-                                   "narrower log-SNR range (clip)")
+        run_round([self], [sampler], [target], self.batch_size, self.bar)
+
+    def _pairs(self, ends: torch.Tensor, count: torch.Tensor, start: torch.Tensor, lo: int, hi: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image and sample index of pairs ``lo .. hi - 1`` of the round."""
+        p = torch.arange(lo, hi, device=self.device)
+        image = torch.searchsorted(ends, p, right=True)
+        return image, start[image] + p - (ends[image] - count[image])
+
+    def _draw(self, image: torch.Tensor, sample: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(x_a, a, w, eps)`` of the pairs, from this job's streams."""
+        d = self.sampler.draw(self.seed, image, sample, self.shape)
+        a, w, eps = d.logsnr, d.weight, d.eps.to(torch.float32)
+        return noisy(self.x[image], a, eps), a, w, eps
 
     def _chunk(self, image: torch.Tensor, sample: torch.Tensor) -> None:
-        shape, p = self.shape, len(image)
-        d = self.sampler.draw(self.seed, image, sample, shape)
-        a, w, eps = d.logsnr, d.weight, d.eps.to(torch.float32)
-        x_a = noisy(self.x[image], a, eps)
+        x_a, a, w, eps = self._draw(image, sample)
         pred = predict(self.model, x_a, a, self.conditions, self.batch_size)  # (P, k, *shape)
+        self._add(image, x_a, a, w, eps, pred)
+
+    def _add(self, image: torch.Tensor, x_a: torch.Tensor, a: torch.Tensor, w: torch.Tensor, eps: torch.Tensor,
+             pred: torch.Tensor) -> None:
+        """Accumulate the predictions ``(P, k, *shape)`` of the pairs of ``image``."""
+        shape, p = self.shape, len(image)
         if self.on_batch is not None:
             self.on_batch(x_a, a, w, eps, pred, image=image)
         err = _to_map((eps[:, None] - pred) ** 2, shape)  # (P, k, *mshape)
@@ -140,6 +148,84 @@ class Engine:
     def values(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per image and term: the orthogonal value and its standard error ``(b, T)`` (on the device)."""
         return self.total.mean_stderr(self.n)
+
+
+def pack(jobs: Sequence[tuple[int, int]], batch_size: int) -> list[list[tuple[int, int, int]]]:
+    """Chunks of the pairs of jobs ``(pairs, k)``, job after job: each chunk a list of ``(job, lo, hi)``
+    with at most ``batch_size`` rows (``k`` per pair). A lone job gets chunks of ``batch_size // k`` pairs;
+    a job with more conditions than a batch goes one pair per chunk (:func:`predict` splits it)."""
+    chunks: list[list[tuple[int, int, int]]] = []
+    cur: list[tuple[int, int, int]] = []
+    room = batch_size
+    for j, (total, k) in enumerate(jobs):
+        lo = 0
+        while lo < total:
+            m = min(total - lo, max(0, room) // k)
+            if m == 0 and cur:
+                chunks.append(cur)
+                cur, room = [], batch_size
+                continue
+            m = max(m, 1)
+            cur.append((j, lo, lo + m))
+            room -= m * k
+            lo += m
+    if cur:
+        chunks.append(cur)
+    return chunks
+
+
+def run_round(engines: Sequence[Engine], samplers: Sequence[Sampler], targets: Sequence[torch.Tensor],
+              batch_size: int, bar: Any = None) -> None:
+    """Draw every image ``i`` of every job ``j`` up to ``targets[j][i]`` draws with ``samplers[j]``, in
+    chunks shared by the jobs (see the module docstring), then check every job's sums."""
+    rounds = []
+    for e, sampler, target in zip(engines, samplers, targets):
+        e.sampler = sampler
+        start = e.n
+        count = (target.to(e.n.device) - start).clamp_min(0)
+        ends = count.cumsum(0)
+        rounds.append((start, count, ends, int(ends[-1]) if len(ends) else 0))
+    for chunk in pack([(r[3], len(e.conditions)) for e, r in zip(engines, rounds)], batch_size):
+        if len(chunk) == 1:
+            j, lo, hi = chunk[0]
+            e = engines[j]
+            e._chunk(*e._pairs(rounds[j][2], rounds[j][1], rounds[j][0], lo, hi))
+        else:
+            _shared_chunk(engines, rounds, chunk)
+        if bar is not None:
+            bar.update(sum(hi - lo for _, lo, hi in chunk))
+    for e, target in zip(engines, targets):
+        e.n = torch.maximum(e.n, target.to(e.n.device))
+        if not bool(e.nll.finite() & e.total.finite()):
+            raise ModelOutputError(f"{e.model.name} returned NaN or Inf predictions; try dtype float32 or a "
+                                   "narrower log-SNR range (clip)")
+
+
+def _shared_chunk(engines: Sequence[Engine], rounds: Sequence[tuple], chunk: Sequence[tuple[int, int, int]]) -> None:
+    """One denoiser call for the pairs of several jobs: every pair's input under each of its job's conditions."""
+    model = engines[chunk[0][0]].model
+    parts, xs, levels, conds = [], [], [], []
+    for j, lo, hi in chunk:
+        e = engines[j]
+        start, count, ends, _ = rounds[j]
+        image, _sample = e._pairs(ends, count, start, lo, hi)
+        x_a, a, w, eps = e._draw(image, _sample)
+        k = len(e.conditions)
+        parts.append((e, image, x_a, a, w, eps))
+        xs.append(x_a.repeat_interleave(k, 0))  # (P*k, *shape), input-major
+        levels.append(a.repeat_interleave(k))
+        conds.extend(e.conditions * len(image))
+    out = predict_rows(model, torch.cat(xs), torch.cat(levels), conds)
+    rows = sum(len(x) for x in xs)
+    if tuple(out.shape) != (rows, *model.data_shape):
+        raise ModelOutputError(f"{model.name}.eps_rows returned shape {tuple(out.shape)}, expected "
+                               f"{(rows, *model.data_shape)}")
+    out = out.float()
+    at = 0
+    for e, image, x_a, a, w, eps in parts:
+        n, k = len(image), len(e.conditions)
+        e._add(image, x_a, a, w, eps, out[at:at + n * k].reshape(n, k, *e.shape))
+        at += n * k
 
 
 def gaussian_nll(x: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,7 @@ from ..errors import ParameterError
 from ..models.base import Model
 from .accumulate import Binned, samples_needed
 from .channel import AdaptiveSampler, Sampler, make_sampler, seed_of
-from .chunks import Engine, gaussian_nll, predict  # noqa: F401  (predict: part of the engine's API)
+from .chunks import Engine, gaussian_nll, predict, run_round  # noqa: F401  (predict: part of the engine's API)
 
 CURVE_BINS = 24
 
@@ -217,6 +217,27 @@ def _recipe(terms: Sequence[Term]) -> tuple[list[tuple[int, int]], Any, list[int
     return pairs, recipe, std
 
 
+@dataclass(frozen=True)
+class Job:
+    """One engine run among several that share denoiser calls (:func:`estimate_jobs`).
+
+    Args:
+        x: ``(b, *data_shape)`` or ``(*data_shape)`` inputs.
+        conditions: its ``k`` encoded conditions.
+        terms: its terms over those conditions.
+        seed: the seed of its counter-based streams (its numbers are those of :func:`estimate` with it).
+        targets: the terms a precision target applies to (default: every term).
+        on_batch: its per-chunk callback (see :func:`estimate`).
+    """
+
+    x: Any
+    conditions: Sequence[Any]
+    terms: Sequence[Term]
+    seed: int = 0
+    targets: Sequence[int] | None = None
+    on_batch: Any = None
+
+
 def estimate(
     model: Model,
     x: torch.Tensor,
@@ -257,19 +278,37 @@ def estimate(
         targets: indices of the terms the precision target applies to (default: every term); helper
             terms such as the pairwise differences behind a PID's covariance need no target.
     """
-    x = model.check_x(x)
-    conditions = list(conditions)
-    if not conditions:
-        raise ParameterError("no conditions given; pass at least two (a condition and its reference)")
+    seed = seed_of(generator) if generator is not None else int(seed)
+    job = Job(x, conditions, terms, seed, targets, on_batch)
+    return estimate_jobs(model, [job], samples=samples, sampler=sampler, batch_size=batch_size, progress=progress,
+                         precision=precision, precision_floor=precision_floor, max_samples=max_samples)[0]
+
+
+def estimate_jobs(
+    model: Model,
+    jobs: Sequence[Job],
+    *,
+    samples: int = 128,
+    sampler: Sampler | str | None = None,
+    batch_size: int = 64,
+    progress: bool = False,
+    precision: float | None = None,
+    precision_floor: float = 0.05,
+    max_samples: int = 4096,
+) -> list[EngineResult]:
+    """Several engine runs (:class:`Job`: each its own inputs, conditions, terms and seed) that share
+    denoiser calls: the rows of several jobs go into one :meth:`~diffpid.models.base.Model.eps_rows`
+    call when one job alone does not fill a batch. Each job's result is that of :func:`estimate`
+    with its own arguments (draws, rounds and precision stops are per job; values agree up to the
+    float rounding of differently shaped model calls). Arguments as :func:`estimate`.
+    """
     for name, v in (("samples", samples), ("batch_size", batch_size), ("max_samples", max_samples)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ParameterError(f"{name} must be a positive integer, got {v!r}")
     if precision is not None and not (isinstance(precision, (int, float)) and 0 < precision < 1):
         raise ParameterError(f"precision is a relative standard error between 0 and 1 (e.g. 0.1), got {precision!r}")
-    _check_terms(terms, len(conditions))
-    targets = list(range(len(terms))) if targets is None else [int(i) for i in targets]
-    if not targets or not all(0 <= i < len(terms) for i in targets):
-        raise ParameterError(f"targets must name terms 0..{len(terms) - 1}, got {targets}")
+    if not jobs:
+        raise ParameterError("no jobs to estimate; pass at least one Job")
     sampler = make_sampler() if sampler is None else make_sampler(sampler)
     lo, hi = sampler.range
     mlo, mhi = model.logsnr_range
@@ -278,42 +317,72 @@ def estimate(
             f"the sampler covers log-SNR [{lo:.2f}, {hi:.2f}] but {model.name} was trained on "
             f"[{mlo:.2f}, {mhi:.2f}]; choose loc/scale/clip inside that range"
         )
-    seed = seed_of(generator) if generator is not None else int(seed)
-    b, k, shape = len(x), len(conditions), tuple(model.data_shape)
-    mshape = _map_shape(shape)
-    parts, recipe, std = _recipe(terms)
-    bar = tqdm(total=samples * b, disable=not progress, desc=f"{model.name}: {k} conditions", unit="draw")
+    mshape = _map_shape(tuple(model.data_shape))
     edges = torch.linspace(lo, hi, CURVE_BINS + 1, dtype=torch.float64)
-    run = Engine(model, x, conditions, parts, recipe, len(terms), len(std), mshape, edges, batch_size, seed,
-                 on_batch, bar)
-    full = torch.full((b,), samples, dtype=torch.long, device=run.device)
+    prepared = [_prepare(model, job) for job in jobs]  # (x, conditions, terms, targets, std)
+    total = samples * sum(len(p[0]) for p in prepared)
+    k = len(prepared[0][1])
+    desc = f"{model.name}: {k} conditions" if len(jobs) == 1 else f"{model.name}: {len(jobs)} jobs"
+    bar = tqdm(total=total, disable=not progress, desc=desc, unit="draw")
+    runs: list[Engine] = []
+    for (x, conds, terms, _, std), job in zip(prepared, jobs):
+        parts, recipe, _ = _recipe(terms)
+        runs.append(Engine(model, x, conds, parts, recipe, len(terms), len(std), mshape, edges, batch_size,
+                           int(job.seed), job.on_batch, bar))
+    full = [torch.full((len(r.x),), samples, dtype=torch.long, device=r.device) for r in runs]
     if isinstance(sampler, AdaptiveSampler):
         n_pilot = sampler.pilot_size(samples)
-        run.pilot = Binned(sampler.edges(), b, (len(terms),), run.device)
-        run.round(sampler, torch.full_like(full, n_pilot))
-        # per image, the second moment of every Difference term's integrand relative to its pilot value squared
-        piloted = [i for i, t in enumerate(terms) if isinstance(t, Difference)] or list(range(len(terms)))
-        value = run.total.s.total[:, piloted] / n_pilot  # (b, T')
-        moment = (run.pilot.means()[:, piloted] / value.pow(2).clamp_min(1e-30)[:, :, None]).sum(1)
-        run.pilot, main = None, sampler.fit(moment, start=n_pilot)
+        for r, p in zip(runs, prepared):
+            r.pilot = Binned(sampler.edges(), len(r.x), (len(p[2]),), r.device)
+        run_round(runs, [sampler] * len(runs), [torch.full_like(f, n_pilot) for f in full], batch_size, bar)
+        now: list[Sampler] = []
+        for r, p in zip(runs, prepared):
+            # per image, the second moment of every Difference term's integrand relative to its pilot value squared
+            terms = p[2]
+            piloted = [i for i, t in enumerate(terms) if isinstance(t, Difference)] or list(range(len(terms)))
+            value = r.total.s.total[:, piloted] / n_pilot  # (b, T')
+            moment = (r.pilot.means()[:, piloted] / value.pow(2).clamp_min(1e-30)[:, :, None]).sum(1)
+            r.pilot = None
+            now.append(sampler.fit(moment, start=n_pilot))
         if samples > n_pilot:
-            run.round(main, full)
-        sampler_now: Sampler = main
+            run_round(runs, now, full, batch_size, bar)
     else:
-        run.round(sampler, full)
-        sampler_now = sampler
+        now = [sampler] * len(runs)
+        run_round(runs, now, full, batch_size, bar)
     if precision is not None:
         cap = max(max_samples, samples)
-        while True:
-            value, se = run.values()
-            target = samples_needed(value[:, targets], se[:, targets], run.n, float(precision), float(precision_floor), cap)
-            extra = int((target - run.n).sum())
-            if extra == 0:
-                break
-            bar.total += extra
-            run.round(sampler_now, target)
+        active = list(range(len(runs)))
+        while active:
+            goals = {}
+            for j in active:
+                r, wanted = runs[j], prepared[j][3]
+                value, se = r.values()
+                target = samples_needed(value[:, wanted], se[:, wanted], r.n, float(precision),
+                                        float(precision_floor), cap)
+                extra = int((target - r.n).sum())
+                if extra:
+                    goals[j] = target
+                    bar.total += extra
+            active = list(goals)
+            if active:
+                run_round([runs[j] for j in active], [now[j] for j in active], [goals[j] for j in active],
+                          batch_size, bar)
     bar.close()
-    return _result(run, terms, std, x, (lo, hi), type(sampler).__name__, precision)
+    return [_result(r, p[2], p[4], p[0], (lo, hi), type(sampler).__name__, precision) for r, p in zip(runs, prepared)]
+
+
+def _prepare(model: Model, job: Job) -> tuple[torch.Tensor, list[Any], list[Term], list[int], list[int]]:
+    """A job's checked inputs, conditions, terms, precision targets and standard-estimator terms."""
+    x = model.check_x(job.x)
+    conditions = list(job.conditions)
+    if not conditions:
+        raise ParameterError("no conditions given; pass at least two (a condition and its reference)")
+    terms = list(job.terms)
+    _check_terms(terms, len(conditions))
+    targets = list(range(len(terms))) if job.targets is None else [int(i) for i in job.targets]
+    if not targets or not all(0 <= i < len(terms) for i in targets):
+        raise ParameterError(f"targets must name terms 0..{len(terms) - 1}, got {targets}")
+    return x, conditions, terms, targets, _recipe(terms)[2]
 
 
 def _result(run: Engine, terms: Sequence[Term], std: list[int], x: torch.Tensor, logsnr_range: tuple[float, float],

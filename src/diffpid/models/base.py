@@ -229,6 +229,24 @@ class Model:
         """
         raise NotImplementedError  # abstract
 
+    def eps_rows(self, x_a: torch.Tensor, logsnr: torch.Tensor, conditions: Sequence[Any]) -> torch.Tensor:
+        """Predict the noise of each noisy input under its own condition (row ``i``: ``x_a[i]`` under
+        ``conditions[i]``), so that inputs of several items share one denoiser call.
+
+        Args:
+            x_a: ``(n, *data_shape)`` noisy inputs.
+            logsnr: ``(n,)`` their log-SNR.
+            conditions: ``n`` conditions, one per row.
+
+        Returns:
+            ``(n, *data_shape)`` epsilon predictions (float32), row ``i`` equal to
+            ``eps(x_a[i:i+1], logsnr[i:i+1], [conditions[i]])``.
+
+        This default calls :meth:`eps` once per distinct condition; backends whose network stacks
+        the conditions' states per row override it with one call (see :func:`batches_rows`).
+        """
+        return eps_by_condition(self, x_a, logsnr, conditions)
+
     def encode_image(self, image: Any) -> torch.Tensor:
         """Turn an image (path, PIL image or array) into ``(1, *data_shape)`` data."""
         raise CapabilityError(f"{type(self).__name__} has no image encoder; pass x as a tensor")
@@ -264,6 +282,49 @@ class Model:
 def is_single(model: Model, x: object) -> bool:
     """Whether ``x`` is one unbatched input ``(*data_shape)`` (results are then unbatched too)."""
     return isinstance(x, torch.Tensor) and tuple(x.shape) == tuple(model.data_shape)
+
+
+def eps_by_condition(model: Model, x_a: torch.Tensor, logsnr: torch.Tensor, conditions: Sequence[Any]) -> torch.Tensor:
+    """:meth:`Model.eps_rows` through :meth:`Model.eps`: one call per distinct condition (by identity)."""
+    groups: dict[int, list[int]] = {}
+    for i, c in enumerate(conditions):
+        groups.setdefault(id(c), []).append(i)
+    out: torch.Tensor | None = None
+    for rows in groups.values():
+        idx = torch.tensor(rows, dtype=torch.long, device=x_a.device)
+        pred = model.eps(x_a[idx], logsnr[idx], [conditions[rows[0]]])[:, 0]  # (r, *data_shape)
+        if out is None:
+            out = pred.new_empty((len(x_a), *pred.shape[1:]))
+        out[idx.to(out.device)] = pred
+    assert out is not None, "eps_rows needs at least one row"
+    return out
+
+
+def _owner(cls: type, method: str) -> type:
+    return next(k for k in cls.__mro__ if method in vars(k))
+
+
+def batches_rows(model: Any) -> bool:
+    """Whether ``model.eps_rows`` evaluates rows under different conditions in one denoiser call.
+
+    True when the class that defines ``eps_rows`` is the class that defines ``eps`` or a subclass of
+    it (and likewise for every pair in the class's ``ROW_METHODS``, e.g. a flow model's
+    ``velocity``/``velocity_rows``). A subclass or wrapper that overrides only ``eps`` (to count,
+    label or alter its calls) gets ``False``: the engine then reaches it through ``eps`` once per
+    condition (:func:`eps_by_condition`), and dataset runs do not group its items.
+    """
+    cls = type(model)
+    pairs_ = getattr(cls, "ROW_METHODS", (("eps", "eps_rows"),))
+    return all(issubclass(_owner(cls, rows), _owner(cls, one)) and _owner(cls, rows) is not Model
+               for one, rows in pairs_)
+
+
+def predict_rows(model: Any, x_a: torch.Tensor, logsnr: torch.Tensor, conditions: Sequence[Any]) -> torch.Tensor:
+    """``(n, *data_shape)`` predictions of rows under their own conditions: ``model.eps_rows`` when it
+    batches them (:func:`batches_rows`), else one :meth:`Model.eps` call per distinct condition."""
+    if batches_rows(model):
+        return model.eps_rows(x_a, logsnr, conditions)
+    return eps_by_condition(model, x_a, logsnr, conditions)
 
 
 def _fmt(shape: tuple[int, ...]) -> str:

@@ -8,7 +8,9 @@ is nearest to ``a``; every prediction type is converted to epsilon at the exact 
 
 Batch layout of :meth:`DiffusersModel.eps` (attention capture relies on it): for ``n``
 inputs and ``k`` conditions the UNet sees one batch of ``n * k`` rows in input-major
-order, row ``i * k + j`` = input ``i`` under condition ``j``.
+order, row ``i * k + j`` = input ``i`` under condition ``j``. :meth:`DiffusersModel.eps_rows`
+takes the rows as they are (row ``i`` under its own condition), so inputs of several items
+share a call.
 
 Loading: :func:`load_model` and :func:`from_pipeline` (defined in
 :mod:`diffpid.models.loading`, importable from here too).
@@ -237,32 +239,46 @@ class DiffusersModel(Model):
     def _unet(self, x: torch.Tensor, t: torch.Tensor, conditions: Sequence[TextCondition]) -> torch.Tensor:
         """Raw UNet output for every input under every condition: ``(n, k, *data_shape)`` float32."""
         n, k = len(x), len(conditions)
-        emb = torch.stack([c.embeddings for c in conditions])  # (k, L, D)
-        rows = x.to(self.device, self.dtype).repeat_interleave(k, 0)  # (n*k, *shape), input-major
+        out = self._unet_rows(x.repeat_interleave(k, 0), t.repeat_interleave(k), list(conditions) * n)
+        return out.reshape(n, k, *self.data_shape)
+
+    def _unet_rows(self, x: torch.Tensor, t: torch.Tensor, conditions: Sequence[TextCondition]) -> torch.Tensor:
+        """Raw UNet output of rows, row ``i`` = ``x[i]`` at timestep ``t[i]`` under ``conditions[i]``:
+        ``(n, *data_shape)`` float32, one UNet call."""
+        n = len(x)
+        emb = torch.stack([c.embeddings for c in conditions])  # (n, L, D)
         kwargs = {}
         if self.sdxl:
-            pooled = torch.stack([c.pooled for c in conditions]).repeat(n, 1)  # (n*k, P)
+            pooled = torch.stack([c.pooled for c in conditions])  # (n, P)
             h, w = self.resolution
-            ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=self.dtype, device=self.device).repeat(n * k, 1)
+            ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=self.dtype, device=self.device).repeat(n, 1)
             kwargs["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": ids}
         with torch.no_grad():
-            out = self.unet(rows, t.to(self.device).repeat_interleave(k), encoder_hidden_states=emb.repeat(n, 1, 1),
+            out = self.unet(x.to(self.device, self.dtype), t.to(self.device), encoder_hidden_states=emb,
                             return_dict=False, **kwargs)[0]
-        return out.float().reshape(n, k, *self.data_shape)
+        return out.float().reshape(n, *self.data_shape)
 
     def eps(self, x_a: torch.Tensor, logsnr: torch.Tensor, conditions: Sequence[TextCondition]) -> torch.Tensor:
-        """Epsilon predictions ``(n, k, *data_shape)`` float32 on :attr:`device`, one UNet call.
+        """Epsilon predictions ``(n, k, *data_shape)`` float32 on :attr:`device`, one UNet call of ``n * k``
+        rows in input-major order.
 
         Args:
             x_a: ``(n, *data_shape)`` noisy inputs.
             logsnr: ``(n,)`` their exact log-SNR.
             conditions: ``k`` conditions from :meth:`encode_prompt`.
         """
-        out = self._unet(x_a, self.timesteps(logsnr), conditions)
+        n, k = len(x_a), len(conditions)
+        out = self.eps_rows(x_a.repeat_interleave(k, 0), logsnr.repeat_interleave(k), list(conditions) * n)
+        return out.reshape(n, k, *self.data_shape)
+
+    def eps_rows(self, x_a: torch.Tensor, logsnr: torch.Tensor, conditions: Sequence[TextCondition]) -> torch.Tensor:
+        """Epsilon predictions ``(n, *data_shape)`` float32, row ``i`` = ``x_a[i]`` under ``conditions[i]``,
+        one UNet call (the rows of several items share it)."""
+        out = self._unet_rows(x_a, self.timesteps(logsnr), conditions)
         if self.prediction_type == "epsilon":
             return out
-        a = logsnr.to(self.device, torch.float32).reshape(-1, 1, *([1] * len(self.data_shape)))
-        xa = x_a.to(self.device, torch.float32)[:, None]
+        a = logsnr.to(self.device, torch.float32).reshape(-1, *([1] * len(self.data_shape)))
+        xa = x_a.to(self.device, torch.float32)
         if self.prediction_type == "v_prediction":
             return torch.sigmoid(-a).sqrt() * xa + torch.sigmoid(a).sqrt() * out
         return (xa - torch.sigmoid(a).sqrt() * out) / torch.sigmoid(-a).sqrt()

@@ -69,20 +69,45 @@ class FlowMatchingModel(Model):
     """
 
     bridge_dtype: torch.dtype = torch.float32
+    ROW_METHODS = (("eps", "eps_rows"), ("velocity", "velocity_rows"))
 
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, conditions: Sequence[Any]) -> torch.Tensor:
         """Velocity predictions ``(n, k, *data_shape)`` at flow inputs ``x_t`` ``(n, *data_shape)``,
         flow times ``t`` ``(n,)``, under ``k`` conditions."""
         raise NotImplementedError  # abstract
 
+    def velocity_rows(self, x_t: torch.Tensor, t: torch.Tensor, conditions: Sequence[Any]) -> torch.Tensor:
+        """Velocity predictions ``(n, *data_shape)``, row ``i`` under ``conditions[i]``. This default calls
+        :meth:`velocity` once per distinct condition; backends override it with one call."""
+        groups: dict[int, list[int]] = {}
+        for i, c in enumerate(conditions):
+            groups.setdefault(id(c), []).append(i)
+        out = None
+        for rows in groups.values():
+            idx = torch.tensor(rows, dtype=torch.long, device=x_t.device)
+            v = self.velocity(x_t[idx], t[idx], [conditions[rows[0]]])[:, 0]
+            out = v.new_empty((len(x_t), *v.shape[1:])) if out is None else out
+            out[idx.to(out.device)] = v
+        return out
+
     def eps(self, x_a: torch.Tensor, logsnr: torch.Tensor, conditions: Sequence[Any]) -> torch.Tensor:
         """Epsilon predictions ``(n, k, *data_shape)`` float32 through the flow bridge (one velocity call)."""
+        x_t, t = self._bridge_in(x_a, logsnr)
+        v = self.velocity(x_t, t, conditions).to(self.bridge_dtype)
+        return eps_from_velocity(x_t[:, None], t, v).float()
+
+    def eps_rows(self, x_a: torch.Tensor, logsnr: torch.Tensor, conditions: Sequence[Any]) -> torch.Tensor:
+        """Epsilon predictions ``(n, *data_shape)`` float32, row ``i`` under ``conditions[i]`` (one
+        :meth:`velocity_rows` call)."""
+        x_t, t = self._bridge_in(x_a, logsnr)
+        v = self.velocity_rows(x_t, t, conditions).to(self.bridge_dtype)
+        return eps_from_velocity(x_t, t, v).float()
+
+    def _bridge_in(self, x_a: torch.Tensor, logsnr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flow inputs ``x_t`` and times ``t`` of noisy inputs at log-SNR ``logsnr``, in :attr:`bridge_dtype`."""
         dt = self.bridge_dtype
         a = logsnr.to(self.device, torch.float64)
-        t = flow_time(a)
-        x_t = flow_input(x_a.to(self.device, dt), a.to(dt))
-        v = self.velocity(x_t, t.to(dt), conditions).to(dt)
-        return eps_from_velocity(x_t[:, None], t.to(dt), v).float()
+        return flow_input(x_a.to(self.device, dt), a.to(dt)), flow_time(a).to(dt)
 
 
 def _default_range(t_min: float) -> tuple[float, float]:
@@ -135,6 +160,15 @@ class FlowGaussianMixture(FlowMatchingModel):
         return self.mixture.unconditional()
 
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, conditions: Sequence[MixtureCondition]) -> torch.Tensor:
+        mask = torch.stack([c.mask for c in conditions])[None]  # (1, k, K)
+        return self._velocity(x_t, t, mask).reshape(len(x_t), len(conditions), *self.data_shape)
+
+    def velocity_rows(self, x_t: torch.Tensor, t: torch.Tensor, conditions: Sequence[MixtureCondition]) -> torch.Tensor:
+        mask = torch.stack([c.mask for c in conditions])[:, None]  # (n, 1, K): row i under its own condition
+        return self._velocity(x_t, t, mask).reshape(len(x_t), *self.data_shape)
+
+    def _velocity(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Exact velocity ``(n, k, d)`` float64 under component masks ``(1 or n, k, K)``."""
         m = self.mixture
         x = x_t.to(torch.float64).reshape(len(x_t), -1)  # (n, d)
         t = t.to(torch.float64)[:, None]  # (n, 1)
@@ -142,13 +176,11 @@ class FlowGaussianMixture(FlowMatchingModel):
         var = (1 - t) ** 2 * s2 + t**2  # (n, K)
         dist = (x**2).sum(1, keepdim=True) - 2 * (1 - t) * x @ mu.T + (1 - t) ** 2 * m._sq[None]  # ||x - (1-t) mu||^2
         ll = torch.log(m.weights)[None] - 0.5 * m.dim * torch.log(2 * math.pi * var) - 0.5 * dist / var
-        mask = torch.stack([c.mask for c in conditions])  # (k, K)
-        r = torch.softmax(ll[:, None, :].masked_fill(~mask[None], -math.inf), dim=-1)  # (n, k, K)
+        r = torch.softmax(ll[:, None, :].masked_fill(~mask, -math.inf), dim=-1)  # (n, k, K)
         # v_k = E[eps|k] - E[x|k] = c_k (x_t - (1-t) mu_k) - mu_k with c_k = (t - (1-t) s_k^2) / V_k
         c = (t - (1 - t) * s2) / var  # (n, K)
         rc = r * c[:, None, :]  # (n, k, K)
-        v = rc.sum(-1, keepdim=True) * x[:, None, :] - ((1 - t)[:, :, None] * rc + r) @ mu
-        return v.reshape(len(x_t), len(conditions), *self.data_shape)
+        return rc.sum(-1, keepdim=True) * x[:, None, :] - ((1 - t)[:, :, None] * rc + r) @ mu
 
     def log_prob(self, x, condition=None):
         return self.mixture.log_prob(x, condition)

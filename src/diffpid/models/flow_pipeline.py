@@ -279,18 +279,20 @@ class FlowPipelineModel(FlowMatchingModel):
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, conditions: Sequence[FlowCondition]) -> torch.Tensor:
         """Velocity predictions ``(n, k, *data_shape)`` float32, one transformer call of ``n * k`` rows."""
         n, k = len(x_t), len(conditions)
-        emb, mask = _padded_text(conditions)
-        emb = emb.repeat(n, 1, 1)  # (n*k, L, D), input-major
+        out = self.velocity_rows(x_t.repeat_interleave(k, 0), t.repeat_interleave(k), list(conditions) * n)
+        return out.reshape(n, k, *self.data_shape)
+
+    def velocity_rows(self, x_t: torch.Tensor, t: torch.Tensor, conditions: Sequence[FlowCondition]) -> torch.Tensor:
+        """Velocity predictions ``(n, *data_shape)`` float32, row ``i`` under ``conditions[i]``, one transformer call."""
+        emb, mask = _padded_text(conditions)  # (n, L, D), (n, L)
         pooled = None
         if conditions[0].pooled is not None:
-            pooled = torch.stack([c.pooled for c in conditions]).repeat(n, 1)  # (n*k, P)
-        if mask is not None:
-            mask = mask.repeat(n, 1)  # (n*k, L)
-        rows = x_t.to(self.device, self.dtype).repeat_interleave(k, 0)  # (n*k, *shape)
-        tt = (self.timestep_scale * t.to(self.device, torch.float32)).repeat_interleave(k).to(self.dtype)
+            pooled = torch.stack([c.pooled for c in conditions])  # (n, P)
+        rows = x_t.to(self.device, self.dtype)
+        tt = (self.timestep_scale * t.to(self.device, torch.float32)).to(self.dtype)
         with torch.no_grad():
             out = self._forward(rows, tt, emb, pooled, mask)
-        return out.float().reshape(n, k, *self.data_shape)
+        return out.float().reshape(len(x_t), *self.data_shape)
 
     def _forward(self, rows: torch.Tensor, timestep: torch.Tensor, emb: torch.Tensor,
                  pooled: torch.Tensor | None, mask: torch.Tensor | None = None) -> torch.Tensor:

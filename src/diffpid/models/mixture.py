@@ -110,16 +110,23 @@ class GaussianMixture(Model):
         return ll, v, sa
 
     def eps(self, x_a, logsnr, conditions):
+        mask = torch.stack([c.mask for c in conditions])[None]  # (1, k, K)
+        return self._eps(x_a, logsnr, mask).reshape(len(x_a), len(conditions), *self.data_shape)
+
+    def eps_rows(self, x_a, logsnr, conditions):
+        mask = torch.stack([c.mask for c in conditions])[:, None]  # (n, 1, K): row i under its own condition
+        return self._eps(x_a, logsnr, mask).reshape(len(x_a), *self.data_shape)
+
+    def _eps(self, x_a: torch.Tensor, logsnr: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Exact epsilon ``(n, k, d)`` float32 under component masks ``(1 or n, k, K)``."""
         x_a = x_a.to(torch.float64)
         a = logsnr.to(torch.float64)
         ll, v, sa = self._log_lik(x_a, a)  # (n, K)
-        mask = torch.stack([c.mask for c in conditions])  # (k, K)
-        r = torch.softmax(ll[:, None, :].masked_fill(~mask[None], -math.inf), dim=-1)  # (n, k, K)
+        r = torch.softmax(ll[:, None, :].masked_fill(~mask, -math.inf), dim=-1)  # (n, k, K)
         rv = r / v[:, None, :]  # (n, k, K)
         xf = x_a.reshape(len(x_a), 1, -1)
         out = xf * rv.sum(-1, keepdim=True) - sa.sqrt()[:, :, None] * (rv @ self._flat)
-        out = torch.sigmoid(-a).sqrt()[:, None, None] * out
-        return out.reshape(len(x_a), len(conditions), *self.data_shape).float()
+        return (torch.sigmoid(-a).sqrt()[:, None, None] * out).float()
 
     def log_prob(self, x: torch.Tensor, condition: Mapping[str, int] | MixtureCondition | None = None) -> torch.Tensor:
         """Exact ``log p(x | condition)`` in nats, ``(n,)``; needs positive variances."""

@@ -10,6 +10,12 @@ per-item function ``compute(item, seed) -> ItemResult``. The runner
   ``kill -9``) continues where it stopped when the same command is run again,
 - derives each item's seed from the run seed and the item id, so numbers do not depend
   on order, resumption or sharding,
+- with a group function and ``items_per_call`` above one, computes the pending items in groups
+  that share denoiser calls (:func:`shard_groups`: fixed blocks of the sorted ids, so an item
+  always has the same companions and resumed or sharded runs store the same records to the
+  bit); each item keeps its seed, and its record is written as soon as its group is done; a
+  group killed mid-way leaves its items unstored and is computed again on resumption (a group
+  killed between its writes is computed whole, and only its missing records are written),
 - records an item whose computation raises a :class:`~diffpid.errors.DiffpidError`
   (unreadable image, word not in the prompt...) as failed with its reason and goes on;
   any other exception (a bug) stops the run,
@@ -102,6 +108,20 @@ def shard(ids: Sequence[str], rank: int, world: int) -> list[str]:
     return sorted(ids)[rank::world]
 
 
+def shard_groups(ids: Sequence[str], todo: Sequence[str], size: int, rank: int, world: int) -> list[list[str]]:
+    """The groups of items process ``rank`` of ``world`` computes together: blocks of ``size`` of all the
+    sorted ids (not only those to compute), those with an item to compute, round-robin over processes.
+
+    A group's members do not depend on what was stored before or on the number of processes, so an
+    item is always computed with the same companions and its numbers are the same to the bit (the
+    rows of a shared denoiser call, and the chunks its sums are added in, are the same)."""
+    if not 0 <= rank < world:
+        raise ParameterError(f"rank {rank} is not in 0..{world - 1}")
+    every, wanted = sorted(ids), set(todo)
+    blocks = [every[lo:lo + size] for lo in range(0, len(every), size)]
+    return [b for b in blocks if wanted.intersection(b)][rank::world]
+
+
 def process_state(cpu: bool = False, timeout_hours: float = 48.0) -> Any:
     """The ``accelerate.PartialState`` of this process (one process when not launched).
 
@@ -153,6 +173,8 @@ def run_items(
     retry_failed: bool = False,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    compute_group: Callable[[Sequence[Item], Sequence[int]], Sequence[Any]] | None = None,
+    items_per_call: int = 1,
 ) -> RunSummary:
     """Compute every item not yet stored in the run of ``parameters`` and merge the results.
 
@@ -167,6 +189,12 @@ def run_items(
         retry_failed: compute failed items again.
         progress: show a progress bar over this process's items.
         log: where messages go (default: print on the main process).
+        compute_group: ``compute_group(items, seeds) -> outcomes``: several items at once (sharing
+            denoiser calls), one outcome per item, an :class:`ItemResult` or the ``DiffpidError``
+            that item failed with. Each item's outcome must be what ``compute`` gives it. When it
+            raises a ``DiffpidError`` itself, the group's items are computed one by one.
+        items_per_call: most items per ``compute_group`` call (1: one by one with ``compute``). It
+            does not change the numbers, so it is not a run parameter.
 
     Returns:
         The :class:`RunSummary` after the merge (every process returns it).
@@ -195,13 +223,16 @@ def run_items(
             directory.mkdir(parents=True, exist_ok=True)
             store.create()
             lock = store.lock()
-        return _run(items, compute, store, state, ids, params, seed, retry_failed, progress, say)
+        if isinstance(items_per_call, bool) or not isinstance(items_per_call, int) or items_per_call < 1:
+            raise ParameterError(f"items per call must be a positive integer, got {items_per_call!r}")
+        group = (compute_group, items_per_call) if compute_group is not None and items_per_call > 1 else None
+        return _run(items, compute, store, state, ids, params, seed, retry_failed, progress, say, group)
     finally:
         if lock is not None:
             lock.close()
 
 
-def _run(items, compute, store, state, ids, params, seed, retry_failed, progress, say) -> RunSummary:
+def _run(items, compute, store, state, ids, params, seed, retry_failed, progress, say, group=None) -> RunSummary:
     """The body of :func:`run_items` once the main process holds the run folder's lock."""
     from accelerate.utils import broadcast_object_list
     from tqdm.auto import tqdm
@@ -225,25 +256,31 @@ def _run(items, compute, store, state, ids, params, seed, retry_failed, progress
         + (f" on {world} processes" if world > 1 else ""))
 
     by_id = {it.id: it for it in items}
-    mine = shard(todo, rank, world)
     device = str(getattr(state, "device", "cpu"))
-    bar = tqdm(mine, desc=f"items (rank {rank})" if world > 1 else "items", disable=not progress,
+    pending = set(todo)
+    groups = shard_groups(ids, todo, group[1], rank, world) if group is not None else []
+    mine = shard(todo, rank, world) if group is None else [i for g in groups for i in g if i in pending]
+    bar = tqdm(total=len(mine), desc=f"items (rank {rank})" if world > 1 else "items", disable=not progress,
                position=rank, leave=True, dynamic_ncols=True)
-    for i in bar:
-        it = by_id[i]
-        s = item_seed(seed, i)
-        t0 = time.perf_counter()
-        arrays: Mapping[str, np.ndarray] = {}
-        try:
-            result = compute(it, s)
-            if not isinstance(result, ItemResult):
-                raise TypeError(f"the per-item function returned {type(result).__name__}, not ItemResult")
-            rec = ItemRecord(i, it.name, "done", result.values, None, None, s, 0.0, rank, world, device, {})
-            arrays = result.arrays
-        except DiffpidError as err:
-            rec = ItemRecord(i, it.name, "failed", None, type(err).__name__, str(err), s, 0.0, rank, world, device, {})
-        rec = replace(rec, seconds=round(time.perf_counter() - t0, 4))
-        store.write(rec, arrays)
+    if group is None:
+        for i in mine:
+            it, s, t0 = by_id[i], item_seed(seed, i), time.perf_counter()
+            outcome = _outcome(lambda: compute(it, s))
+            store.write(*_record(it, s, outcome, time.perf_counter() - t0, rank, world, device))
+            bar.update(1)
+    else:
+        for ids_ in groups:
+            batch = [by_id[i] for i in ids_]
+            seeds = [item_seed(seed, i) for i in ids_]
+            t0 = time.perf_counter()
+            outcomes = _group_outcomes(group[0], batch, seeds) if len(batch) > 1 else None
+            if outcomes is None:  # one by one
+                outcomes = [_outcome(lambda: compute(it, s)) for it, s in zip(batch, seeds)]
+            share = (time.perf_counter() - t0) / len(batch)
+            for it, s, outcome in zip(batch, seeds, outcomes):
+                if it.id in pending:  # a group partly stored before is computed whole, its stored items kept
+                    store.write(*_record(it, s, outcome, share, rank, world, device))
+                    bar.update(1)
     bar.close()
     state.wait_for_everyone()
     if main:
@@ -251,6 +288,40 @@ def _run(items, compute, store, state, ids, params, seed, retry_failed, progress
     summary = broadcast_object_list([summarize(directory) if main else None], from_process=0)[0]
     say(format_summary(summary, details=False))
     return summary
+
+
+def _outcome(fn: Callable[[], Any]) -> Any:
+    """``fn()``, or the :class:`~diffpid.errors.DiffpidError` it raised (a bad item, not a bug)."""
+    try:
+        return fn()
+    except DiffpidError as err:
+        return err
+
+
+def _group_outcomes(compute_group: Callable, batch: Sequence[Item], seeds: Sequence[int]) -> list[Any] | None:
+    """One outcome per item of a group, or ``None`` when the group as a whole failed with a
+    ``DiffpidError`` (its items are then computed one by one, so each failure names its item)."""
+    outcomes = _outcome(lambda: list(compute_group(batch, seeds)))
+    if isinstance(outcomes, DiffpidError):
+        return None
+    if len(outcomes) != len(batch):
+        raise TypeError(f"the group function returned {len(outcomes)} outcomes for {len(batch)} items")
+    return outcomes
+
+
+def _record(it: Item, s: int, outcome: Any, seconds: float, rank: int, world: int, device: str
+            ) -> tuple[ItemRecord, Mapping[str, np.ndarray]]:
+    """The store record (and arrays) of an item's outcome: an :class:`ItemResult` or a ``DiffpidError``."""
+    if isinstance(outcome, DiffpidError):
+        rec = ItemRecord(it.id, it.name, "failed", None, type(outcome).__name__, str(outcome), s, 0.0, rank, world,
+                         device, {})
+        arrays: Mapping[str, np.ndarray] = {}
+    elif isinstance(outcome, ItemResult):
+        rec = ItemRecord(it.id, it.name, "done", outcome.values, None, None, s, 0.0, rank, world, device, {})
+        arrays = outcome.arrays
+    else:
+        raise TypeError(f"the per-item function returned {type(outcome).__name__}, not ItemResult")
+    return replace(rec, seconds=round(seconds, 4)), arrays
 
 
 def model_key(model: Any) -> str:

@@ -62,6 +62,8 @@ def run_study(
     seed: int,
     progress: bool = False,
     retry_failed: bool = False,
+    compute_group: Callable[[Sequence[Item], Sequence[int]], Sequence[Any]] | None = None,
+    items_per_call: int = 1,
 ) -> StudyRun:
     """Run a study's items (resuming a stopped run) and read the done items back.
 
@@ -74,9 +76,12 @@ def run_study(
         seed: run seed (item seeds derive from it and the item ids).
         progress: progress bar.
         retry_failed: compute failed items again.
+        compute_group, items_per_call: several items at once, sharing denoiser calls
+            (:func:`~diffpid.runs.runner.run_items`).
     """
     summary = run_items(items, compute, out=out, parameters=dict(parameters, study=name), seed=seed, name=name,
-                        progress=progress, retry_failed=retry_failed)
+                        progress=progress, retry_failed=retry_failed, compute_group=compute_group,
+                        items_per_call=items_per_call)
     store = RunStore(summary.directory)
     done = []
     for rec in collect(summary.directory, include_failed=False):
