@@ -38,7 +38,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..errors import DiffpidError, ParameterError
-from .store import CorruptRecord, ItemRecord, RunStore, canonical, digest
+from .store import ItemRecord, RunStore, canonical, digest
 from .summary import RunSummary, format_summary, merge, summarize
 
 
@@ -149,13 +149,9 @@ def _check_ids(items: Sequence[Item]) -> None:
 def _plan(store: RunStore, ids: list[str], retry_failed: bool) -> tuple[list[str], list[str]]:
     """Ids to compute (no record, damaged record, or failed when retrying) and the damaged ones."""
     todo, corrupt = [], []
-    for i in ids:
-        try:
-            rec = store.read(i)
-        except CorruptRecord:
+    for i, rec, damaged in store.scan(ids):
+        if damaged:
             corrupt.append(i)
-            todo.append(i)
-            continue
         if rec is None or (retry_failed and rec.status == "failed"):
             todo.append(i)
     return todo, corrupt

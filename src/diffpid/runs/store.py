@@ -27,7 +27,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -167,6 +167,14 @@ class RunStore:
         body = {"format": RECORD_FORMAT, **asdict(record)}
         body["checksum"] = digest(canonical(body))
         write_atomic(self.record_path(record.id), canonical(body))
+
+    def scan(self, ids: Iterable[str]) -> Iterator[tuple[str, ItemRecord | None, bool]]:
+        """``(id, record or None, damaged)`` for each id: a damaged record reads as ``None``."""
+        for i in ids:
+            try:
+                yield i, self.read(i), False
+            except CorruptRecord:
+                yield i, None, True
 
     def read(self, item_id: str, check_arrays: bool = True) -> ItemRecord | None:
         """The record of ``item_id``; ``None`` when the item has none.

@@ -66,13 +66,9 @@ def summarize(directory: str | os.PathLike) -> RunSummary:
     params = store.read_parameters()
     listed = store.read_items()
     done, failed, remaining, corrupt = 0, [], [], []
-    for i, _ in listed:
-        try:
-            rec = store.read(i)
-        except CorruptRecord:
+    for i, rec, damaged in store.scan(i for i, _ in listed):
+        if damaged:
             corrupt.append(i)
-            remaining.append(i)
-            continue
         if rec is None:
             remaining.append(i)
         elif rec.status == "done":
