@@ -146,6 +146,26 @@ def _check_ids(items: Sequence[Item]) -> None:
         seen[it.id] = it
 
 
+def jsonl_objects(name: str, text: str, example: str = "") -> list[tuple[int, dict]]:
+    """``(line number, object)`` of each non-blank line of a JSONL item file ``name``.
+
+    Raises:
+        ParameterError: a line that is not JSON, or not a JSON object (``example`` shows one).
+    """
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ParameterError(f"{name} line {n} is not JSON ({err.msg}); write one object per line") from err
+        if not isinstance(row, dict):
+            raise ParameterError(f"{name} line {n} is not a JSON object" + (f"; write {example}" if example else ""))
+        rows.append((n, row))
+    return rows
+
+
 def _plan(store: RunStore, ids: list[str], retry_failed: bool) -> tuple[list[str], list[str]]:
     """Ids to compute (no record, damaged record, or failed when retrying) and the damaged ones."""
     todo, corrupt = [], []

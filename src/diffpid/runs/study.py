@@ -8,7 +8,6 @@ user's CSV or JSON-lines item file.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .runner import Item, ItemResult, run_items
+from .runner import Item, ItemResult, jsonl_objects, run_items
 from .store import RunStore
 from .summary import RunSummary, collect
 
@@ -115,15 +114,8 @@ def read_rows(path: str | os.PathLike, required: Sequence[str]) -> list[tuple[st
         for n, row in enumerate(csv.DictReader(text.splitlines()), 2):
             rows.append((f"line {n}", {str(k).strip(): (v or "").strip() for k, v in row.items() if k is not None}))
     elif suffix in (".jsonl", ".ndjson"):
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ParameterError(f"{path.name} line {n} is not JSON ({err.msg}); write one object per line") from err
-                if not isinstance(row, dict):
-                    raise ParameterError(f"{path.name} line {n} is not a JSON object")
-                rows.append((f"line {n}", {str(k): "" if v is None else str(v).strip() for k, v in row.items()}))
+        for n, row in jsonl_objects(path.name, text):
+            rows.append((f"line {n}", {str(k): "" if v is None else str(v).strip() for k, v in row.items()}))
     else:
         raise ParameterError(f"{path.name}: item files are .csv or .jsonl, got {suffix or 'no extension'!r}")
     for label, row in rows:

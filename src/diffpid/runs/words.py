@@ -14,7 +14,6 @@ summaries. An item's stable id hashes the image file's bytes, the prompt and the
 from __future__ import annotations
 
 import csv
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,8 @@ from ..errors import ConditionError, ParameterError
 from ..information import Information
 from ..plan import Plan, run_plans
 from ..settings import Settings
-from .runner import Item, ItemResult, file_digest, item_id, model_key, process_state, run_items
+from .runner import (Item, ItemResult, file_digest, item_id, jsonl_objects, model_key, process_state,
+                     run_items)
 from .summary import RunSummary
 
 ITEM_VERSION = "word-item/1"
@@ -69,16 +69,7 @@ def _rows(path: Path) -> list[tuple[int, dict]]:
                              "pass a UTF-8 .jsonl or .csv") from err
     rows: list[tuple[int, dict]] = []
     if suffix in (".jsonl", ".ndjson"):
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ParameterError(f"{path.name} line {n} is not JSON ({err.msg}); one object per line") from err
-            if not isinstance(row, dict):
-                raise ParameterError(f"{path.name} line {n} is not a JSON object; write {{\"prompt\": ...}}")
-            rows.append((n, row))
+        rows.extend(jsonl_objects(path.name, text, '{"prompt": ...}'))
     elif suffix == ".csv":
         reader = csv.DictReader(text.splitlines())
         if "prompt" not in (reader.fieldnames or []):
