@@ -125,3 +125,14 @@ def test_neyman_score_is_the_variance_plus_a_share_of_the_squared_mean():
         AdaptiveSampler(allocation="optimal")
     with pytest.raises(ParameterError, match="mean_share"):
         AdaptiveSampler(mean_share=2.0)
+
+
+def test_neyman_sampler_by_name_and_in_settings():
+    from diffpid.engine.channel import NeymanSampler, make_sampler
+    from diffpid.settings import Settings
+
+    s = make_sampler("neyman")
+    assert isinstance(s, NeymanSampler) and isinstance(s, AdaptiveSampler)
+    assert (s.allocation, s.pilot, s.min_pilot) == ("neyman", 0.1, 24)
+    assert s.pilot_size(100) == 24 and s.pilot_size(1000) == 100
+    assert Settings(sampler="neyman").sampler == "neyman"
