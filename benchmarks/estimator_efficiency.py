@@ -38,7 +38,7 @@ from diffpid.engine.estimate import Difference, estimate
 from diffpid.models.mixture import GaussianMixture
 
 BUDGETS = [100, 300, 1000, 3000]
-SAMPLERS = ["published", "sobol", "adaptive"]
+SAMPLERS = ["published", "sobol", "adaptive", "neyman"]
 TRAINED_BUDGETS = [100, 300, 1000]
 TRAINED_SAMPLERS = ["published", "adaptive", "neyman"]
 TRAINED = [("CMI of 'red' in 'a red circle left of a blue box'", "a red circle left of a blue box", "red"),

@@ -205,6 +205,7 @@ def main() -> None:
                 "adaptive": make_sampler("adaptive")}
     samplers.update(extra_samplers())
     rows = []
+    collected = 0.0  # seconds the draws took (nan when a cache predates the record)
     for label, prompt, word in CASES:
         path = Path(args.cache) / f"{(word or 'mi').replace(' ', '_')}-{args.samples}-{args.antithetic}-{args.seed}.npz"
         if path.exists():
@@ -214,25 +215,21 @@ def main() -> None:
                 import diffpid
 
                 model = diffpid.load_shapes_model()
+            t1 = time.time()
             d = collect(model, prompt, word, args.samples, args.antithetic, args.seed, lo, hi)
+            d["seconds"] = np.array(time.time() - t1)
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(path, **d)
+        collected += float(d.get("seconds", np.nan))
         rows.append((label, analyse(d, lo, hi), emulate(d, samplers, args.reps)))
         print(f"{label}: {time.time() - t0:.0f}s", flush=True)
-    Path(args.out).write_text(render(rows, args, time.time() - t0))
+    Path(args.out).write_text(render(rows, args, collected))
     print(Path(args.out).read_text())
 
 
 def extra_samplers() -> dict:
-    """Adaptive variants under test (see docs/estimator.md)."""
-    out = {}
-    for name, kw in [("adaptive, neyman", {"allocation": "neyman"}),
-                     ("adaptive, neyman, pilot 0.1", {"allocation": "neyman", "pilot": 0.1, "min_pilot": 24})]:
-        try:
-            out[name] = AdaptiveSampler(**kw)
-        except TypeError:  # a package version without the option
-            pass
-    return out
+    """The Neyman allocation alone (default pilot), and the ``neyman`` sampler (also a 10% pilot)."""
+    return {"adaptive, Neyman allocation": AdaptiveSampler(allocation="neyman"), "neyman": make_sampler("neyman")}
 
 
 def ratio(base: list[float], other: list[float]) -> list[float]:
@@ -244,7 +241,9 @@ def render(rows, args, seconds: float) -> str:
     out = ["# Variance sources on a trained network", "",
            f"Embedded shapes model, {args.samples} draws per value at uniform log-SNR levels (i.i.d. eps), "
            f"{args.antithetic} of them also at -eps. Produced by `python benchmarks/variance_sources.py` "
-           f"in {seconds / 60:.0f} min on {args.threads} CPU thread(s) while another training job shared the machine.", "",
+           + (f"(the draws took {seconds / 60:.0f} min on {args.threads} CPU thread)." if seconds == seconds else
+              "(draws read from the cache of an earlier run; on one CPU thread beside a training job they took "
+              "29 min)."), "",
            "## Where the variance is, and the bound of any level sampler", "",
            "| value | nats | within-level share of the variance | ideal importance density | Neyman-stratified levels |",
            "|---|---|---|---|---|"]
