@@ -109,3 +109,30 @@ def test_adaptive_fit_follows_the_root_second_moment_with_a_logistic_floor():
     base = (c[1:] - c[:-1]) / (c[-1] - c[0])
     assert torch.allclose(probs, 0.5 * opt + 0.5 * base, atol=1e-9)
     assert s.pilot_size(1000) == 250 and s.pilot_size(10) == 10
+
+
+def test_neyman_score_is_the_variance_plus_a_share_of_the_squared_mean():
+    first = torch.tensor([[1.0, 2.0, 0.0], [0.5, 0.0, 1.0]], dtype=torch.float64)  # (T=2, bins=3)
+    second = torch.tensor([[2.0, 5.0, 0.0], [0.5, 0.0, 1.0]], dtype=torch.float64)
+    ney = AdaptiveSampler(allocation="neyman", mean_share=0.05).pilot_score(first, second)
+    # term 0: [2 - 0.95, 5 - 3.8, 0]; term 1: [0.5 - 0.2375, 0, 1 - 0.95]
+    assert torch.allclose(ney, torch.tensor([1.05 + 0.2625, 1.2, 0.05], dtype=torch.float64))
+    assert torch.allclose(AdaptiveSampler().pilot_score(first, second), torch.tensor([2.5, 5.0, 1.0], dtype=torch.float64))
+    # a bin with a constant integrand (variance 0) keeps only the mean share
+    only = AdaptiveSampler(allocation="neyman", mean_share=0.0).pilot_score(first[:1, :1], first[:1, :1] ** 2)
+    assert only.item() == 0.0
+    with pytest.raises(ParameterError, match="allocation"):
+        AdaptiveSampler(allocation="optimal")
+    with pytest.raises(ParameterError, match="mean_share"):
+        AdaptiveSampler(mean_share=2.0)
+
+
+def test_neyman_sampler_by_name_and_in_settings():
+    from diffpid.engine.channel import NeymanSampler, make_sampler
+    from diffpid.settings import Settings
+
+    s = make_sampler("neyman")
+    assert isinstance(s, NeymanSampler) and isinstance(s, AdaptiveSampler)
+    assert (s.allocation, s.pilot, s.min_pilot) == ("neyman", 0.1, 24)
+    assert s.pilot_size(100) == 24 and s.pilot_size(1000) == 100
+    assert Settings(sampler="neyman").sampler == "neyman"

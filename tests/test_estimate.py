@@ -189,3 +189,22 @@ def test_sampler_outside_the_trained_range_is_refused():
     m.logsnr_range = (-5.36, 7.07)
     with pytest.raises(ParameterError, match="trained on"):
         diffpid.mutual_information(m, m.means[:1].float(), {"y": 1}, sampler=WIDE)
+
+
+def test_neyman_adaptive_sampler_is_unbiased_on_the_exact_oracle():
+    from diffpid.engine.channel import AdaptiveSampler
+
+    m = separated(k=2)
+    x = m.means[1:2].float()
+    exact = (m.log_prob(x, {"y": 1}) - m.log_prob(x)).item()  # = ln 2 for separated components
+    s = AdaptiveSampler(loc=1.0, scale=2.5, clip=5.0, allocation="neyman")
+    vals, ses = [], []
+    for seed in range(6):
+        r = diffpid.mutual_information(m, x, {"y": 1}, samples=512, sampler=s, seed=seed)
+        vals.append(r.value[0]), ses.append(r.stderr[0])
+    se = math.sqrt(sum(v * v for v in ses)) / len(ses)
+    assert np.mean(vals) == pytest.approx(exact, abs=4 * se + 0.01)
+    # and it is not the default sampler's numbers
+    d = diffpid.mutual_information(m, x, {"y": 1}, samples=512, sampler=AdaptiveSampler(loc=1.0, scale=2.5, clip=5.0),
+                                   seed=0)
+    assert d.value[0] != vals[0]

@@ -21,7 +21,7 @@ MAX_SEED = 2**63 - 1
 #: dtype names accepted everywhere (``--dtype`` and ``dtype=``)
 DTYPES = ("float32", "float16", "bfloat16")
 
-SAMPLER_NAMES = ("adaptive", "sobol", "logistic", "published", "uniform")
+SAMPLER_NAMES = ("adaptive", "neyman", "sobol", "logistic", "published", "uniform")
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Settings:
 
     Args:
         samples: ``(a, eps)`` draws per image and condition (denoiser calls per image and condition).
-        sampler: log-SNR sampler name (``adaptive``, ``sobol``, ``logistic``/``published``,
+        sampler: log-SNR sampler name (``adaptive``, ``neyman``, ``sobol``, ``logistic``/``published``,
             ``uniform``) or a :class:`~diffpid.engine.channel.Sampler`.
         batch_size: most rows (images x conditions) per denoiser call.
         seed: seed of the estimator's draws (and of generation where an entry point generates).

@@ -220,12 +220,20 @@ class AdaptiveSampler(SobolSampler):
     (the variance-optimal density for a fixed bin shape), mixed with a uniform ``floor`` so
     no part of the range is starved (:class:`PiecewiseSampler`). Both stages are unbiased
     and are averaged together. The floor's share follows the logistic proposal binned.
+
+    ``allocation="neyman"`` instead makes the bin masses proportional to the square root of
+    each bin's *variance* (plus ``mean_share`` of its squared mean, so a bin the pilot saw
+    once is not starved): the main stage is stratified over its levels, which removes the
+    spread of the bin means, so the variance within the bins is what the masses should
+    follow (Neyman allocation). It needs the pilot's first moments as well.
     """
 
     pilot: float = 0.25
     min_pilot: int = 16
     bins: int = 16
     floor: float = 0.3
+    allocation: str = "moment"
+    mean_share: float = 0.05
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -233,6 +241,10 @@ class AdaptiveSampler(SobolSampler):
             raise ParameterError(f"pilot must be a fraction in (0, 1), got {self.pilot}")
         if not (0 < self.floor <= 1):
             raise ParameterError(f"floor must be in (0, 1], got {self.floor}")
+        if self.allocation not in ("moment", "neyman"):
+            raise ParameterError(f"allocation must be 'moment' or 'neyman', got {self.allocation!r}")
+        if not (0 <= self.mean_share <= 1):
+            raise ParameterError(f"mean_share must be in [0, 1], got {self.mean_share}")
 
     def pilot_size(self, n: int) -> int:
         """Samples of the pilot stage for a first round of ``n`` (all of them for tiny rounds)."""
@@ -242,8 +254,21 @@ class AdaptiveSampler(SobolSampler):
         lo, hi = self.range
         return torch.linspace(lo, hi, self.bins + 1, dtype=torch.float64)
 
+    def pilot_score(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """What :meth:`fit` takes, from the pilot's per-bin moments of each term ``(..., T, bins)``.
+
+        Each term's integrand is normalised by its value (so terms of different sizes count
+        alike). ``moment`` allocation: the sum over terms of the second moments; ``neyman``: of
+        the variances plus ``mean_share`` of the squared means.
+        """
+        if self.allocation == "neyman":
+            return (second - (1 - self.mean_share) * first ** 2).clamp_min(0).sum(-2)
+        return second.sum(-2)
+
     def fit(self, second_moment: torch.Tensor, start: int = 0) -> PiecewiseSampler:
         """The main-stage sampler from per-bin second moments ``(bins,)`` or ``(images, bins)``.
+
+        (With ``allocation="neyman"``, pass :meth:`pilot_score` instead of second moments.)
 
         The moments are smoothed over neighbouring bins (a pilot sees rare large values in
         few bins), the square root gives the bin masses, and a fraction ``floor`` of the
@@ -272,8 +297,25 @@ class AdaptiveSampler(SobolSampler):
         return PiecewiseSampler(self.loc, self.scale, self.clip, tuple(edges.tolist()), probs, start)
 
 
+@dataclass(frozen=True)
+class NeymanSampler(AdaptiveSampler):
+    """:class:`AdaptiveSampler` with the Neyman allocation and a smaller pilot (10%, at least 24 draws).
+
+    The main stage is stratified over its levels, so its bin masses should follow each bin's
+    spread, not its second moment; and a pilot drawn from the fixed proposal is the least
+    efficient part of the budget, so it is kept small once it has a couple of draws per bin.
+    Measured on the embedded model in ``benchmarks/results/variance_sources.md`` and
+    ``estimator_efficiency.md``.
+    """
+
+    pilot: float = 0.1
+    min_pilot: int = 24
+    allocation: str = "neyman"
+
+
 SAMPLERS = {
     "adaptive": AdaptiveSampler,
+    "neyman": NeymanSampler,
     "sobol": SobolSampler,
     "logistic": LogisticSampler,
     "published": LogisticSampler,
@@ -282,7 +324,7 @@ SAMPLERS = {
 
 
 def make_sampler(name: str = "adaptive", loc: float = 1.0, scale: float = 2.0, clip: float = 3.0) -> Sampler:
-    """Build a sampler by name: ``adaptive`` (default), ``sobol``, ``logistic``/``published``, ``uniform``."""
+    """Build a sampler by name: ``adaptive`` (default), ``neyman``, ``sobol``, ``logistic``/``published``, ``uniform``."""
     if isinstance(name, Sampler):
         return name
     if name not in SAMPLERS:

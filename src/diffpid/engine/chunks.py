@@ -69,7 +69,8 @@ class Engine:
         batch_size, seed: rows per denoiser call; the seed of the counter-based streams.
         on_batch, bar: per-chunk callback; a progress bar to update (or ``None``).
 
-    Set :attr:`pilot` to a :class:`~diffpid.engine.accumulate.Binned` to record the adaptive pilot's moments.
+    Set :attr:`pilot` to a :class:`~diffpid.engine.accumulate.Binned` to record the adaptive pilot's first and second moments
+    (lanes ``(2, T)``).
     """
 
     def __init__(self, model: Any, x: torch.Tensor, conditions: Sequence[Any], parts: Sequence[tuple[int, int]],
@@ -139,7 +140,7 @@ class Engine:
         self.total.add(image, g.flatten(2).sum(-1))
         self.curves.add(image, a, f_tot)
         if self.pilot is not None:
-            self.pilot.add(image, a, f_tot ** 2)
+            self.pilot.add(image, a, torch.stack([f_tot, f_tot ** 2], 1))  # (P, 2, T)
         if s.shape[1]:
             gs = hw * s
             self.std_maps.add(image, gs)

@@ -333,17 +333,19 @@ def estimate_jobs(
     if isinstance(sampler, AdaptiveSampler):
         n_pilot = sampler.pilot_size(samples)
         for r, p in zip(runs, prepared):
-            r.pilot = Binned(sampler.edges(), len(r.x), (len(p[2]),), r.device)
+            r.pilot = Binned(sampler.edges(), len(r.x), (2, len(p[2])), r.device)
         run_round(runs, [sampler] * len(runs), [torch.full_like(f, n_pilot) for f in full], batch_size, bar)
         now: list[Sampler] = []
         for r, p in zip(runs, prepared):
-            # per image, the second moment of every Difference term's integrand relative to its pilot value squared
+            # per image, the moments of every Difference term's integrand relative to its pilot value
             terms = p[2]
             piloted = [i for i, t in enumerate(terms) if isinstance(t, Difference)] or list(range(len(terms)))
             value = r.total.s.total[:, piloted] / n_pilot  # (b, T')
-            moment = (r.pilot.means()[:, piloted] / value.pow(2).clamp_min(1e-30)[:, :, None]).sum(1)
+            means = r.pilot.means()  # (b, 2, T, bins)
+            scale = value.abs().clamp_min(1e-30)[:, :, None]
             r.pilot = None
-            now.append(sampler.fit(moment, start=n_pilot))
+            score = sampler.pilot_score(means[:, 0, piloted] / scale, means[:, 1, piloted] / scale ** 2)
+            now.append(sampler.fit(score, start=n_pilot))
         if samples > n_pilot:
             run_round(runs, now, full, batch_size, bar)
     else:
