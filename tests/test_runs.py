@@ -110,10 +110,11 @@ def _wait_for_records(results: Path, count: int, proc: subprocess.Popen, timeout
     raise AssertionError(f"fewer than {count} items stored after {timeout} s")
 
 
-def killed_run(items: Path, out: Path, reference: Path, records: int, *extra: str) -> Path:
-    """The run folder of ``diffpid run`` killed with SIGKILL once ``records`` items are stored."""
-    proc = subprocess.Popen([sys.executable, *_run_cmd(items, out, *extra)], env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+def killed_command(argv: list[str], out: Path, reference: Path, records: int) -> Path:
+    """The run folder of ``python ARGV`` (a dataset command writing into ``out``) killed with SIGKILL once
+    ``records`` items are stored in the folder of the same name as the run in ``reference``."""
+    proc = subprocess.Popen([sys.executable, *argv], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
     (ref_run,) = find_runs(reference)
     try:
         _wait_for_records(out / ref_run.name / "results", records, proc)
@@ -124,6 +125,11 @@ def killed_run(items: Path, out: Path, reference: Path, records: int, *extra: st
             proc.kill()
     (run,) = find_runs(out)
     return run
+
+
+def killed_run(items: Path, out: Path, reference: Path, records: int, *extra: str) -> Path:
+    """The run folder of ``diffpid run`` killed with SIGKILL once ``records`` items are stored."""
+    return killed_command(_run_cmd(items, out, *extra), out, reference, records)
 
 
 def test_kill9_then_resume_equals_single_run(items_file, reference, tmp_path):

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .engine.estimate import Curve, Difference, EngineResult, estimate
+from .engine.estimate import Curve, Difference, EngineResult, Job, estimate, estimate_jobs
 from .errors import ConditionError, ParameterError
 from .settings import Settings
 
@@ -168,6 +168,19 @@ class Plan:
         run = run_engine(engine_model, x, encoded, self.terms, settings, on_batch=on_batch, targets=self.targets())
         return PlanResult(self, run, is_single(model, x))
 
+    def job(self, model: Any, x: Any, seed: int) -> Job:
+        """This plan as one :class:`~diffpid.engine.estimate.Job` of an engine pass shared with other plans
+        (its conditions encoded by ``model``); :meth:`result` reads the job's result by name."""
+        if not self.terms:
+            raise ParameterError("the plan has no measurements; add mi, cmi, words or pid")
+        return Job(x, [encode(model, c) for c in self.conditions], self.terms, int(seed), self.targets())
+
+    def result(self, model: Any, x: Any, run: EngineResult) -> "PlanResult":
+        """The :class:`PlanResult` of the engine result of :meth:`job` (``model`` and ``x`` as given to it)."""
+        from .models.base import is_single
+
+        return PlanResult(self, run, is_single(model, x))
+
 
 def _pair_name(y1: Any, y2: Any) -> Any:
     if isinstance(y1, str) and isinstance(y2, str):
@@ -200,6 +213,24 @@ def engine_arguments(settings: Settings) -> dict[str, Any]:
                 precision_floor=settings.precision_floor, max_samples=settings.max_samples)
 
 
+def run_jobs(model: Any, jobs: Sequence[Job], settings: Settings | None = None) -> list[EngineResult]:
+    """Several :class:`~diffpid.engine.estimate.Job` (each its own data, conditions, terms and seed) over one
+    engine pass whose denoiser calls they share (:func:`~diffpid.engine.estimate.estimate_jobs`).
+
+    A model that cannot take a condition per row (:func:`~diffpid.models.base.batches_rows`: a subclass or
+    wrapper that overrides only ``eps``) runs the jobs one after another instead, each in its own calls.
+    Either way each result equals the job's solo run up to the float rounding of differently shaped model
+    calls; ``settings.seed`` is ignored (each job has its seed).
+    """
+    from .models.base import batches_rows
+
+    settings = Settings.of(settings)
+    settings.apply_threads()
+    if len(jobs) > 1 and not batches_rows(model):
+        return [estimate_jobs(model, [job], **engine_arguments(settings))[0] for job in jobs]
+    return estimate_jobs(model, jobs, **engine_arguments(settings))
+
+
 def run_plans(model: Any, plans: Sequence[tuple["Plan", Any, int]], settings: Settings | None = None
               ) -> list["PlanResult"]:
     """Several plans, each with its own data and seed, over one engine pass whose denoiser calls they share.
@@ -211,21 +242,11 @@ def run_plans(model: Any, plans: Sequence[tuple["Plan", Any, int]], settings: Se
 
     Returns:
         One :class:`PlanResult` per plan, equal to ``plan.run(model, x, settings.replace(seed=seed))``
-        up to the float rounding of differently shaped model calls
-        (:func:`~diffpid.engine.estimate.estimate_jobs`).
+        up to the float rounding of differently shaped model calls (:func:`run_jobs`; to the bit for
+        a lone plan).
     """
-    from .engine.estimate import Job, estimate_jobs
-    from .models.base import is_single
-
-    settings = Settings.of(settings)
-    jobs = []
-    for plan, x, seed in plans:
-        if not plan.terms:
-            raise ParameterError("the plan has no measurements; add mi, cmi, words or pid")
-        jobs.append(Job(x, [encode(model, c) for c in plan.conditions], plan.terms, int(seed), plan.targets()))
-    settings.apply_threads()
-    runs = estimate_jobs(model, jobs, **engine_arguments(settings))
-    return [PlanResult(plan, run, is_single(model, x)) for (plan, x, _), run in zip(plans, runs)]
+    runs = run_jobs(model, [plan.job(model, x, seed) for plan, x, seed in plans], settings)
+    return [plan.result(model, x, run) for (plan, x, _), run in zip(plans, runs)]
 
 
 class _Lookup:

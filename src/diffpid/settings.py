@@ -250,6 +250,18 @@ def add_settings_arguments(parser: argparse.ArgumentParser, defaults: Settings |
                    help="no progress bars")
 
 
+def add_items_per_call_argument(parser: argparse.ArgumentParser, what: str = "items", note: str = "") -> None:
+    """Add ``--items-per-call G`` to a dataset command (``diffpid run``, ``diffpid bench ...``): at most ``G``
+    of its ``what`` share denoiser calls (:func:`~diffpid.runs.runner.resolve_items_per_call` picks the
+    default); ``note`` ends the help text."""
+    from .runs.runner import ITEMS_PER_CALL
+
+    text = (f"most {what} whose images share denoiser calls (default {ITEMS_PER_CALL} on a GPU, 1 on the CPU); "
+            "the numbers and the run folder do not depend on it")
+    parser.add_argument("--items-per-call", type=int, default=None, metavar="G",
+                        help=text + (f"; {note}" if note else ""))
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """The :class:`Settings` of parsed command-line arguments (and apply ``--threads`` now)."""
     s = Settings(samples=args.samples, sampler=args.sampler, batch_size=args.batch_size, seed=args.seed,

@@ -67,6 +67,13 @@ class LazyModel:
         self.device = self.settings.device or (None if state is None else getattr(state, "device", None))
         self._model: Model | None = None
 
+    def runs_on(self) -> str:
+        """Where the model computes, without loading it: a given model's device, else the device it is
+        loaded on (``settings.device``, the process's device, else the GPU when there is one)."""
+        if isinstance(self.spec, Model):
+            return str(self.spec.device)
+        return str(self.device if self.device is not None else self.settings.torch_device())
+
     def get(self) -> Model:
         if self._model is None:
             from ..explanation import resolve_model

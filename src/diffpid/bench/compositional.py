@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..engine.estimate import EngineResult, Job
 from ..errors import ParameterError
 from ..models.base import Model
 from ..runs.runner import Item, item_id
@@ -27,8 +28,8 @@ ITEM_VERSION = "compositional-item/1"
 DEFAULTS = Settings(samples=100)
 """The bench's estimator settings unless told otherwise (the papers' 100 samples)."""
 
-__all__ = ["DEFAULTS", "CaptionScores", "CompositionalCase", "score_captions", "shapes_attribute_items",
-           "shapes_relation_items", "shapes_single_items"]
+__all__ = ["DEFAULTS", "CaptionScores", "CompositionalCase", "caption_job", "caption_scores", "score_captions",
+           "shapes_attribute_items", "shapes_relation_items", "shapes_single_items"]
 
 
 @dataclass(frozen=True)
@@ -100,10 +101,19 @@ def score_captions(model: Model, x: Any, captions: Sequence[str], correct: int =
         ParameterError: fewer than two candidates, an empty candidate, or ``correct`` out of range.
         ConditionError: a caption the model cannot encode (too long, unknown words).
     """
-    from ..engine.estimate import Combination, Difference
-    from ..plan import Plan, encode, run_engine
+    from ..plan import run_jobs
 
     settings = Settings.of(settings or DEFAULTS, **overrides)
+    job = caption_job(model, x, captions, correct, settings.seed)
+    return caption_scores(run_jobs(model, [job], settings)[0], len(captions), correct)
+
+
+def caption_job(model: Model, x: Any, captions: Sequence[str], correct: int, seed: int) -> Job:
+    """The engine :class:`~diffpid.engine.estimate.Job` of :func:`score_captions` (checked as it says): ``""``
+    and every distinct candidate as conditions, each candidate's information, then the margins."""
+    from ..engine.estimate import Combination, Difference
+    from ..plan import Plan, encode
+
     captions = [str(c) for c in captions]
     if len(captions) < 2:
         raise ParameterError(f"compositional scoring needs at least two candidate captions, got {len(captions)}")
@@ -121,11 +131,15 @@ def score_captions(model: Model, x: Any, captions: Sequence[str], correct: int =
     terms += [Combination((terms[correct], terms[j]), (1.0, -1.0)) for j in others]
     if tuple(np.shape(x)) == tuple(model.data_shape):
         x = x[None]
-    run = run_engine(model, x, conds, terms, settings)
+    return Job(x, conds, terms, int(seed))
 
+
+def caption_scores(run: EngineResult, k: int, correct: int) -> CaptionScores:
+    """The :class:`CaptionScores` of ``k`` candidates from the engine result of their :func:`caption_job`."""
     def column(attr: str, part: slice) -> np.ndarray:
         return np.array([float(getattr(t, attr)[0]) for t in run.terms[part]])
 
+    others = [j for j in range(k) if j != correct]
     s, se = column("value", slice(0, k)), column("stderr", slice(0, k))
     st, sse = column("standard_value", slice(0, k)), column("standard_stderr", slice(0, k))
     margins = [np.zeros(k) for _ in range(4)]

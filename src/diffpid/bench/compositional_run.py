@@ -15,12 +15,13 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..errors import ParameterError
-from ..runs.runner import Item, ItemResult, item_id, process_state, run_items
+from ..plan import run_jobs
+from ..runs.runner import Item, ItemResult, item_functions, item_id, process_state, resolve_items_per_call, run_items
 from ..runs.summary import RunSummary, collect
 from ..settings import Settings
 from .common import LazyModel, item_settings, load_case, model_facts, model_key, settings_parameters
-from .compositional import (DEFAULTS, ITEM_VERSION, CompositionalCase, score_captions, shapes_attribute_items,
-                            shapes_relation_items, shapes_single_items)
+from .compositional import (DEFAULTS, ITEM_VERSION, CompositionalCase, caption_job, caption_scores,
+                            shapes_attribute_items, shapes_relation_items, shapes_single_items)
 from .localization import model_data
 from .metrics import Accuracy, MacroAccuracy, accuracy, macro_accuracy
 from .tables import ResultTable
@@ -161,7 +162,8 @@ class CompositionalReport:
 
 def run_compositional(items: Sequence[Item], *, out: str, dataset: str, model: Any = None,
                       min_count: int | None = None, exclude: Iterable[str] | None = None, state: Any = None,
-                      settings: Settings | None = None, **overrides: Any) -> CompositionalReport:
+                      items_per_call: int | None = None, settings: Settings | None = None,
+                      **overrides: Any) -> CompositionalReport:
     """Score every item not yet stored, then the accuracies over all done items.
 
     Args:
@@ -171,6 +173,9 @@ def run_compositional(items: Sequence[Item], *, out: str, dataset: str, model: A
         model: a :class:`~diffpid.models.base.Model`, a folder or hub id, or ``None`` (embedded shapes model).
         min_count, exclude: macro filters (default :func:`macro_filters` of the dataset).
         state: an ``accelerate.PartialState`` (default: this process).
+        items_per_call: most items whose images share denoiser calls (``None``:
+            :data:`~diffpid.runs.runner.ITEMS_PER_CALL` on a GPU, 1 on the CPU); it changes neither the
+            numbers (up to float rounding) nor the run folder.
         settings: the :class:`~diffpid.settings.Settings` (default
             :data:`~diffpid.bench.compositional.DEFAULTS`: 100 samples per image, shared by every
             candidate and ``""``) or its fields as keywords; ``seed`` is the run seed (each item's
@@ -187,11 +192,22 @@ def run_compositional(items: Sequence[Item], *, out: str, dataset: str, model: A
     state = process_state(cpu=settings.device == "cpu") if state is None else state
     lazy = LazyModel(model, settings, state)
 
-    def compute(item: Item, item_seed: int) -> ItemResult:
+    quiet = settings.replace(progress=False)
+
+    def prepare(item: Item, item_seed: int) -> tuple[Any, CompositionalCase, Any]:
+        """The model, the case, and its job: the image read, the candidates and ``""`` encoded."""
         current = lazy.get()
         case = load_case(item.data)
-        x = model_data(current, case.image)
-        r = score_captions(current, x, case.captions, case.correct, settings=item_settings(settings, item_seed))
+        x, seed = model_data(current, case.image), item_settings(settings, item_seed).seed
+        return current, case, caption_job(current, x, case.captions, case.correct, seed)
+
+    def run(ready: Sequence[tuple[Any, CompositionalCase, Any]]) -> list[Any]:
+        """The items' jobs in one engine pass: their images share denoiser calls."""
+        return run_jobs(ready[0][0], [job for _, _, job in ready], quiet)
+
+    def finish(ready: tuple[Any, CompositionalCase, Any], result: Any) -> ItemResult:
+        case = ready[1]
+        r = caption_scores(result, len(case.captions), case.correct)
         return ItemResult({"captions": list(case.captions), "correct": case.correct, "group": case.group,
                            "scores": r.scores.tolist(), "stderr": r.stderr.tolist(), "standard": r.standard.tolist(),
                            "standard_stderr": r.standard_stderr.tolist(), "predicted": r.predicted,
@@ -199,8 +215,10 @@ def run_compositional(items: Sequence[Item], *, out: str, dataset: str, model: A
                            "margin_stderr": r.margin_stderr.tolist(), "standard_margins": r.standard_margins.tolist(),
                            "standard_margin_stderr": r.standard_margin_stderr.tolist()})
 
+    compute, compute_group = item_functions(prepare, run, finish)
     summary = run_items(items, compute, out=out, parameters=params, seed=settings.seed, name="compositional",
-                        state=state, progress=settings.progress)
+                        state=state, progress=settings.progress, compute_group=compute_group,
+                        items_per_call=resolve_items_per_call(items_per_call, lazy.runs_on()))
     done = [r.values for r in collect(summary.directory, include_failed=False)]
     ok = [v["predicted"] == v["correct"] for v in done]
     ok_s = [v["standard_predicted"] == v["correct"] for v in done]

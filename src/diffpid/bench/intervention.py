@@ -47,8 +47,8 @@ from .correlation import Estimate, image_level_correlation, pixel_level_correlat
 DEFAULTS = Settings(samples=32)
 """The bench's estimator settings unless told otherwise."""
 
-__all__ = ["DEFAULTS", "Intervention", "InterventionCase", "InterventionSummary", "intervene",
-           "summarize_interventions"]
+__all__ = ["DEFAULTS", "Intervention", "InterventionCase", "InterventionSummary", "InterventionWork", "intervene",
+           "intervention_result", "intervention_work", "summarize_interventions"]
 
 
 @dataclass(frozen=True)
@@ -175,13 +175,43 @@ def intervene(
             (default :data:`DEFAULTS`: 32 samples) or its fields as keywords; ``seed`` also seeds a
             generated image.
     """
-    from ..attention import attention_maps
+    settings = Settings.of(settings or DEFAULTS, **overrides)
+    work = intervention_work(model, case, steps=steps, guidance=guidance, lowest=lowest, seed=settings.seed)
+    info = work.plan.run(model, work.x[0], settings).mi["information"]
+    return intervention_result(model, case, work, info, steps=steps, attention=attention)
+
+
+@dataclass(frozen=True)
+class InterventionWork:
+    """What :func:`intervene` does before the information estimate (:func:`intervention_work`).
+
+    Args:
+        edited: the caption of the regeneration.
+        x, reconstruction, edited_x: ``(1, *data_shape)`` the data, its reconstruction and the edit.
+        mse, relative: the reconstruction's round-trip errors.
+        change_map: ``(h, w)`` squared change of the edit against the reconstruction, summed over channels.
+        plan: the :class:`~diffpid.plan.Plan` of ``i_o(x; caption | edited)`` (``mi["information"]``).
+    """
+
+    edited: str
+    x: torch.Tensor
+    reconstruction: torch.Tensor
+    edited_x: torch.Tensor
+    mse: float
+    relative: float
+    change_map: np.ndarray
+    plan: Any
+
+
+def intervention_work(model: Model, case: InterventionCase, *, steps: int = 100, guidance: float = 1.0,
+                      lowest: float | None = None, seed: int = 0) -> InterventionWork:
+    """Steps 1-3 of :func:`intervene`: the data (generated with ``seed`` when the case has no image),
+    its inversion, reconstruction and edit, the change, and the plan of the word's information."""
     from ..plan import Plan
     from ..sampling import ddim_generate, ddim_invert, round_trip_error
 
-    settings = Settings.of(settings or DEFAULTS, **overrides)
     edited = edited_caption(case)
-    x = case_data(model, case, settings.seed)  # (1, *data_shape)
+    x = case_data(model, case, seed)  # (1, *data_shape)
     full, edit = model.encode_prompt(case.caption), model.encode_prompt(edited)
     noise = ddim_invert(model, x, full, steps, guidance=guidance, lowest=lowest)
     rec = ddim_generate(model, noise, full, steps, guidance=guidance, lowest=lowest)
@@ -189,7 +219,16 @@ def intervene(
     mse, rel = round_trip_error(x, rec)
     change_map = (out - rec).pow(2).sum(1)[0].double().cpu().numpy()  # (h, w)
     # i_o(x; caption | edited) from the conditions encoded above (each evaluated once)
-    info = Plan().mi("information", full, edit).run(model, x[0], settings).mi["information"]
+    return InterventionWork(edited, x, rec, out, mse, rel, change_map, Plan().mi("information", full, edit))
+
+
+def intervention_result(model: Model, case: InterventionCase, work: InterventionWork, info: Any, *,
+                        steps: int = 100, attention: bool = True) -> Intervention:
+    """Step 4 of :func:`intervene` after the estimate ``info`` of ``work.plan``: the word's attention along
+    the DDIM inversion (``steps``; when ``attention`` and the model can), and the :class:`Intervention`."""
+    from ..attention import attention_maps
+
+    x, change_map = work.x, work.change_map
     att_map, att = None, None
     if attention and model.has("attention"):
         size = tuple(change_map.shape)
@@ -197,10 +236,10 @@ def intervene(
         att_map = np.asarray(maps[case.word], dtype=np.float64)
         att = float(att_map.sum())
     return Intervention(
-        case.caption, case.word, edited, float(info.value), float(info.stderr), float(change_map.sum()), mse, rel,
-        att, change_map, np.asarray(info.pixel_map, dtype=np.float64), att_map, x[0].cpu().numpy(),
-        rec[0].cpu().numpy(), out[0].cpu().numpy(), float(info.standard_value),
-        np.asarray(info.standard_map, dtype=np.float64),
+        case.caption, case.word, work.edited, float(info.value), float(info.stderr), float(change_map.sum()),
+        work.mse, work.relative, att, change_map, np.asarray(info.pixel_map, dtype=np.float64), att_map,
+        x[0].cpu().numpy(), work.reconstruction[0].cpu().numpy(), work.edited_x[0].cpu().numpy(),
+        float(info.standard_value), np.asarray(info.standard_map, dtype=np.float64),
     )
 
 

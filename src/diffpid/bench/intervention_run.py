@@ -16,11 +16,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ItemsFailedError, ParameterError
-from ..runs.runner import Item, ItemResult, file_digest, item_id
+from ..plan import run_plans
+from ..runs.runner import Item, ItemResult, file_digest, item_functions, item_id, resolve_items_per_call
 from .correlation import Estimate
 from ..settings import Settings
-from .intervention import (DEFAULTS, Intervention, InterventionCase, InterventionSummary, intervene,
-                           summarize_interventions)
+from .intervention import (DEFAULTS, Intervention, InterventionCase, InterventionSummary, InterventionWork,
+                           intervention_result, intervention_work, summarize_interventions)
 from .common import LazyModel, item_settings, model_facts, settings_parameters
 from ..runs.study import StoredItem, read_rows, run_study
 from .tables import ResultTable, write_table
@@ -180,6 +181,7 @@ def run_intervention(
     resamples: int = 1000,
     table_name: str = "intervention",
     meta: dict[str, Any] | None = None,
+    items_per_call: int | None = None,
     settings: Settings | None = None,
     **overrides: Any,
 ) -> tuple[InterventionSummary, ResultTable]:
@@ -193,6 +195,10 @@ def run_intervention(
         resamples: bootstrap resamples.
         table_name: stem of the table files.
         meta: extra facts for the table (e.g. the shapes-world seed).
+        items_per_call: most items whose information estimates share denoiser calls (``None``:
+            :data:`~diffpid.runs.runner.ITEMS_PER_CALL` on a GPU, 1 on the CPU; the inversions,
+            regenerations and attention maps run item by item); it changes neither the numbers (up to
+            float rounding) nor the run folder.
         settings: the :class:`~diffpid.settings.Settings` (default
             :data:`~diffpid.bench.intervention.DEFAULTS`) or its fields as keywords; ``seed`` is the
             run seed (item seeds derive from it; it also seeds the bootstrap); ``device``/``dtype``
@@ -211,17 +217,32 @@ def run_intervention(
         n = seen[base] = seen.get(base, -1) + 1  # repeated cases (generated images) are replicates
         items.append(Item(base if n == 0 else item_id(base, n), c, label))
     lazy = LazyModel(model, settings)
+    quiet = settings.replace(progress=False)
 
-    def compute(item: Item, item_seed: int) -> ItemResult:
-        r = intervene(lazy.get(), item.data, steps=steps, guidance=guidance, lowest=lowest, attention=attention,
-                      settings=item_settings(settings, item_seed, 2**31))
+    def prepare(item: Item, item_seed: int) -> tuple[Any, InterventionCase, InterventionWork, int]:
+        """The model, the case, its inversion, reconstruction and edit (per item: they are not the estimate)
+        and its seed."""
+        m, seed = lazy.get(), item_settings(settings, item_seed, 2**31).seed
+        return m, item.data, intervention_work(m, item.data, steps=steps, guidance=guidance, lowest=lowest,
+                                               seed=seed), seed
+
+    def run(ready: Sequence[tuple[Any, InterventionCase, InterventionWork, int]]) -> list[Any]:
+        """The items' information estimates in one engine pass: their images share denoiser calls."""
+        return run_plans(ready[0][0], [(w.plan, w.x[0], seed) for _, _, w, seed in ready], quiet)
+
+    def finish(ready: tuple[Any, InterventionCase, InterventionWork, int], result: Any) -> ItemResult:
+        m, case, work, _ = ready
+        r = intervention_result(m, case, work, result.mi["information"], steps=steps, attention=attention)
         return ItemResult(r.values(), r.arrays())
+
+    compute, compute_group = item_functions(prepare, run, finish)
 
     params = dict(model=info["model"], training_steps=info.get("training_steps"), steps=steps,
                   **settings_parameters(settings), guidance=float(guidance),
                   lowest=None if lowest is None else float(lowest), attention=bool(attention))
     run = run_study("intervention", items, compute, out=out, parameters=params, seed=settings.seed,
-                    progress=settings.progress)
+                    progress=settings.progress, compute_group=compute_group,
+                    items_per_call=resolve_items_per_call(items_per_call, lazy.runs_on()))
     results = [_from_store(s) for s in run.items]
     if not results:
         raise ItemsFailedError(f"every item failed; see why with `diffpid runs show {run.summary.directory}`; check the captions and words")

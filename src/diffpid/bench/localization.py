@@ -42,8 +42,9 @@ ATTENTION_METHODS = ("attention", "attention_info")
 DEFAULTS = Settings(samples=32)
 """The bench's estimator settings unless told otherwise (papers: 100 samples)."""
 
-__all__ = ["ATTENTION_METHODS", "DEFAULTS", "LocalizationCase", "LocalizationResult", "METHODS", "MethodMap",
-           "MethodScore", "check_methods", "localize", "resize_mask", "score_methods"]
+__all__ = ["ATTENTION_METHODS", "DEFAULTS", "LocalizationCase", "LocalizationResult", "LocalizationWork", "METHODS",
+           "MethodMap", "MethodScore", "check_methods", "information_run", "localization_result", "localization_work",
+           "localize", "resize_mask", "score_methods"]
 
 
 @dataclass(frozen=True)
@@ -166,27 +167,70 @@ def localize(
     Raises:
         ConditionError: the word is not in the caption (or the caption cannot be encoded).
     """
-    from ..attention import attention_maps
-    from ..explanation import _run as run_plan
+    settings = Settings.of(settings or DEFAULTS, **overrides)
+    work = localization_work(model, case, methods)
+    result, capture = information_run(model, case, work, settings)
+    return localization_result(model, case, work, result, capture, steps=steps, thresholds=thresholds)
+
+
+@dataclass(frozen=True)
+class LocalizationWork:
+    """A case ready for its engine run (:func:`localization_work`).
+
+    Args:
+        methods: the methods asked for, in table order.
+        mask: ``(H, W)`` the mask resized to the model's image size.
+        x: ``(1, *data_shape)`` the model data of the image.
+        plan: the information methods' :class:`~diffpid.plan.Plan` (no terms when none is asked for).
+    """
+
+    methods: tuple[str, ...]
+    mask: np.ndarray
+    x: torch.Tensor
+    plan: Any
+
+
+def localization_work(model: Model, case: LocalizationCase, methods: Sequence[str] = METHODS) -> LocalizationWork:
+    """What :func:`localize` prepares before the engine run: the checked word, the mask, the data and the plan
+    (the word's CMI given the caption without it, for ``cmi`` and ``attention_info``; its MI against ``""``)."""
     from ..plan import Plan
     from ..prompts import find_word, remove_words
 
-    settings = Settings.of(settings or DEFAULTS, **overrides)
     methods = check_methods(methods)
     find_word(case.caption, case.word)
     size = model.resolution
     mask = resize_mask(case.mask, tuple(size) if size is not None else None)
     x = model_data(model, case.image)
-    maps: dict[str, np.ndarray] = {}
-    cmi = cmi_se = mi = mi_se = float("nan")
     plan = Plan()
     if "cmi" in methods or "attention_info" in methods:
         plan.cmi(case.word, case.caption, remove_words(case.caption, [case.word]))
     if "mi" in methods:
         plan.mi(case.word, case.mi_prompt or case.word, "")
-    if plan.terms:
-        attend = case.caption if "attention_info" in methods else None
-        result, capture = run_plan(model, x[0], plan, attend, [case.word], settings)
+    return LocalizationWork(methods, mask, x, plan)
+
+
+def information_run(model: Model, case: LocalizationCase, work: LocalizationWork, settings: Settings
+                    ) -> tuple[Any, Any]:
+    """The engine run of ``work.plan`` and, with ``attention_info``, the attention capture of the caption's
+    rows of the same denoiser calls (``(None, None)`` when no information method is asked for)."""
+    from ..explanation import _run as run_plan
+
+    if not work.plan.terms:
+        return None, None
+    attend = case.caption if "attention_info" in work.methods else None
+    return run_plan(model, work.x[0], work.plan, attend, [case.word], settings)
+
+
+def localization_result(model: Model, case: LocalizationCase, work: LocalizationWork, result: Any, capture: Any,
+                        *, steps: int = 20, thresholds: Sequence[float] = THRESHOLDS) -> LocalizationResult:
+    """What :func:`localize` does after the engine run: the information maps from ``result`` (the run of
+    ``work.plan``, ``None`` without one), attention at its noise levels from ``capture``, the inversion's
+    attention (``steps`` DDIM steps), the whole-image map, and every map's IoU sweep."""
+    from ..attention import attention_maps
+
+    mask, maps = work.mask, {}
+    cmi = cmi_se = mi = mi_se = float("nan")
+    if result is not None:
         if case.word in result.cmi:
             info = result.cmi[case.word]
             cmi, cmi_se = float(info.value), float(info.stderr)
@@ -195,15 +239,16 @@ def localize(
             r_mi = result.mi[case.word]
             mi, mi_se = float(r_mi.value), float(r_mi.stderr)
             maps["mi"] = np.asarray(r_mi.pixel_map, dtype=np.float32)
-        if capture is not None:
-            a = capture.maps([case.word], case.caption, image=0, size=mask.shape)
-            maps["attention_info"] = np.asarray(a[case.word], dtype=np.float32)
-    if "attention" in methods:
-        a = attention_maps(model, x[0], [case.word], case.caption, method="inversion", steps=steps, size=mask.shape)
+    if capture is not None:
+        a = capture.maps([case.word], case.caption, image=0, size=mask.shape)
+        maps["attention_info"] = np.asarray(a[case.word], dtype=np.float32)
+    if "attention" in work.methods:
+        a = attention_maps(model, work.x[0], [case.word], case.caption, method="inversion", steps=steps,
+                           size=mask.shape)
         maps["attention"] = np.asarray(a.maps[0], dtype=np.float32)
-    if "whole_image" in methods:
+    if "whole_image" in work.methods:
         maps["whole_image"] = np.zeros(mask.shape, dtype=np.float32)
-    out = tuple(MethodMap(m, maps[m], iou_sweep(maps[m], mask, thresholds)) for m in methods)
+    out = tuple(MethodMap(m, maps[m], iou_sweep(maps[m], mask, thresholds)) for m in work.methods)
     return LocalizationResult(out, cmi, cmi_se, mi, mi_se, mask)
 
 

@@ -18,12 +18,13 @@ import numpy as np
 import torch
 
 from ..errors import ParameterError
-from ..runs.runner import Item, ItemResult, item_id, process_state, run_items
+from ..plan import run_plans
+from ..runs.runner import Item, ItemResult, item_functions, item_id, process_state, resolve_items_per_call, run_items
 from ..runs.summary import RunSummary, collect
 from ..settings import Settings
 from .common import LazyModel, item_settings, load_case, model_facts, model_key, settings_parameters
-from .localization import (DEFAULTS, METHODS, LocalizationCase, MethodScore, check_methods, localize,
-                           score_methods)
+from .localization import (DEFAULTS, METHODS, LocalizationCase, LocalizationWork, MethodScore, check_methods,
+                           information_run, localization_result, localization_work, score_methods)
 from .metrics import THRESHOLDS
 from .tables import ResultTable
 
@@ -151,7 +152,8 @@ class _Stored:
 
 def run_localization(items: Sequence[Item], *, out: str, model: Any = None, dataset: str = "shapes",
                      methods: Sequence[str] = METHODS, steps: int = 20, maps: bool = False, state: Any = None,
-                     settings: Settings | None = None, **overrides: Any) -> LocalizationReport:
+                     items_per_call: int | None = None, settings: Settings | None = None,
+                     **overrides: Any) -> LocalizationReport:
     """Localize every item not yet stored, then score all done items.
 
     Args:
@@ -163,6 +165,10 @@ def run_localization(items: Sequence[Item], *, out: str, model: Any = None, data
         steps: DDIM inversion steps of the attention baseline.
         maps: also store each method's map (``maps/<id>.npz``).
         state: an ``accelerate.PartialState`` (default: this process).
+        items_per_call: most items whose images share denoiser calls (``None``:
+            :data:`~diffpid.runs.runner.ITEMS_PER_CALL` on a GPU, 1 on the CPU); it changes neither the
+            numbers (up to float rounding) nor the run folder. With ``attention_info`` among the methods
+            items run one by one (its attention is captured per image).
         settings: the :class:`~diffpid.settings.Settings` (default
             :data:`~diffpid.bench.localization.DEFAULTS`) or its fields as keywords; ``seed`` is the
             run seed (each item's seed derives from it and the item id); ``device``/``dtype`` load a
@@ -180,10 +186,28 @@ def run_localization(items: Sequence[Item], *, out: str, model: Any = None, data
     state = process_state(cpu=settings.device == "cpu") if state is None else state
     lazy = LazyModel(model, settings, state)
 
-    def compute(item: Item, item_seed: int) -> ItemResult:
+    quiet = settings.replace(progress=False)
+    attend = "attention_info" in methods
+
+    def prepare(item: Item, item_seed: int) -> tuple[Any, LocalizationCase, LocalizationWork, int]:
+        """The model, the case, its work (mask, data, plan) and its seed."""
         current = lazy.get()
         case = load_case(item.data)
-        r = localize(current, case, methods=methods, steps=steps, settings=item_settings(settings, item_seed))
+        return current, case, localization_work(current, case, methods), item_settings(settings, item_seed).seed
+
+    def run(ready: Sequence[tuple[Any, LocalizationCase, LocalizationWork, int]]) -> list[tuple[Any, Any]]:
+        """The items' information plans in one engine pass (their images share denoiser calls); with
+        attention_info, each item's plan alone, under its own attention capture."""
+        m = ready[0][0]
+        if attend:
+            return [information_run(m, case, w, quiet.replace(seed=seed)) for _, case, w, seed in ready]
+        planned = [(w.plan, w.x[0], seed) for _, _, w, seed in ready if w.plan.terms]
+        results = iter(run_plans(m, planned, quiet) if planned else ())
+        return [(next(results) if w.plan.terms else None, None) for _, _, w, _ in ready]
+
+    def finish(ready: tuple[Any, LocalizationCase, LocalizationWork, int], run_: tuple[Any, Any]) -> ItemResult:
+        current, case, work, _ = ready
+        r = localization_result(current, case, work, *run_, steps=steps)
         values = {"caption": case.caption, "word": case.word, "cmi": r.cmi, "cmi_stderr": r.cmi_stderr,
                   "mi": r.mi, "mi_stderr": r.mi_stderr, "mask_fraction": float(r.mask.mean()),
                   "ious": {m.method: [float(v) for v in m.ious] for m in r.maps}}
@@ -193,8 +217,14 @@ def run_localization(items: Sequence[Item], *, out: str, model: Any = None, data
             arrays["mask"] = r.mask
         return ItemResult(values, arrays)
 
+    compute, compute_group = item_functions(prepare, run, finish)
+    # No groups with attention_info: its maps come from hooks on the model's attention layers that count the
+    # caption's rows of ONE item's engine run, input by input (AttentionCapture.engine_callback), through a
+    # wrapper that labels rows in eps calls (LabelledModel, which cannot take other items' rows in its
+    # calls); other items' rows in shared calls would land in the capture. Those items run one by one.
     summary = run_items(items, compute, out=out, parameters=params, seed=settings.seed, name="localization",
-                        state=state, progress=settings.progress)
+                        state=state, progress=settings.progress, compute_group=None if attend else compute_group,
+                        items_per_call=resolve_items_per_call(items_per_call, lazy.runs_on()))
     done = [_Stored(r.values) for r in collect(summary.directory, include_failed=False)]
     scores = score_methods(done, methods) if done else ()
     table = localization_table(scores, dataset=dataset, facts=model_facts(model) | {

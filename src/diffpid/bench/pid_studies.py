@@ -36,6 +36,7 @@ import torch
 
 from ..errors import ParameterError
 from ..models.base import Model
+from ..plan import Plan, PlanResult
 from ..settings import Settings
 from .correlation import Estimate, bootstrap, minmax, spearman
 
@@ -44,7 +45,7 @@ DEFAULTS = Settings(samples=32)
 
 __all__ = [
     "BIAS_METRICS", "DEFAULTS", "BiasSummary", "GroupContrast", "PairCase", "PairResult", "bias_summary",
-    "group_contrast", "pair_pid",
+    "group_contrast", "pair_data", "pair_pid", "pair_plan", "pair_result",
 ]
 
 ATOMS = ("redundancy", "unique_1", "unique_2", "synergy")
@@ -118,6 +119,18 @@ def case_data(model: Model, image: Any, prompt: str | None, seed: int) -> torch.
     return model.encode_image(image).to(torch.float32)
 
 
+def pair_data(model: Model, case: PairCase, seed: int) -> torch.Tensor:
+    """``(1, *data_shape)`` data of a case: its image, or one generated from its prompt with ``seed``."""
+    return case_data(model, case.image, case.image_prompt or case.prompt, seed)
+
+
+def pair_plan(case: PairCase, redundancy: str = "integrated") -> Plan:
+    """The :class:`~diffpid.plan.Plan` of a case: the PID (or CPID) of its two words, named ``"pid"``."""
+    full = case.prompt is not None and not case.conditional
+    return Plan().pid(case.word_1, case.word_2, prompt=case.prompt, conditional=case.conditional, full_prompt=full,
+                      redundancy=redundancy, name="pid")
+
+
 def pair_pid(model: Model, case: PairCase, *, redundancy: str = "integrated", settings: Settings | None = None,
              **overrides: Any) -> PairResult:
     """The pointwise PID (or CPID) of a case's two words about its image.
@@ -129,13 +142,17 @@ def pair_pid(model: Model, case: PairCase, *, redundancy: str = "integrated", se
         settings: the estimator :class:`~diffpid.settings.Settings` (default :data:`DEFAULTS`: 32
             samples) or its fields as keywords; ``seed`` also seeds a generated image.
     """
-    from ..decomposition.pid import pid
-
     settings = Settings.of(settings or DEFAULTS, **overrides)
-    x = case_data(model, case.image, case.image_prompt or case.prompt, settings.seed)
-    full = case.prompt is not None and not case.conditional
-    r = pid(model, x[0], case.word_1, case.word_2, prompt=case.prompt, conditional=case.conditional,
-            full_prompt=full, redundancy=redundancy, settings=settings)
+    plan = pair_plan(case, redundancy)
+    x = pair_data(model, case, settings.seed)
+    return pair_result(case, plan.run(model, x[0], settings))
+
+
+def pair_result(case: PairCase, result: PlanResult) -> PairResult:
+    """The :class:`PairResult` of a case from the run of its :func:`pair_plan` (the case's image left out)."""
+    from ..decomposition.pid import plan_pid
+
+    r = plan_pid(result, "pid")
     named = dict(zip(ATOMS, r.atoms))
     named.update(mi_1=r.mi_1, mi_2=r.mi_2, mi_12=r.mi_12, per_snr_redundancy=r.per_snr_redundancy)
     values = {k: float(v.value) for k, v in named.items()}

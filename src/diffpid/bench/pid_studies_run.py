@@ -17,11 +17,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ItemsFailedError, ParameterError
-from ..runs.runner import Item, ItemResult, file_digest, item_id
+from ..plan import run_plans
+from ..runs.runner import Item, ItemResult, file_digest, item_functions, item_id, resolve_items_per_call
 from .correlation import spearman
 from ..settings import Settings
-from .pid_studies import (ATOMS, BIAS_METRICS, DEFAULTS, BiasSummary, GroupContrast, PairCase, PairResult, bias_summary, group_contrast,
-                          metric_of, pair_pid)
+from .pid_studies import (ATOMS, BIAS_METRICS, DEFAULTS, BiasSummary, GroupContrast, PairCase, PairResult, bias_summary,
+                          group_contrast, metric_of, pair_data, pair_plan, pair_result)
 from .common import LazyModel, item_settings, model_facts, settings_parameters
 from ..runs.study import StoredItem, read_rows, run_study
 from .tables import ResultTable, write_table
@@ -97,8 +98,8 @@ def _from_store(s: StoredItem) -> PairResult:
 
 
 def run_pairs(name: str, cases: Sequence[PairCase], out: str | os.PathLike, *, model: Any = None,
-              masks: Sequence[tuple[np.ndarray, np.ndarray]] | None = None, settings: Settings | None = None,
-              **overrides: Any) -> tuple[list[PairResult], list[StoredItem], Any]:
+              masks: Sequence[tuple[np.ndarray, np.ndarray]] | None = None, items_per_call: int | None = None,
+              settings: Settings | None = None, **overrides: Any) -> tuple[list[PairResult], list[StoredItem], Any]:
     """One pointwise PID per case through the resumable store.
 
     Args:
@@ -107,6 +108,9 @@ def run_pairs(name: str, cases: Sequence[PairCase], out: str | os.PathLike, *, m
         out: output folder.
         model: ``None`` (the shapes model), a folder or hub id, or a loaded model.
         masks: per case two ``(h, w)`` masks stored beside the maps (uniqueness).
+        items_per_call: most cases whose images share denoiser calls (``None``:
+            :data:`~diffpid.runs.runner.ITEMS_PER_CALL` on a GPU, 1 on the CPU); it changes neither the
+            numbers (up to float rounding) nor the run folder.
         settings: the :class:`~diffpid.settings.Settings` (default
             :data:`~diffpid.bench.pid_studies.DEFAULTS`) or its fields as keywords: every case's PID
             runs with them and its own seed (derived from ``seed``, the run seed, and the case);
@@ -130,11 +134,23 @@ def run_pairs(name: str, cases: Sequence[PairCase], out: str | os.PathLike, *, m
         items.append(Item(base if n == 0 else item_id(*content, n), (c, None if masks is None else masks[i]),
                           c.key or f"{c.word_1} {c.word_2}"))
     lazy = LazyModel(model, settings)
+    quiet = settings.replace(progress=False)
 
-    def compute(item: Item, item_seed: int) -> ItemResult:
+    def prepare(item: Item, item_seed: int) -> tuple[Any, Any, Any, Any, int]:
+        """The case's plan and data: its image (generated with the item's seed when it has none)."""
+        case, _ = item.data
+        m, seed = lazy.get(), item_settings(settings, item_seed, 2**31).seed
+        plan = pair_plan(case)
+        return item, m, plan, pair_data(m, case, seed)[0], seed
+
+    def run(ready: Sequence[tuple[Any, Any, Any, Any, int]]) -> list[Any]:
+        """The cases' PIDs in one engine pass: their images share denoiser calls."""
+        return run_plans(ready[0][1], [(plan, x, seed) for _, _, plan, x, seed in ready], quiet)
+
+    def finish(ready: tuple[Any, Any, Any, Any, int], result: Any) -> ItemResult:
+        item, m, _, _, _ = ready
         case, mask = item.data
-        m = lazy.get()
-        r = pair_pid(m, case, settings=item_settings(settings, item_seed, 2**31))
+        r = pair_result(case, result)
         values = {"prompt": case.prompt, "image_prompt": case.image_prompt, "word_1": case.word_1, "word_2": case.word_2,
                   "conditional": case.conditional,
                   "group": case.group, "key": case.key, "strength": case.strength, "values": r.values,
@@ -146,9 +162,11 @@ def run_pairs(name: str, cases: Sequence[PairCase], out: str | os.PathLike, *, m
                 arrays["image"] = np.asarray(m.decode(m.check_x(case.image))[0], dtype=np.uint8)
         return ItemResult(values, arrays)
 
+    compute, compute_group = item_functions(prepare, run, finish)
     params = dict(model=info["model"], training_steps=info.get("training_steps"), **settings_parameters(settings))
-    run = run_study(name, items, compute, out=out, parameters=params, seed=settings.seed, progress=settings.progress)
-    return [_from_store(s) for s in run.items], list(run.items), run.summary
+    run_ = run_study(name, items, compute, out=out, parameters=params, seed=settings.seed, progress=settings.progress,
+                     compute_group=compute_group, items_per_call=resolve_items_per_call(items_per_call, lazy.runs_on()))
+    return [_from_store(s) for s in run_.items], list(run_.items), run_.summary
 
 
 def _meta(model: Any, results: Sequence[PairResult], summary: Any, settings: Settings, extra: dict | None) -> dict:
@@ -203,12 +221,13 @@ def bias_table(s: BiasSummary, meta: dict, reference: dict[str, float] | None = 
 
 def run_bias(cases: Sequence[PairCase], out: str | os.PathLike, *, model: Any = None, resamples: int = 1000,
              meta: dict | None = None, table_name: str = "bias", reference: dict[str, float] | None = None,
-             settings: Settings | None = None, **overrides: Any) -> tuple[BiasSummary, ResultTable]:
+             items_per_call: int | None = None, settings: Settings | None = None,
+             **overrides: Any) -> tuple[BiasSummary, ResultTable]:
     """The bias study: ``OUT/TABLE_NAME.md`` and ``.json`` (arguments as :func:`run_pairs`; ``reference``:
     a perfect model's redundancy per pair key, shown beside the measured one; the bootstrap is seeded
     with ``settings.seed``)."""
     settings = Settings.of(settings or DEFAULTS, **overrides)
-    results, _, summary = run_pairs("bias", cases, out, model=model, settings=settings)
+    results, _, summary = run_pairs("bias", cases, out, model=model, items_per_call=items_per_call, settings=settings)
     if not results:
         raise ItemsFailedError(f"every bias case failed; see why with `diffpid runs show {summary.directory}`")
     s = bias_summary(results, resamples=resamples, seed=settings.seed)
@@ -230,7 +249,8 @@ def contrast_table(title: str, contrasts: Sequence[GroupContrast], meta: dict, n
 def run_contrast(name: str, cases: Sequence[PairCase], out: str | os.PathLike, *, first: str, second: str,
                  metrics: Sequence[str], title: str, notes: Sequence[str] = (), model: Any = None,
                  resamples: int = 1000, meta: dict | None = None, table_name: str | None = None,
-                 settings: Settings | None = None, **overrides: Any) -> tuple[list[GroupContrast], ResultTable]:
+                 items_per_call: int | None = None, settings: Settings | None = None,
+                 **overrides: Any) -> tuple[list[GroupContrast], ResultTable]:
     """A two-group study (synonyms, homonyms): ``OUT/TABLE_NAME.md`` and ``.json`` (default name: ``NAME``).
 
     Args:
@@ -242,7 +262,7 @@ def run_contrast(name: str, cases: Sequence[PairCase], out: str | os.PathLike, *
         Other arguments as :func:`run_pairs`; the bootstrap is seeded with ``settings.seed``.
     """
     settings = Settings.of(settings or DEFAULTS, **overrides)
-    results, _, summary = run_pairs(name, cases, out, model=model, settings=settings)
+    results, _, summary = run_pairs(name, cases, out, model=model, items_per_call=items_per_call, settings=settings)
     if not results:
         raise ItemsFailedError(f"every {name} case failed; see why with `diffpid runs show {summary.directory}`")
     contrasts = [group_contrast(results, m, first, second, resamples=resamples, seed=settings.seed) for m in metrics]
@@ -258,7 +278,8 @@ def run_contrast(name: str, cases: Sequence[PairCase], out: str | os.PathLike, *
 
 def run_uniqueness(cases: Sequence[UniquenessCase], out: str | os.PathLike, *, model: Any = None,
                    figure_cases: int = 6, meta: dict | None = None, table_name: str = "uniqueness", grow: int = 1,
-                   settings: Settings | None = None, **overrides: Any) -> tuple[UniquenessSummary, ResultTable]:
+                   items_per_call: int | None = None, settings: Settings | None = None,
+                   **overrides: Any) -> tuple[UniquenessSummary, ResultTable]:
     """Unique-information maps of two objects' words: ``OUT/TABLE_NAME.md``, ``.json`` and ``.png``
     (``grow``: object masks grown by this many pixels, see :func:`~diffpid.bench.uniqueness.mask_mass`;
     other arguments as :func:`run_pairs`)."""
@@ -266,8 +287,8 @@ def run_uniqueness(cases: Sequence[UniquenessCase], out: str | os.PathLike, *, m
 
     settings = Settings.of(settings or DEFAULTS, **overrides)
     pairs = [c.pair for c in cases]
-    results, stored, summary = run_pairs("uniqueness", pairs, out, model=model, settings=settings,
-                                         masks=[(c.mask_1, c.mask_2) for c in cases])
+    results, stored, summary = run_pairs("uniqueness", pairs, out, model=model, items_per_call=items_per_call,
+                                         settings=settings, masks=[(c.mask_1, c.mask_2) for c in cases])
     if not results:
         raise ItemsFailedError(f"every uniqueness case failed; see why with `diffpid runs show {summary.directory}`")
     masses = []

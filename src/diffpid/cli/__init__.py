@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from ..errors import EXIT_FAILED_ITEMS, EXIT_USAGE, DiffpidError, ItemsFailedError, ParameterError
-from ..settings import Settings, add_settings_arguments, settings_from_args
+from ..settings import Settings, add_items_per_call_argument, add_settings_arguments, settings_from_args
 
 DEMO_DEFAULTS = Settings(samples=256)
 """``diffpid demo``: enough draws that the estimate sits within a few hundredths of ln 4."""
@@ -21,7 +21,7 @@ RUN_DEFAULTS = Settings()
 
 #: options that must be positive whole numbers wherever a subcommand has them
 POSITIVE = ("samples", "batch_size", "steps", "images", "n", "resamples", "max_samples", "threads",
-            "checkpoint_every", "items")
+            "checkpoint_every", "items", "items_per_call")
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -252,9 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="guidance scale for items without an image (default: the model's; 7.5 for Stable Diffusion)")
     r.add_argument("--maps", action="store_true", help="also save per-word pixel maps as OUT/.../maps/<id>.npz")
     r.add_argument("--retry-failed", action="store_true", help="compute items that failed before again")
-    r.add_argument("--items-per-call", type=int, default=None, metavar="G",
-                   help="most items whose images share denoiser calls (default 8 on a GPU, 1 on the CPU); "
-                        "the numbers and the run folder do not depend on it")
+    add_items_per_call_argument(r)
     add_settings_arguments(r, defaults=RUN_DEFAULTS)
     r.epilog = "--seed is the run seed: each item runs with its own seed, derived from it and the item's id."
     r.set_defaults(func=cmd_run)

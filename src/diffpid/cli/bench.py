@@ -17,7 +17,7 @@ from ..bench.localization_run import coco_it_items, oracle_items, run_localizati
 from ..bench.metrics import THRESHOLDS
 from ..errors import ParameterError
 from ..runs.runner import process_state
-from ..settings import add_settings_arguments, settings_from_args
+from ..settings import add_items_per_call_argument, add_settings_arguments, settings_from_args
 
 
 def add_localization(p: Any) -> None:
@@ -36,6 +36,7 @@ def add_localization(p: Any) -> None:
                    + " (default: all; without the attention ones on the oracle)")
     p.add_argument("--maps", action="store_true", help="also store every method's map per item")
     p.add_argument("--out", required=True, help="folder for the resumable run and the results table")
+    add_items_per_call_argument(p, note="with attention_info among the methods items run one by one")
     add_settings_arguments(p, defaults=LOCALIZATION_DEFAULTS)
     p.epilog = ("--seed is the run seed: each item runs with its own seed, derived from it and the item's id; "
                 "it also draws the shapes-world scenes. The papers use --samples 100.")
@@ -65,7 +66,7 @@ def localization(args: Any) -> int:
         data = CocoIT(args.root, csv_path=args.csv, images=args.images, annotations=args.annotations)
         items = coco_it_items(data, args.items, args.start)
     rep = run_localization(items, out=args.out, model=model, dataset=dataset, methods=methods, steps=args.steps,
-                           maps=args.maps, settings=settings)
+                           maps=args.maps, items_per_call=args.items_per_call, settings=settings)
     if rep.scores and process_state().is_main_process:  # one table, written once under accelerate
         detail = {"thresholds": [float(t) for t in THRESHOLDS],
                   "miou_per_threshold": {sc.method: [float(v) for v in sc.sweep.per_threshold] for sc in rep.scores},
@@ -90,6 +91,7 @@ def add_compositional(p: Any) -> None:
     p.add_argument("--min-group", type=int, default=None, help="macro: leave out groups with fewer items "
                                                                "(default: 25 for vg-attribution, else 1)")
     p.add_argument("--out", required=True, help="folder for the resumable run and the results table")
+    add_items_per_call_argument(p)
     add_settings_arguments(p, defaults=COMPOSITIONAL_DEFAULTS)
     p.epilog = ("--seed is the run seed: each item runs with its own seed, derived from it and the item's id; "
                 "it also draws the shapes-world swap sets. --samples are per image, shared by every candidate and "
@@ -111,7 +113,7 @@ def compositional(args: Any) -> int:
     items = compositional_items(args.dataset, n=args.items, seed=settings.seed, root=args.root, images=args.images,
                                 start=args.start)
     rep = run_compositional(items, out=args.out, dataset=dataset, model=model, min_count=args.min_group,
-                            settings=settings)
+                            items_per_call=args.items_per_call, settings=settings)
     if rep.micro.items and process_state().is_main_process:  # one table, written once under accelerate
         detail = {"groups": [{"group": g.group, "accuracy": g.accuracy.value, "items": g.accuracy.items,
                               "included": g.included} for g in rep.macro.groups],
@@ -140,6 +142,8 @@ def add_intervention(p: Any) -> None:
     p.add_argument("--no-attention", action="store_true", help="skip the attention baseline")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--out", required=True, help="folder for the resumable run and the results table")
+    add_items_per_call_argument(p, note="only the information estimates share calls; inversions, regenerations "
+                                        "and attention run item by item")
     add_settings_arguments(p, defaults=INTERVENTION_DEFAULTS)
     p.epilog = ("--seed is the run seed: each item runs with its own seed, derived from it and the item's id; "
                 "it also draws the shapes-world scenes and seeds the bootstrap.")
@@ -164,7 +168,8 @@ def intervention(args: Any) -> int:
         cases, dataset, meta = read_cases(args.items), "file", {"items_file": str(args.items)}
     _, table = run_intervention(cases, args.out, model=model, steps=args.steps, guidance=args.guidance,
                                 lowest=args.lowest, attention=not args.no_attention, resamples=args.resamples,
-                                table_name=f"intervention-{dataset}", meta=meta, settings=settings)
+                                table_name=f"intervention-{dataset}", meta=meta, items_per_call=args.items_per_call,
+                                settings=settings)
     print(to_markdown(table))
     from ..runs.summary import failed_items_exit
 

@@ -18,7 +18,7 @@ from ..bench.pid_studies import DEFAULTS
 from ..bench.pid_studies_run import occupation_cases, read_pair_cases, run_bias, run_contrast, run_uniqueness
 from ..bench.tables import to_markdown
 from ..bench.uniqueness import uniqueness_cases
-from ..settings import add_settings_arguments, settings_from_args
+from ..settings import add_items_per_call_argument, add_settings_arguments, settings_from_args
 
 __all__ = ["add_bias", "add_homonyms", "add_synonyms", "add_uniqueness", "bias", "homonyms", "synonyms", "uniqueness"]
 
@@ -56,13 +56,15 @@ def _common(p: Any) -> None:
                    f"'{ORACLE}': the exact single-object denoiser of the shapes world")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--out", required=True, help="folder for the resumable run and the results table")
+    add_items_per_call_argument(p, "cases")
     add_settings_arguments(p, defaults=DEFAULTS)
     p.epilog = ("--seed is the run seed: each item runs with its own seed, derived from it and the item's id; "
                 "it also draws the shapes-world scenes and seeds the bootstrap.")
 
 
 def _kw(args: Any, dataset: str, meta: dict) -> dict:
-    return dict(model=_model(args)[0], settings=settings_from_args(args), meta={"dataset": dataset, **meta})
+    return dict(model=_model(args)[0], items_per_call=args.items_per_call, settings=settings_from_args(args),
+                meta={"dataset": dataset, **meta})
 
 
 def _name(study: str, dataset: str) -> str:

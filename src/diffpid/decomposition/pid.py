@@ -232,5 +232,9 @@ def pid(
     settings = Settings.of(settings, **overrides)
     plan = Plan().pid(y1, y2, context, prompt=prompt, conditional=conditional, full_prompt=full_prompt,
                       redundancy=redundancy, name="pid")
-    result = plan.run(model, x, settings)
-    return result.cpid["pid"] if result.plan.has("cpid", "pid") else result.pid["pid"]
+    return plan_pid(plan.run(model, x, settings), "pid")
+
+
+def plan_pid(result: Any, name: Any) -> PID:
+    """The decomposition ``name`` of a plan's result, whether the plan added it as a PID or a CPID."""
+    return result.cpid[name] if result.plan.has("cpid", name) else result.pid[name]

@@ -16,6 +16,8 @@ per-item function ``compute(item, seed) -> ItemResult``. The runner
   bit); each item keeps its seed, and its record is written as soon as its group is done; a
   group killed mid-way leaves its items unstored and is computed again on resumption (a group
   killed between its writes is computed whole, and only its missing records are written),
+  (:func:`item_functions` makes ``compute`` and the group function from one item's prepare, shared
+  run and finish steps, so that an item computed alone and in a group go through the same code),
 - records an item whose computation raises a :class:`~diffpid.errors.DiffpidError`
   (unreadable image, word not in the prompt...) as failed with its reason and goes on;
   any other exception (a bug) stops the run,
@@ -120,6 +122,64 @@ def shard_groups(ids: Sequence[str], todo: Sequence[str], size: int, rank: int, 
     every, wanted = sorted(ids), set(todo)
     blocks = [every[lo:lo + size] for lo in range(0, len(every), size)]
     return [b for b in blocks if wanted.intersection(b)][rank::world]
+
+
+#: items per shared denoiser call on an accelerator when none is asked for (``items_per_call=None``):
+#: enough that the partly filled last call of every round is shared by several items. On the CPU a
+#: call's cost grows with its rows, so sharing saves nothing there and the default is 1
+#: (``benchmarks/results/items_per_call.md``).
+ITEMS_PER_CALL = 8
+
+
+def resolve_items_per_call(items_per_call: int | None, device: Any) -> int:
+    """The items per call of a run: ``items_per_call`` (checked), or when ``None`` :data:`ITEMS_PER_CALL`
+    if ``device`` (where the model computes) is a GPU or other accelerator and 1 if it is the CPU.
+
+    Raises:
+        ParameterError: ``items_per_call`` is not a positive integer.
+    """
+    if items_per_call is None:
+        return 1 if str(device).startswith("cpu") else ITEMS_PER_CALL
+    if isinstance(items_per_call, bool) or not isinstance(items_per_call, int) or items_per_call < 1:
+        raise ParameterError(f"items per call must be a positive integer, got {items_per_call!r}")
+    return items_per_call
+
+
+def item_functions(prepare: Callable[[Item, int], Any], run: Callable[[Sequence[Any]], Sequence[Any]],
+                   finish: Callable[[Any, Any], ItemResult]) -> tuple[Callable[[Item, int], ItemResult],
+                                                                    Callable[[Sequence[Item], Sequence[int]], list]]:
+    """The ``compute`` and ``compute_group`` of :func:`run_items` from one item's three steps, so that an
+    item computed alone and one computed in a group go through the same code.
+
+    Args:
+        prepare: ``prepare(item, seed) -> prepared``: the per-item work before the shared computation
+            (load or generate the image, build the item's plan); a ``DiffpidError`` fails that item alone.
+        run: ``run([prepared, ...]) -> [result, ...]``: the computation the items share (one engine pass,
+            whose denoiser calls they share); a ``DiffpidError`` here makes the runner compute the
+            group's items one by one.
+        finish: ``finish(prepared, result) -> ItemResult``: the per-item work after it; a
+            ``DiffpidError`` fails that item alone.
+
+    Returns:
+        ``compute(item, seed)`` (``run`` of the lone item) and ``compute_group(items, seeds)``.
+    """
+
+    def compute(item: Item, seed: int) -> ItemResult:
+        prepared = prepare(item, seed)
+        return finish(prepared, run([prepared])[0])
+
+    def compute_group(items: Sequence[Item], seeds: Sequence[int]) -> list[Any]:
+        outcomes = [_outcome(lambda: prepare(it, s)) for it, s in zip(items, seeds)]
+        ready = [i for i, o in enumerate(outcomes) if not isinstance(o, DiffpidError)]
+        if ready:
+            results = list(run([outcomes[i] for i in ready]))
+            if len(results) != len(ready):
+                raise TypeError(f"the shared computation returned {len(results)} results for {len(ready)} items")
+            for i, r in zip(ready, results):
+                outcomes[i] = _outcome(lambda: finish(outcomes[i], r))
+        return outcomes
+
+    return compute, compute_group
 
 
 def process_state(cpu: bool = False, timeout_hours: float = 48.0) -> Any:

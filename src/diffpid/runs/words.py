@@ -25,8 +25,9 @@ from ..errors import ConditionError, ParameterError
 from ..information import Information
 from ..plan import Plan, run_plans
 from ..settings import Settings
-from .runner import (Item, ItemResult, file_digest, item_id, jsonl_objects, model_key, process_state,
-                     run_items)
+from .runner import ITEMS_PER_CALL  # noqa: F401  (re-exported: the default of diffpid run on a GPU)
+from .runner import (Item, ItemResult, file_digest, item_functions, item_id, jsonl_objects, model_key, process_state,
+                     resolve_items_per_call, run_items)
 from .summary import RunSummary
 
 ITEM_VERSION = "word-item/1"
@@ -150,7 +151,8 @@ def word_information(model: Any, x: Any, prompt: str, words: Sequence[str],
 def word_information_group(model: Any, items: Sequence[tuple[Any, str, Sequence[str], int]],
                            settings: Settings | None = None) -> list[tuple[WordInformation, ...]]:
     """:func:`word_information` of several ``(x, prompt, words, seed)`` items whose images share denoiser
-    calls (:func:`diffpid.plan.run_plans`); each item's numbers are those of its own run with its seed."""
+    calls (:func:`diffpid.plan.run_plans`; one after another on a model that cannot take a condition per
+    row); each item's numbers are those of its own run with its seed."""
     results = run_plans(model, [(_word_plan(p, ws), _one(x), seed) for x, p, ws, seed in items], settings)
     return [tuple(WordInformation(w, r.mi[w], r.cmi[w]) for w in ws) for r, (_, _, ws, _) in zip(results, items)]
 
@@ -171,13 +173,6 @@ def _values(info: Information, prefix: str) -> dict[str, float]:
             f"{prefix}_standard": float(info.standard_value), f"{prefix}_standard_stderr": float(info.standard_stderr)}
 
 
-#: items per shared denoiser call of ``diffpid run`` on an accelerator (``items_per_call=None``): enough
-#: that the partly filled last call of every round is shared by several items. On the CPU a call's
-#: cost grows with its rows, so sharing saves nothing there and the default is 1
-#: (``benchmarks/results/items_per_call.md``).
-ITEMS_PER_CALL = 8
-
-
 def run_words(items_path: str | os.PathLike, out: str | os.PathLike, *, model: str | None = None,
               steps: int = 50, guidance: float | None = None, maps: bool = False, retry_failed: bool = False,
               items_per_call: int | None = None, settings: Settings | None = None, **overrides: Any) -> RunSummary:
@@ -191,8 +186,9 @@ def run_words(items_path: str | os.PathLike, out: str | os.PathLike, *, model: s
             (guidance ``None``: the model's default, 7.5 for Stable Diffusion, 3 for the shapes model).
         maps: also save per-word pixel maps (and the image) as ``maps/<id>.npz``.
         retry_failed: compute items that failed before again.
-        items_per_call: most items whose images share denoiser calls (``None``: :data:`ITEMS_PER_CALL`
-            on a GPU or other accelerator, 1 on the CPU; 1: one item at a time). Items of models that cannot take a condition per row
+        items_per_call: most items whose images share denoiser calls (``None``:
+            :data:`~diffpid.runs.runner.ITEMS_PER_CALL` on a GPU or other accelerator, 1 on the CPU; 1: one
+            item at a time). Items of models that cannot take a condition per row
             (:func:`~diffpid.models.base.batches_rows`) run one by one. It does not change the numbers,
             nor the run folder: a run can be resumed with another value.
         settings: the :class:`~diffpid.settings.Settings` (or its fields as keywords); ``seed`` is the
@@ -204,9 +200,8 @@ def run_words(items_path: str | os.PathLike, out: str | os.PathLike, *, model: s
     settings = Settings.of(settings, **overrides)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ParameterError(f"steps must be a positive integer, got {steps!r}")
-    if items_per_call is not None and (isinstance(items_per_call, bool) or not isinstance(items_per_call, int)
-                                       or items_per_call < 1):
-        raise ParameterError(f"items per call must be a positive integer, got {items_per_call!r}")
+    if items_per_call is not None:
+        resolve_items_per_call(items_per_call, "cpu")  # a given value is checked now, before the items are read
     if settings.device is not None:
         settings.torch_device()  # a clear error now for a device this machine lacks
     dtype = settings.dtype or "float32"
@@ -214,9 +209,7 @@ def run_words(items_path: str | os.PathLike, out: str | os.PathLike, *, model: s
     if not items:
         raise ParameterError(f"{items_path} holds no items; write one JSON object per line")
     state = process_state(cpu=settings.device == "cpu")
-    if items_per_call is None:
-        on_cpu = str(settings.device or getattr(state, "device", "cpu")).startswith("cpu")
-        items_per_call = 1 if on_cpu else ITEMS_PER_CALL
+    items_per_call = resolve_items_per_call(items_per_call, settings.device or getattr(state, "device", "cpu"))
     sampler = settings.sampler if isinstance(settings.sampler, str) else type(settings.sampler).__name__
     params = dict(task="word-information", model=model_key(model), samples=settings.samples, sampler=sampler,
                   seed=settings.seed,
@@ -224,8 +217,8 @@ def run_words(items_path: str | os.PathLike, out: str | os.PathLike, *, model: s
     loaded: list[Any] = []
     quiet = settings.replace(progress=False)
 
-    def prepare(item: Item, item_seed: int) -> tuple[Any, WordItem, Any, Any]:
-        """The model, the item, its data and its image (for maps)."""
+    def prepare(item: Item, item_seed: int) -> tuple[Any, WordItem, Any, Any, int]:
+        """The model, the item, its data, its image (for maps) and its seed."""
         w: WordItem = item.data
         if not w.words:
             raise ConditionError(f"no content words in {w.prompt!r}; list the words of the item in \"words\"")
@@ -238,11 +231,16 @@ def run_words(items_path: str | os.PathLike, out: str | os.PathLike, *, model: s
         m = loaded[0]
         if w.path is None:
             gen = m.generate(w.prompt, seed=item_seed, steps=steps, guidance_scale=guidance)
-            return m, w, gen.x, gen.image
+            return m, w, gen.x, gen.image, item_seed
         x = m.encode_image(w.path)
-        return m, w, x, m.decode(x)[0] if maps else None
+        return m, w, x, m.decode(x)[0] if maps else None, item_seed
 
-    def finish(w: WordItem, image: Any, info: Sequence[WordInformation]) -> ItemResult:
+    def run(ready: Sequence[tuple[Any, WordItem, Any, Any, int]]) -> list[tuple[WordInformation, ...]]:
+        """The items' plans in one engine pass (their images share denoiser calls)."""
+        return word_information_group(ready[0][0], [(x, w.prompt, w.words, sd) for _, w, x, _, sd in ready], quiet)
+
+    def finish(ready: tuple[Any, WordItem, Any, Any, int], info: Sequence[WordInformation]) -> ItemResult:
+        _, w, _, image, _ = ready
         values = {"prompt": w.prompt, "image": w.image, "generated": w.path is None,
                   "words": [{"word": r.word, **_values(r.mi, "mi"), **_values(r.cmi, "cmi")} for r in info]}
         arrays: dict[str, np.ndarray] = {}
@@ -254,32 +252,7 @@ def run_words(items_path: str | os.PathLike, out: str | os.PathLike, *, model: s
                     arrays[f"{kind}_stderr/{r.word}"] = np.asarray(inf.pixel_stderr, dtype=np.float32)
         return ItemResult(values, arrays)
 
-    def compute(item: Item, item_seed: int) -> ItemResult:
-        m, w, x, image = prepare(item, item_seed)
-        return finish(w, image, word_information(m, x, w.prompt, w.words, quiet.replace(seed=item_seed)))
-
-    def compute_group(group: Sequence[Item], seeds: Sequence[int]) -> list[Any]:
-        from ..errors import DiffpidError
-        from ..models.base import batches_rows
-
-        ready, outcomes = [], []
-        for item, item_seed in zip(group, seeds):
-            try:
-                ready.append((len(outcomes), item_seed, *prepare(item, item_seed)))
-                outcomes.append(None)
-            except DiffpidError as err:  # this item fails alone; the others still share their calls
-                outcomes.append(err)
-        if not ready:
-            return outcomes
-        m = ready[0][2]
-        if batches_rows(m):
-            infos = word_information_group(m, [(x, w.prompt, w.words, sd) for _, sd, _, w, x, _ in ready], quiet)
-        else:  # a model that takes one condition set per call: the items run one after another
-            infos = [word_information(m, x, w.prompt, w.words, quiet.replace(seed=sd)) for _, sd, _, w, x, _ in ready]
-        for (at, _, _, w, _, image), info in zip(ready, infos):
-            outcomes[at] = finish(w, image, info)
-        return outcomes
-
+    compute, compute_group = item_functions(prepare, run, finish)
     return run_items(items, compute, out=out, parameters=params, seed=settings.seed, name="words", state=state,
                      retry_failed=retry_failed, progress=settings.progress, compute_group=compute_group,
                      items_per_call=items_per_call)
