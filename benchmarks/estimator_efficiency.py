@@ -18,8 +18,9 @@ reruns only that part and the table shows both.
 
     python benchmarks/estimator_efficiency.py [--part mixtures|trained|all] [--reps 16] [--threads 2]
 
-Run by hand (mixtures: minutes on 2 CPU cores; trained: about an hour per problem on one
-thread); not a test.
+Run by hand (mixtures: minutes on 2 CPU cores; trained: about 30 minutes per problem on one
+thread); not a test. Trained-network problems are kept as they finish
+(``<out>.trained-problems.json``), so an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from diffpid.models.mixture import GaussianMixture
 
 BUDGETS = [100, 300, 1000, 3000]
 SAMPLERS = ["published", "sobol", "adaptive", "neyman"]
-TRAINED_BUDGETS = [100, 300, 1000]
+TRAINED_BUDGETS = [100, 300]
 TRAINED_SAMPLERS = ["published", "adaptive", "neyman"]
 TRAINED = [("CMI of 'red' in 'a red circle left of a blue box'", "a red circle left of a blue box", "red"),
            ("CMI of 'triangle' in 'a small green triangle above a big orange circle'",
@@ -116,38 +117,54 @@ def part_mixtures(args) -> dict:
 def part_trained(args) -> dict:
     """Relative RMSEs on the embedded shapes model, pooled over its problems."""
     import diffpid
-    from diffpid.prompts import remove_words
 
     model = diffpid.load_shapes_model()
     t0 = time.time()
     img = {s: np.zeros(len(TRAINED_BUDGETS)) for s in TRAINED_SAMPLERS}
     pix = {s: np.zeros(len(TRAINED_BUDGETS)) for s in TRAINED_SAMPLERS}
     rows = []
+    # per-problem results survive an interrupted run (keyed by everything that determines them)
+    done_path = Path(args.out).with_suffix(".trained-problems.json")
+    done = json.loads(done_path.read_text()) if done_path.exists() else {}
     for name, prompt, word in TRAINED:
-        x = model.generate(prompt, seed=0).x[0][None]
-        conds = (model.encode_prompt(prompt), model.encode_prompt(remove_words(prompt, [word])))
-        r = estimate(model, x, list(conds), [Difference(0, 1)], samples=args.trained_reference,
-                     sampler=make_sampler("adaptive"), seed=12345, batch_size=128)
-        ref, ref_map, ref_se = r.terms[0].value[0], r.terms[0].pixel_map[0], r.terms[0].stderr[0]
-        line = {"problem": name, "reference": ref, "reference_stderr": ref_se}
+        key = json.dumps([name, args.trained_reference, args.trained_reps, TRAINED_BUDGETS, TRAINED_SAMPLERS])
+        if key not in done:
+            done[key] = trained_problem(model, prompt, word, name, args, t0)
+            done_path.write_text(json.dumps(done, indent=1))
+        line = done[key]
         for s in TRAINED_SAMPLERS:
             for j, n in enumerate(TRAINED_BUDGETS):
-                reps = max(4, int(round(args.trained_reps * 100 / n)))
-                vals = [run(model, x, conds, make_sampler(s), n, 1000 * j + k, batch_size=128) for k in range(reps)]
-                e_img = np.mean([(v - ref) ** 2 for v, _ in vals]) / ref**2
-                e_pix = np.mean([((mp - ref_map) ** 2).sum() for _, mp in vals]) / (ref_map**2).sum()
-                img[s][j] += e_img / len(TRAINED)
-                pix[s][j] += e_pix / len(TRAINED)
-                line[f"{s}@{n}"] = {"rel_rmse": math.sqrt(e_img), "reps": reps}
-            print(f"{name}: {s} done ({time.time() - t0:.0f}s)", flush=True)
+                img[s][j] += line[f"{s}@{n}"]["image_mse"] / len(TRAINED)
+                pix[s][j] += line[f"{s}@{n}"]["pixel_mse"] / len(TRAINED)
         rows.append(line)
-        print(f"{name}: reference {ref:.4f} +- {ref_se:.4f} nats ({time.time() - t0:.0f}s)", flush=True)
     reps = [max(4, int(round(args.trained_reps * 100 / n))) for n in TRAINED_BUDGETS]
     return {"image": {s: np.sqrt(v).tolist() for s, v in img.items()},
             "pixel": {s: np.sqrt(v).tolist() for s, v in pix.items()}, "budgets": TRAINED_BUDGETS, "problems": rows,
             "note": f"{len(TRAINED)} problems, repetitions {', '.join(map(str, reps))} at "
                     f"{', '.join(map(str, TRAINED_BUDGETS))} calls, {args.trained_reference}-sample reference of the "
                     f"default sampler, {time.time() - t0:.0f} s on {args.threads} CPU thread(s)"}
+
+
+def trained_problem(model, prompt: str, word: str, name: str, args, t0: float) -> dict:
+    """Reference and per-budget relative squared errors of one problem on the trained network."""
+    from diffpid.prompts import remove_words
+
+    x = model.generate(prompt, seed=0).x[0][None]
+    conds = (model.encode_prompt(prompt), model.encode_prompt(remove_words(prompt, [word])))
+    r = estimate(model, x, list(conds), [Difference(0, 1)], samples=args.trained_reference,
+                 sampler=make_sampler("adaptive"), seed=12345, batch_size=128)
+    ref, ref_map, ref_se = r.terms[0].value[0], r.terms[0].pixel_map[0], r.terms[0].stderr[0]
+    print(f"{name}: reference {ref:.4f} +- {ref_se:.4f} nats ({time.time() - t0:.0f}s)", flush=True)
+    line = {"problem": name, "reference": float(ref), "reference_stderr": float(ref_se)}
+    for s in TRAINED_SAMPLERS:
+        for j, n in enumerate(TRAINED_BUDGETS):
+            reps = max(4, int(round(args.trained_reps * 100 / n)))
+            vals = [run(model, x, conds, make_sampler(s), n, 1000 * j + k, batch_size=128) for k in range(reps)]
+            e_img = float(np.mean([(v - ref) ** 2 for v, _ in vals]) / ref**2)
+            e_pix = float(np.mean([((mp - ref_map) ** 2).sum() for _, mp in vals]) / (ref_map**2).sum())
+            line[f"{s}@{n}"] = {"rel_rmse": math.sqrt(e_img), "image_mse": e_img, "pixel_mse": e_pix, "reps": reps}
+        print(f"{name}: {s} done ({time.time() - t0:.0f}s)", flush=True)
+    return line
 
 
 def table(part: dict) -> list[str]:
@@ -174,7 +191,7 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=16)
     p.add_argument("--reference", type=int, default=1 << 16)
     p.add_argument("--trained-reps", type=int, default=16, help="repetitions at 100 calls (fewer at larger budgets)")
-    p.add_argument("--trained-reference", type=int, default=1 << 14)
+    p.add_argument("--trained-reference", type=int, default=1 << 13)
     p.add_argument("--trained-budgets", default=",".join(map(str, TRAINED_BUDGETS)), help="comma-separated calls")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "estimator_efficiency.md"))
