@@ -46,7 +46,7 @@ def test_van_der_corput_is_stratified_at_every_power_of_two():
         assert sorted((shifted * j).floor().long().tolist()) == list(range(j))
 
 
-@pytest.mark.parametrize("name", ["logistic", "sobol", "uniform", "adaptive"])
+@pytest.mark.parametrize("name", ["logistic", "sobol", "uniform", "adaptive", "neyman"])
 def test_draws_are_a_function_of_image_and_sample_only(name):
     s = make_sampler(name)
     image = torch.tensor([0, 3, 3, 7, 0])
@@ -65,7 +65,7 @@ def _mixture():
     return GaussianMixture(means, 0.05, labels={"y": [0, 1, 2]})
 
 
-@pytest.mark.parametrize("sampler", ["adaptive", "sobol", LogisticSampler()])
+@pytest.mark.parametrize("sampler", ["adaptive", "neyman", "sobol", LogisticSampler()])
 def test_engine_numbers_do_not_depend_on_batch_size_or_chunking(sampler):
     m = _mixture()
     x, _ = m.sample(5, generator=torch.Generator().manual_seed(0))
