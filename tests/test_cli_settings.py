@@ -59,7 +59,7 @@ def test_same_settings_flags_and_defaults(path):
     for f in FLAGS:  # each flag appears in --help once, in the one settings group
         assert len(re.findall(rf"(?<![\w-]){re.escape(f)}(?![\w-])", text.split("estimator settings")[1])) >= 1
     assert f"(default {SAMPLES[path]})" in text and "(default 64)" in text
-    assert f"(default {PRECISION.get(path, 'off')})" in text and "(default adaptive)" in text
+    assert f"(default {PRECISION.get(path, 'off')})" in text and f"(default {Settings().sampler})" in text
     assert "(default 4096)" in text and "(default 0)" in text
     assert text.count("estimator settings (the same for every command)") == 1
     assert not [a for a in p._actions if a.option_strings == ["--cpu"]]
