@@ -51,7 +51,7 @@ def test_explain_is_the_package_function_and_saves(tmp_path, shipped_explanation
 
 def test_settings_defaults_live_in_one_place_and_are_validated():
     s = Settings()
-    assert (s.samples, s.sampler, s.batch_size, s.seed) == (64, "neyman", 64, 0)
+    assert (s.samples, s.sampler, s.batch_size, s.seed) == (64, "adaptive", 64, 0)
     assert Settings.of(s, samples=8, seed=None).samples == 8  # None keeps the field
     assert Settings(dtype="bf16").dtype == "bfloat16"
     for bad in (dict(seed=10**20), dict(seed=-1), dict(samples=0), dict(batch_size=2.5), dict(device="gpu0"),

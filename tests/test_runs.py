@@ -370,7 +370,7 @@ def test_run_words_parameters_name_the_run(items_file, tmp_path):
     assert all(o.done == 2 for o in [first, *others])
     assert {p.name: p.read_bytes() for p in (first.directory / "results").iterdir()} == before
     params = [summarize(o.directory).parameters for o in others]
-    assert [(q["samples"], q["seed"], q["sampler"]) for q in params] == [(3, 0, "neyman"), (2, 1, "neyman"),
+    assert [(q["samples"], q["seed"], q["sampler"]) for q in params] == [(3, 0, "adaptive"), (2, 1, "adaptive"),
                                                                          (2, 0, "sobol")]
     a, b = collect(first.directory)[0], collect(others[0].directory)[0]
     assert a.id == b.id and a.seed == b.seed and a.values["words"][0]["mi"] != b.values["words"][0]["mi"]

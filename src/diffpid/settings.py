@@ -49,7 +49,7 @@ class Settings:
     """
 
     samples: int = 64
-    sampler: Any = "neyman"
+    sampler: Any = "adaptive"
     batch_size: int = 64
     seed: int = 0
     device: str | None = None
@@ -234,7 +234,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, defaults: Settings |
                         f"until met (default {'off' if d.precision is None else d.precision})")
     g.add_argument("--max-samples", type=_positive, default=d.max_samples,
                    help=f"cap on the draws per image a --precision target may take (default {d.max_samples})")
-    g.add_argument("--sampler", choices=SAMPLER_NAMES, default=d.sampler if isinstance(d.sampler, str) else "neyman",
+    g.add_argument("--sampler", choices=SAMPLER_NAMES, default=d.sampler if isinstance(d.sampler, str) else "adaptive",
                    help=f"log-SNR sampler of the estimator (default {d.sampler})")
     g.add_argument("--batch-size", type=_positive, default=d.batch_size,
                    help=f"most rows (images x conditions) per denoiser call (default {d.batch_size})")

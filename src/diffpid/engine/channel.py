@@ -210,7 +210,7 @@ class PiecewiseSampler(SobolSampler):
 
 @dataclass(frozen=True)
 class AdaptiveSampler(SobolSampler):
-    """Two-stage adaptive importance sampling over log-SNR (the default, :class:`NeymanSampler`, is one).
+    """Two-stage adaptive importance sampling over log-SNR: the default sampler.
 
     A pilot stage (``pilot`` of the first round, at least ``min_pilot`` samples) draws from
     :class:`SobolSampler`; the engine records, per image, the second moment of every
@@ -299,7 +299,7 @@ class AdaptiveSampler(SobolSampler):
 
 @dataclass(frozen=True)
 class NeymanSampler(AdaptiveSampler):
-    """The default sampler: :class:`AdaptiveSampler` with the Neyman allocation and a smaller pilot (10%, at least 24 draws).
+    """:class:`AdaptiveSampler` with the Neyman allocation and a smaller pilot (10%, at least 24 draws).
 
     The main stage is stratified over its levels, so its bin masses should follow each bin's
     spread, not its second moment; and a pilot drawn from the fixed proposal is the least
@@ -323,8 +323,8 @@ SAMPLERS = {
 }
 
 
-def make_sampler(name: str = "neyman", loc: float = 1.0, scale: float = 2.0, clip: float = 3.0) -> Sampler:
-    """Build a sampler by name: ``neyman`` (default), ``adaptive``, ``sobol``, ``logistic``/``published``, ``uniform``."""
+def make_sampler(name: str = "adaptive", loc: float = 1.0, scale: float = 2.0, clip: float = 3.0) -> Sampler:
+    """Build a sampler by name: ``adaptive`` (default), ``neyman``, ``sobol``, ``logistic``/``published``, ``uniform``."""
     if isinstance(name, Sampler):
         return name
     if name not in SAMPLERS:

@@ -265,7 +265,7 @@ def estimate(
         terms: :class:`Difference` / :class:`Minimum` / :class:`Combination` over condition indices.
         samples: ``(a, eps)`` draws per image (denoiser calls per image and condition); with a
             ``precision`` target, the first round.
-        sampler: a :class:`~diffpid.engine.channel.Sampler` or its name; default ``"neyman"``.
+        sampler: a :class:`~diffpid.engine.channel.Sampler` or its name; default ``"adaptive"``.
         batch_size: most rows (inputs x conditions) per model call.
         generator: source of the seed; ``seed`` is used when it is omitted.
         progress: show a progress bar.
