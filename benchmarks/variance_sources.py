@@ -242,8 +242,7 @@ def render(rows, args, seconds: float) -> str:
            f"Embedded shapes model, {args.samples} draws per value at uniform log-SNR levels (i.i.d. eps), "
            f"{args.antithetic} of them also at -eps. Produced by `python benchmarks/variance_sources.py` "
            + (f"(the draws took {seconds / 60:.0f} min on {args.threads} CPU thread)." if seconds == seconds else
-              "(draws read from the cache of an earlier run; on one CPU thread beside a training job they took "
-              "29 min)."), "",
+              "(the draws were read from the cache of an earlier run)."), "",
            "## Where the variance is, and the bound of any level sampler", "",
            "| value | nats | within-level share of the variance | ideal importance density | Neyman-stratified levels |",
            "|---|---|---|---|---|"]

@@ -69,8 +69,8 @@ class Engine:
         batch_size, seed: rows per denoiser call; the seed of the counter-based streams.
         on_batch, bar: per-chunk callback; a progress bar to update (or ``None``).
 
-    Set :attr:`pilot` to a :class:`~diffpid.engine.accumulate.Binned` to record the adaptive pilot's first and second moments
-    (lanes ``(2, T)``).
+    Set :attr:`pilot` to a :class:`~diffpid.engine.accumulate.Binned` with lanes ``(2, T)`` to record the
+    adaptive pilot's first and second moments.
     """
 
     def __init__(self, model: Any, x: torch.Tensor, conditions: Sequence[Any], parts: Sequence[tuple[int, int]],
