@@ -1,4 +1,5 @@
 import json
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -360,3 +361,29 @@ def test_pooled_text_embedding_starts_at_zero_from_a_model_without_one_and_round
     from diffpid.shapes.model import config_from_dict
 
     assert config_from_dict({k: v for k, v in asdict(TINY).items() if k != "pooled_text"}).pooled_text is False
+
+
+def test_train_shapes_device_errors_are_one_line_and_write_nothing(tmp_path, capsys):
+    from diffpid.cli import main
+
+    for device, says in [("bogus", "unknown device"), ("cuda", "asks for a GPU")]:
+        if device == "cuda" and torch.cuda.is_available():
+            continue
+        capsys.readouterr()
+        assert main(["train-shapes", "--out", str(tmp_path / device), "--steps", "1", "--device", device]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0], err
+        assert not (tmp_path / device).exists()
+
+
+def test_a_gpu_stage_puts_its_device_in_the_recipe_command():
+    from diffpid.shapes.model import ShapesConfig
+    from diffpid.shapes.training.recipe import recipe_commands
+    from diffpid.shapes.training.train import TrainSettings
+
+    settings = asdict(TrainSettings())
+    history = [{"from": 0, "to": 100, "resume": False, "settings": settings, "threads": 1, "device": "cuda"},
+               {"from": 100, "to": 200, "resume": True, "settings": settings, "threads": 2}]
+    commands, _ = recipe_commands(history, ShapesConfig())
+    assert commands == ["diffpid train-shapes --out RUN --steps 100 --threads 1 --device cuda",
+                        "diffpid train-shapes --out RUN --steps 200 --resume --threads 2"]

@@ -106,9 +106,11 @@ def cmd_train_shapes(args: argparse.Namespace) -> int:
 
     import torch
 
+    from ..settings import check_device_available
     from ..shapes.model import ShapesConfig
     from ..shapes.training.train import TrainSettings, train
 
+    check_device_available(args.device)
     torch.set_num_threads(args.threads)
     config = ShapesConfig(**{k: v for k, v in (("text_encoder", args.text_encoder), ("pooled_text", args.pooled_text))
                              if v is not None})
@@ -118,7 +120,7 @@ def cmd_train_shapes(args: argparse.Namespace) -> int:
     export = None if args.no_export else (args.export or str(Path(args.out) / "model"))
     trainer = train(args.out, args.steps, resume=args.resume, config=config,
                     settings=settings, lr=args.lr, export=export, loss_weight_cap=args.loss_weight_cap,
-                    init_from=args.init_from, complete_share=args.complete_share)
+                    init_from=args.init_from, complete_share=args.complete_share, device=args.device)
     recent = trainer.recent[-100:]
     mean = sum(recent) / len(recent) if recent else float("nan")
     print(f"step {trainer.step}, mean loss of the last {len(recent)} steps {mean:.4f}; checkpoint in {args.out}"
@@ -200,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="total UNet steps to reach (a resumed run counts from its checkpoint; default 20000)")
     t.add_argument("--batch-size", type=int, default=32, help="scenes per step (a resumed run keeps its own)")
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    t.add_argument("--device", default="cpu", help="where the model trains: cpu (default) or cuda; batches and noise "
+                   "are drawn on the CPU either way, so a run can resume on another device")
     t.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt exactly where it stopped")
     t.add_argument("--lr", type=float, default=None, help="learning rate (default 5e-4, or the checkpoint's)")
     t.add_argument("--loss-weight-cap", type=float, default=None,

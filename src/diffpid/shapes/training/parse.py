@@ -124,7 +124,8 @@ class ParseReport:
 def _logits(text_encoder: Any, tokenizer: Any, heads: ParseHeads, captions: Sequence[str]) -> dict[str, torch.Tensor]:
     from ..model import tokenize
 
-    return heads(text_encoder(tokenize(tokenizer, captions)).last_hidden_state)
+    device = next(heads.parameters()).device
+    return heads(text_encoder(tokenize(tokenizer, captions).to(device)).last_hidden_state)
 
 
 def _loss(logits: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
@@ -139,6 +140,7 @@ def parse_accuracy(text_encoder: Any, tokenizer: Any, heads: ParseHeads, n: int 
     with torch.no_grad():
         logits = _logits(text_encoder, tokenizer, heads, captions)
     out = {}
+    targets = targets.to(next(heads.parameters()).device)
     for i, k in enumerate(HEADS):
         t = targets[:, i]
         keep = t != IGNORE
@@ -170,7 +172,8 @@ def pretrain_text_encoder(text_encoder: Any, tokenizer: Any, steps: int, seed: i
     from tqdm import tqdm
 
     torch.manual_seed(seed)
-    heads = ParseHeads(text_encoder.config.hidden_size)
+    device = next(text_encoder.parameters()).device
+    heads = ParseHeads(text_encoder.config.hidden_size).to(device)
     params = list(text_encoder.parameters()) + list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     rng = random.Random(seed)
@@ -186,7 +189,7 @@ def pretrain_text_encoder(text_encoder: Any, tokenizer: Any, steps: int, seed: i
         for group in optimizer.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / 50)
         captions, targets = parse_batch(batch_size, rng, tokenizer.model_max_length, lexicon)
-        loss = _loss(_logits(text_encoder, tokenizer, heads, captions), targets)
+        loss = _loss(_logits(text_encoder, tokenizer, heads, captions), targets.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

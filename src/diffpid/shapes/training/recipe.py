@@ -64,6 +64,7 @@ def recipe_commands(history: list[dict], config: Any) -> tuple[list[str], dict]:
     for entry in history:
         settings = entry.get("settings", {})
         threads = f" --threads {entry['threads']}" if entry.get("threads") else ""
+        threads += f" --device {entry['device']}" if entry.get("device") else ""
         if not entry.get("resume") or previous is None:
             flags, unflagged = _differences(settings, _defaults(TrainSettings))
             arch, odd = _differences(asdict(config), _defaults(ShapesConfig))

@@ -120,17 +120,18 @@ def diffusion_loss(components: ShapesComponents, images: torch.Tensor, captions:
         captions: ``n`` captions.
     """
     n = images.shape[0]
+    device = components.unet.device  # draws stay on the CPU generator (the same numbers on every device)
     t = sample_timesteps(n, table, settings, generator)
     eps = torch.randn(images.shape, generator=generator)
     ac = components.scheduler.alphas_cumprod[t].float().view(n, 1, 1, 1)
-    x_t = ac.sqrt() * images + (1 - ac).sqrt() * eps
+    x_t = (ac.sqrt() * images + (1 - ac).sqrt() * eps).to(device)
     encoder = components.text_encoder
     with torch.set_grad_enabled(torch.is_grad_enabled() and any(p.requires_grad for p in encoder.parameters())):
-        cond = encoder(tokenize(components.tokenizer, captions)).last_hidden_state
-    pred = components.unet(x_t, t, encoder_hidden_states=cond).sample
-    per_sample = ((pred - eps) ** 2).mean(dim=(1, 2, 3))
+        cond = encoder(tokenize(components.tokenizer, captions).to(device)).last_hidden_state
+    pred = components.unet(x_t, t.to(device), encoder_hidden_states=cond).sample
+    per_sample = ((pred - eps.to(device)) ** 2).mean(dim=(1, 2, 3))
     if settings.loss_weight_cap > 0:
-        a = table[t]
+        a = table[t].to(device)
         per_sample = per_sample * torch.clamp(1 + torch.exp(-a), max=settings.loss_weight_cap)
     return per_sample.mean()
 
@@ -143,10 +144,14 @@ class Trainer:
         settings: optimisation settings.
     """
 
-    def __init__(self, config: ShapesConfig = ShapesConfig(), settings: TrainSettings = TrainSettings()):
+    def __init__(self, config: ShapesConfig = ShapesConfig(), settings: TrainSettings = TrainSettings(),
+                 device: str | torch.device = "cpu"):
         self.config = config
         self.settings = settings
+        self.device = torch.device(device)
         self.components = build_components(config, seed=settings.seed)
+        self.components.unet.to(self.device)
+        self.components.text_encoder.to(self.device)
         self.components.unet.train()
         self._settle_text_encoder()
         self.params = list(self.components.unet.parameters())
@@ -250,7 +255,7 @@ class Trainer:
     def train_step(self) -> float:
         """One optimisation step on a fresh batch; returns the loss."""
         n = self.settings.batch_size
-        batch = sample_batch(n, self.generator, complete=round(self.settings.complete_share * n))
+        batch = sample_batch(n, self.generator, complete=round(self.settings.complete_share * n))  # on the CPU
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate()
         loss = diffusion_loss(self.components, batch.images, batch.captions, self.settings, self.generator, self.table)
@@ -287,8 +292,9 @@ class Trainer:
         return folder / CHECKPOINT
 
     @classmethod
-    def load(cls, path: str | Path, settings_override: dict | None = None) -> "Trainer":
-        """Rebuild a trainer from a checkpoint file or a folder holding ``checkpoint.pt``."""
+    def load(cls, path: str | Path, settings_override: dict | None = None, device: str | torch.device = "cpu"
+             ) -> "Trainer":
+        """Rebuild a trainer from a checkpoint file or a folder holding ``checkpoint.pt`` (on ``device``)."""
         path = Path(path)
         if path.is_dir():
             path = path / CHECKPOINT
@@ -299,7 +305,7 @@ class Trainer:
         stored = {"loss_weight_cap": 0.0, "complete_share": 0.0, "freeze_text_encoder": False, "parse_pretrain": 0,
                   "parse_lexicon": True, **state["settings"]}
         settings = replace(TrainSettings(**stored), **(settings_override or {}))
-        trainer = cls(config_from_dict(state["config"]), settings)
+        trainer = cls(config_from_dict(state["config"]), settings, device)
         trainer.components.unet.load_state_dict(state["unet"])
         trainer.components.text_encoder.load_state_dict(state["text_encoder"])
         with torch.no_grad():
@@ -323,7 +329,7 @@ class Trainer:
             fresh_params += list(fresh.text_encoder.parameters())
         with torch.no_grad():
             for p, e in zip(fresh_params, self.ema):
-                p.copy_(e)
+                p.copy_(e.cpu())
         fresh.unet.eval()
         fresh.text_encoder.eval()
         return fresh
@@ -341,7 +347,8 @@ class Trainer:
 def train(out: str | Path, steps: int, resume: bool = False, config: ShapesConfig = ShapesConfig(),
           settings: TrainSettings = TrainSettings(), lr: float | None = None, export: str | Path | None = None,
           progress: bool = True, loss_weight_cap: float | None = None,
-          init_from: str | Path | None = None, complete_share: float | None = None) -> Trainer:
+          init_from: str | Path | None = None, complete_share: float | None = None,
+          device: str | torch.device = "cpu") -> Trainer:
     """Train (or continue) until ``steps`` total steps, checkpointing into ``out``.
 
     Args:
@@ -359,6 +366,10 @@ def train(out: str | Path, steps: int, resume: bool = False, config: ShapesConfi
             channels and text width; see :meth:`Trainer.init_from`), for example to give the
             shipped model a new text encoder or coordinate inputs without relearning how to
             draw; recorded in the settings.
+        device: where the model trains (``"cuda"`` on a GPU). Batches and noise are drawn on
+            the CPU from the run's generator whatever the device, so a run can move between
+            devices on resumption; the float results of a step differ by device (recorded
+            in the history).
     """
     from tqdm import tqdm
 
@@ -372,16 +383,17 @@ def train(out: str | Path, steps: int, resume: bool = False, config: ShapesConfi
     if resume:
         if init_from is not None:
             raise ParameterError("--init-from starts a fresh run; drop it when resuming (the checkpoint has the weights)")
-        trainer = Trainer.load(out, override)
+        trainer = Trainer.load(out, override, device)
     else:
         if (out / CHECKPOINT).exists():
             raise ParameterError(f"{out / CHECKPOINT} exists; pass --resume to continue it or choose another --out")
-        trainer = Trainer(config, replace(settings, **override))
+        trainer = Trainer(config, replace(settings, **override), device)
         if init_from is not None:
             trainer.init_from(init_from)
     out.mkdir(parents=True, exist_ok=True)
     trainer.history.append({"from": trainer.step, "to": steps, "resume": resume, "settings": asdict(trainer.settings),
                             "threads": torch.get_num_threads(),
+                            **({"device": str(trainer.device)} if trainer.device.type != "cpu" else {}),
                             **({"init_from": trainer.settings.init_from} if init_from is not None else {})})
     log = open(out / "train.log", "a")
     if not resume and settings.parse_pretrain > 0:
