@@ -54,9 +54,6 @@ class UNetEps(Model):
         g = torch.Generator().manual_seed(len(str(prompt)))
         return torch.randn(77, 768, generator=g).to(self.device, self.dtype)
 
-    def unconditional(self):
-        return self.encode_prompt("")
-
     def eps(self, x_a, logsnr, conditions):
         n, k = len(x_a), len(conditions)
         x = x_a.to(self.dtype).repeat_interleave(k, 0)

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffpid.engine.channel import AdaptiveSampler, make_sampler, noisy
+from diffpid.engine.channel import AdaptiveSampler, logistic_weight, make_sampler, noisy
 
 CASES = [("CMI of 'red' in 'a red circle left of a blue box'", "a red circle left of a blue box", "red"),
          ("CMI of 'triangle' in 'a small green triangle above a big orange circle'",
@@ -83,12 +83,6 @@ def lowfreq(eps: torch.Tensor, k: int) -> torch.Tensor:
     return torch.einsum("nchw,ih,jw->ncij", eps, basis, basis).flatten(1)
 
 
-def published_weight(a: np.ndarray, loc: float = 1.0, scale: float = 2.0, clip: float = 3.0) -> np.ndarray:
-    r = (a - loc) / scale
-    s = 1 / (1 + np.exp(-r))
-    return scale * math.tanh(clip / 2) / (s * (1 - s))
-
-
 def analyse(d: dict, lo: float, hi: float) -> dict:
     a, f = d["a"], d["f"]
     width = hi - lo
@@ -98,7 +92,9 @@ def analyse(d: dict, lo: float, hi: float) -> dict:
     groups = [f[b == k] for k in range(bins)]
     within = sum(((g - g.mean()) ** 2).sum() for g in groups) / len(f)
     I = width * f.mean()
-    var_pub = width * np.mean(published_weight(a) * f ** 2) - I ** 2
+    pub = make_sampler("published")
+    weight = logistic_weight(torch.from_numpy(a), pub.loc, pub.scale, pub.clip).numpy()
+    var_pub = width * np.mean(weight * f ** 2) - I ** 2
     dw = width / bins
     var_is = (sum(np.sqrt(np.mean(g ** 2)) for g in groups) * dw) ** 2 - I ** 2
     var_ney = (sum(g.std() for g in groups) * dw) ** 2
@@ -131,7 +127,6 @@ def emulate(d: dict, samplers: dict, reps: int, seed: int = 0) -> dict:
     order = np.argsort(d["a"])
     a_pop, f_pop = d["a"][order], d["f"][order]
     m_pop = d["maps"][order].reshape(len(order), -1).astype(np.float64)
-    lo_i = np.arange(len(a_pop))
     rng = np.random.default_rng(seed)
 
     def neighbours(a: np.ndarray) -> np.ndarray:
@@ -139,11 +134,10 @@ def emulate(d: dict, samplers: dict, reps: int, seed: int = 0) -> dict:
         return np.clip(j + rng.integers(-NEIGHBOURS // 2, NEIGHBOURS // 2, size=len(a)), 0, len(a_pop) - 1)
 
     # the emulated integrand is the mean of the window around a, integrated over the sampler's range
-    some = make_sampler("sobol")
-    lo, hi = some.range
+    lo, hi = make_sampler("sobol").range
     grid = np.linspace(lo, hi, 24001)
     j = np.searchsorted(a_pop, grid)
-    win = [lo_i[np.clip(j + s, 0, len(a_pop) - 1)] for s in range(-NEIGHBOURS // 2, NEIGHBOURS // 2)]
+    win = [np.clip(j + s, 0, len(a_pop) - 1) for s in range(-NEIGHBOURS // 2, NEIGHBOURS // 2)]
     truth = np.trapezoid(np.mean([f_pop[w] for w in win], 0), grid)
     truth_map = np.trapezoid(np.mean([m_pop[w] for w in win], 0), grid, axis=0)
 
@@ -156,6 +150,7 @@ def emulate(d: dict, samplers: dict, reps: int, seed: int = 0) -> dict:
     out = {}
     for name, s in samplers.items():
         errs, perrs = {n: [] for n in BUDGETS}, {n: [] for n in BUDGETS}
+        edges = s.edges().numpy() if isinstance(s, AdaptiveSampler) else None
         for r in range(reps):
             for n in BUDGETS:
                 seed_r = 1_000_003 * r + n
@@ -163,7 +158,6 @@ def emulate(d: dict, samplers: dict, reps: int, seed: int = 0) -> dict:
                     m = s.pilot_size(n)
                     a, w = levels(s, seed_r, 0, m)
                     i = neighbours(a)
-                    edges = s.edges().numpy()
                     bi = np.clip(np.searchsorted(edges, a, side="right") - 1, 0, s.bins - 1)
                     count = np.maximum(np.bincount(bi, None, s.bins), 1)
                     fi = f_pop[i] / max(abs(np.mean(w * f_pop[i])), 1e-30)
@@ -223,8 +217,9 @@ def main() -> None:
         collected += float(d.get("seconds", np.nan))
         rows.append((label, analyse(d, lo, hi), emulate(d, samplers, args.reps)))
         print(f"{label}: {time.time() - t0:.0f}s", flush=True)
-    Path(args.out).write_text(render(rows, args, collected))
-    print(Path(args.out).read_text())
+    text = render(rows, args, collected)
+    Path(args.out).write_text(text)
+    print(text)
 
 
 def extra_samplers() -> dict:

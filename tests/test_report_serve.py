@@ -138,17 +138,11 @@ def test_serve_binds_to_localhost_by_default():
     assert args.samples == 4 and args.threads == 1 and args.port == 0
 
 
-def test_a_precision_target_is_checked_and_passed_where_explain_takes_one(explorer, monkeypatch):
-    import diffpid.report.jobs as jobs
-
+def test_a_precision_target_is_checked_and_passed_where_explain_takes_one(explorer):
     base = {"prompt": "a red circle", "samples": 2}
     assert "precision" not in explorer.check(base)
     with pytest.raises(ParameterError, match="relative standard error between 0 and 1"):
         explorer.check({**base, "precision": 2})
     with pytest.raises(ParameterError, match="such as 0.1"):
         explorer.check({**base, "precision": "tight"})
-    if "precision" not in jobs.explain_parameters():
-        with pytest.raises(ParameterError, match="takes no precision target"):
-            explorer.check({**base, "precision": 0.1})
-        monkeypatch.setattr(jobs, "explain_parameters", lambda: frozenset({"precision"}))
     assert explorer.check({**base, "precision": "0.1"})["precision"] == 0.1

@@ -88,9 +88,9 @@ class Binned:
         """Per-bin means, 0 where a bin is empty (on the device)."""
         return self.sum / self.count.clamp_min(1)
 
-    def result(self, lane: int | None = None) -> "tuple[np.ndarray, np.ndarray, np.ndarray]":
-        """Bin centres ``(bins,)``, means ``(b, bins)`` (NaN where empty) and counts, of one lane."""
-        s, c = (self.sum, self.count) if lane is None else (self.sum[:, lane], self.count[:, lane])
+    def result(self) -> "tuple[np.ndarray, np.ndarray, np.ndarray]":
+        """Bin centres ``(bins,)``, means ``(b, *extra, bins)`` (NaN where empty) and counts."""
+        s, c = self.sum, self.count
         centers = (0.5 * (self.edges[1:] + self.edges[:-1])).cpu().double().numpy()
         s, c = s.cpu().double().numpy(), c.cpu().double().numpy()
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -95,10 +95,6 @@ class Engine:
         self.n = torch.zeros(b, dtype=torch.long, device=dev)  # draws so far per image
         self.sampler: Sampler | None = None
 
-    def round(self, sampler: Sampler, target: torch.Tensor) -> None:
-        """Draw every image ``i`` up to ``target[i]`` draws with ``sampler``, then check the sums."""
-        run_round([self], [sampler], [target], self.batch_size, self.bar)
-
     def _pairs(self, ends: torch.Tensor, count: torch.Tensor, start: torch.Tensor, lo: int, hi: int
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Image and sample index of pairs ``lo .. hi - 1`` of the round."""

@@ -37,7 +37,7 @@ from ..errors import ParameterError
 from ..models.base import Model
 from .accumulate import Binned, samples_needed
 from .channel import AdaptiveSampler, Sampler, make_sampler, seed_of
-from .chunks import Engine, gaussian_nll, predict, run_round  # noqa: F401  (predict: part of the engine's API)
+from .chunks import Engine, gaussian_nll, run_round
 
 CURVE_BINS = 24
 
@@ -319,14 +319,13 @@ def estimate_jobs(
         )
     mshape = _map_shape(tuple(model.data_shape))
     edges = torch.linspace(lo, hi, CURVE_BINS + 1, dtype=torch.float64)
-    prepared = [_prepare(model, job) for job in jobs]  # (x, conditions, terms, targets, std)
+    prepared = [_prepare(model, job) for job in jobs]  # (x, conditions, terms, targets, (parts, recipe, std))
     total = samples * sum(len(p[0]) for p in prepared)
     k = len(prepared[0][1])
     desc = f"{model.name}: {k} conditions" if len(jobs) == 1 else f"{model.name}: {len(jobs)} jobs"
     bar = tqdm(total=total, disable=not progress, desc=desc, unit="draw")
     runs: list[Engine] = []
-    for (x, conds, terms, _, std), job in zip(prepared, jobs):
-        parts, recipe, _ = _recipe(terms)
+    for (x, conds, terms, _, (parts, recipe, std)), job in zip(prepared, jobs):
         runs.append(Engine(model, x, conds, parts, recipe, len(terms), len(std), mshape, edges, batch_size,
                            int(job.seed), job.on_batch, bar))
     full = [torch.full((len(r.x),), samples, dtype=torch.long, device=r.device) for r in runs]
@@ -340,7 +339,7 @@ def estimate_jobs(
             # per image, the moments of every Difference term's integrand relative to its pilot value
             terms = p[2]
             piloted = [i for i, t in enumerate(terms) if isinstance(t, Difference)] or list(range(len(terms)))
-            value = r.total.s.total[:, piloted] / n_pilot  # (b, T')
+            value = r.values()[0][:, piloted]  # (b, T'), after n_pilot draws of every image
             means = r.pilot.means()  # (b, 2, T, bins)
             scale = value.abs().clamp_min(1e-30)[:, :, None]
             r.pilot = None
@@ -370,11 +369,11 @@ def estimate_jobs(
                 run_round([runs[j] for j in active], [now[j] for j in active], [goals[j] for j in active],
                           batch_size, bar)
     bar.close()
-    return [_result(r, p[2], p[4], p[0], (lo, hi), type(sampler).__name__, precision) for r, p in zip(runs, prepared)]
+    return [_result(r, p[2], p[4][2], p[0], (lo, hi), type(sampler).__name__, precision) for r, p in zip(runs, prepared)]
 
 
-def _prepare(model: Model, job: Job) -> tuple[torch.Tensor, list[Any], list[Term], list[int], list[int]]:
-    """A job's checked inputs, conditions, terms, precision targets and standard-estimator terms."""
+def _prepare(model: Model, job: Job) -> tuple[torch.Tensor, list[Any], list[Term], list[int], tuple]:
+    """A job's checked inputs, conditions, terms, precision targets and :func:`_recipe`."""
     x = model.check_x(job.x)
     conditions = list(job.conditions)
     if not conditions:
@@ -384,7 +383,7 @@ def _prepare(model: Model, job: Job) -> tuple[torch.Tensor, list[Any], list[Term
     targets = list(range(len(terms))) if job.targets is None else [int(i) for i in job.targets]
     if not targets or not all(0 <= i < len(terms) for i in targets):
         raise ParameterError(f"targets must name terms 0..{len(terms) - 1}, got {targets}")
-    return x, conditions, terms, targets, _recipe(terms)[2]
+    return x, conditions, terms, targets, _recipe(terms)
 
 
 def _result(run: Engine, terms: Sequence[Term], std: list[int], x: torch.Tensor, logsnr_range: tuple[float, float],

@@ -10,10 +10,10 @@ import math
 from html import escape
 from typing import Any
 
-import numpy as np
 
 from .format import DASH, format_pm, near_zero
 from .identity import identity_of
+from .results import precision_dict, same_run
 
 
 def attr(x: Any) -> str:
@@ -46,27 +46,17 @@ def _cell(quantity: str, value: Any, stderr: Any) -> str:
 
 # ----- header --------------------------------------------------------------------------------------------------
 
-def _samples(expl: Any) -> tuple[int | None, int | None]:
-    words = expl.words
-    first = int(expl.mi[words[0]].samples) if words else None
-    second = None
-    if expl.pid is not None and not same_run(expl):
-        second = int(expl.pid.samples)
-    return first, second
-
-
 def precision_text(expl: Any) -> str:
     """Samples used and the relative standard errors reached (plain text)."""
-    first, second = _samples(expl)
+    d = precision_dict(expl)
+    first, second = d["samples"]["words"], d["samples"]["decomposition"]
     target = getattr(expl.parameters, "precision", None)
     parts = [f"{first} samples per condition" + (f" (decomposition run: {second})" if second else "")]
     if target is None:
         parts.append("no precision target")
     else:
-        from .results import precision_met
-
         cap = getattr(expl.parameters, "max_samples", None)
-        parts.append(f"target relative error {target:g}: " + ("met" if precision_met(expl) else
+        parts.append(f"target relative error {target:g}: " + ("met" if d["met"] else
                                                                f"not met within the cap of {cap} samples"))
     rel = [expl.cmi[w].stderr / expl.cmi[w].value for w in expl.words
            if _finite(expl.cmi[w].stderr) is not None and _finite(expl.cmi[w].value) and expl.cmi[w].value > 0]
@@ -164,23 +154,6 @@ def values_table(expl: Any) -> str:
 
 
 # ----- decompositions --------------------------------------------------------------------------------------------
-
-def same_run(expl: Any) -> bool:
-    """Whether the PID's single-word informations are the MI values of the word table (one engine run).
-
-    ``explain`` decomposes a given ``pair`` in the run of the word table; when it picks the pair itself
-    (the two words of highest CMI) it needs a second run, whose fresh estimates differ by sampling noise.
-    """
-    dec = expl.pid
-    if dec is None:
-        return True
-    pairs = ((dec.source_1, dec.mi_1), (dec.source_2, dec.mi_2))
-    for word, info in pairs:
-        mine = expl.mi.get(str(word))
-        if mine is None or not np.isclose(float(mine.value), float(info.value), rtol=1e-9, atol=1e-12):
-            return False
-    return True
-
 
 def consistency_note(expl: Any) -> str:
     dec = expl.pid

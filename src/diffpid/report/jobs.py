@@ -97,21 +97,6 @@ def decode_image(data_url: str | None) -> Any:
         raise ImageError("cannot read the uploaded image; upload a PNG or JPEG file") from None
 
 
-def explain_parameters() -> frozenset[str]:
-    """The keyword arguments :func:`diffpid.explain` takes: its own, and the :class:`Settings` fields
-    (``precision`` among them) when it takes settings as keywords."""
-    import dataclasses
-    import inspect
-
-    from ..explanation import explain
-
-    params = inspect.signature(explain).parameters
-    names = set(params)
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        names |= {f.name for f in dataclasses.fields(Settings)}
-    return frozenset(names)
-
-
 def _words(value: Any) -> list[str]:
     if value is None:
         return []
@@ -172,9 +157,6 @@ class Explorer:
             except (TypeError, ValueError):
                 raise ParameterError("the precision is a relative standard error such as 0.1") from None
             s = s.replace(precision=precision)
-            if "precision" not in explain_parameters():
-                raise ParameterError("this version of diffpid's explain takes no precision target; leave precision "
-                                     "empty and set the samples")
         else:
             precision = None
         if s.samples > s.max_samples:

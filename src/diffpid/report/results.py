@@ -128,10 +128,25 @@ def scale_dict(s: ColorScale) -> dict:
             "true_min": _num(s.true_min), "true_max": _num(s.true_max), "percentile": PERCENTILE}
 
 
+def same_run(expl: Any) -> bool:
+    """Whether the PID's single-word informations are the MI values of the word table (one engine run).
+
+    ``explain`` decomposes a given ``pair`` in the run of the word table; when it picks the pair itself
+    (the two words of highest CMI) it needs a second run, whose fresh estimates differ by sampling noise.
+    """
+    dec = expl.pid
+    if dec is None:
+        return True
+    pairs = ((dec.source_1, dec.mi_1), (dec.source_2, dec.mi_2))
+    for word, info in pairs:
+        mine = expl.mi.get(str(word))
+        if mine is None or not np.isclose(float(mine.value), float(info.value), rtol=1e-9, atol=1e-12):
+            return False
+    return True
+
+
 def precision_dict(expl: Any) -> dict:
     """Samples used per engine run and the largest relative standard error of a positive CMI."""
-    from .html_tables import same_run
-
     words = list(expl.words)
     rel = [float(expl.cmi[w].stderr) / float(expl.cmi[w].value) for w in words
            if _num(expl.cmi[w].stderr) is not None and (_num(expl.cmi[w].value) or 0) > 0]
@@ -178,8 +193,6 @@ def explanation_to_dict(expl: Any) -> dict:
         a dict following ``results_schema.json`` (see the module docstring); ``json.dumps``
         serialises it without ``allow_nan``.
     """
-    from .html_tables import same_run
-
     maps = report_maps(expl)
     map_shape = next((list(m.values.shape) for m in maps), None)
     ident = identity_of(expl)

@@ -155,8 +155,8 @@ def item_functions(prepare: Callable[[Item, int], Any], run: Callable[[Sequence[
         prepare: ``prepare(item, seed) -> prepared``: the per-item work before the shared computation
             (load or generate the image, build the item's plan); a ``DiffpidError`` fails that item alone.
         run: ``run([prepared, ...]) -> [result, ...]``: the computation the items share (one engine pass,
-            whose denoiser calls they share); a ``DiffpidError`` here makes the runner compute the
-            group's items one by one.
+            whose denoiser calls they share); when it raises a ``DiffpidError`` the group's prepared items
+            are run one by one (not prepared again), each failing or not on its own.
         finish: ``finish(prepared, result) -> ItemResult``: the per-item work after it; a
             ``DiffpidError`` fails that item alone.
 
@@ -171,12 +171,18 @@ def item_functions(prepare: Callable[[Item, int], Any], run: Callable[[Sequence[
     def compute_group(items: Sequence[Item], seeds: Sequence[int]) -> list[Any]:
         outcomes = [_outcome(lambda: prepare(it, s)) for it, s in zip(items, seeds)]
         ready = [i for i, o in enumerate(outcomes) if not isinstance(o, DiffpidError)]
-        if ready:
+        if not ready:
+            return outcomes
+        try:
             results = list(run([outcomes[i] for i in ready]))
-            if len(results) != len(ready):
-                raise TypeError(f"the shared computation returned {len(results)} results for {len(ready)} items")
-            for i, r in zip(ready, results):
-                outcomes[i] = _outcome(lambda: finish(outcomes[i], r))
+        except DiffpidError:  # one item spoils the shared call: each runs alone, as compute() would run it
+            for i in ready:
+                outcomes[i] = _outcome(lambda p=outcomes[i]: finish(p, run([p])[0]))
+            return outcomes
+        if len(results) != len(ready):
+            raise TypeError(f"the shared computation returned {len(results)} results for {len(ready)} items")
+        for i, r in zip(ready, results):
+            outcomes[i] = _outcome(lambda p=outcomes[i], r=r: finish(p, r))
         return outcomes
 
     return compute, compute_group
@@ -350,8 +356,9 @@ def _run(items, compute, store, state, ids, params, seed, retry_failed, progress
             seeds = [item_seed(seed, i) for i in ids_]
             t0 = time.perf_counter()
             outcomes = _group_outcomes(group[0], batch, seeds) if len(batch) > 1 else None
-            if outcomes is None:  # one by one
-                outcomes = [_outcome(lambda: compute(it, s)) for it, s in zip(batch, seeds)]
+            if outcomes is None:  # one by one; members stored before need no computing alone
+                outcomes = [_outcome(lambda: compute(it, s)) if it.id in pending else None
+                            for it, s in zip(batch, seeds)]
             share = (time.perf_counter() - t0) / len(batch)
             for it, s, outcome in zip(batch, seeds, outcomes):
                 if it.id in pending:  # a group partly stored before is computed whole, its stored items kept

@@ -25,7 +25,6 @@ from ..errors import ConditionError, ParameterError
 from ..information import Information
 from ..plan import Plan, run_plans
 from ..settings import Settings
-from .runner import ITEMS_PER_CALL  # noqa: F401  (re-exported: the default of diffpid run on a GPU)
 from .runner import (Item, ItemResult, file_digest, item_functions, item_id, jsonl_objects, model_key, process_state,
                      resolve_items_per_call, run_items)
 from .summary import RunSummary

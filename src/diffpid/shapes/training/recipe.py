@@ -63,20 +63,20 @@ def recipe_commands(history: list[dict], config: Any) -> tuple[list[str], dict]:
     previous: dict | None = None
     for entry in history:
         settings = entry.get("settings", {})
-        threads = f" --threads {entry['threads']}" if entry.get("threads") else ""
-        threads += f" --device {entry['device']}" if entry.get("device") else ""
+        where = (f" --threads {entry['threads']}" if entry.get("threads") else "") + \
+            (f" --device {entry['device']}" if entry.get("device") else "")
         if not entry.get("resume") or previous is None:
             flags, unflagged = _differences(settings, _defaults(TrainSettings))
             arch, odd = _differences(asdict(config), _defaults(ShapesConfig))
             unflagged.update(odd)
             start = [f"--init-from {entry['init_from']}"] if entry.get("init_from") else []
             commands = [" ".join(["diffpid train-shapes --out RUN", f"--steps {entry['to']}", *arch, *flags, *start])
-                        + threads]
+                        + where]
         else:
             changed = [_flag(k, settings[k]) for k in RESUME_FLAGS if settings.get(k) != previous.get(k)]
             if changed or entry["to"] != previous["to"]:
                 commands.append(" ".join(["diffpid train-shapes --out RUN", f"--steps {entry['to']}", "--resume",
-                                          *changed]) + threads)
+                                          *changed]) + where)
         previous = {**settings, "to": entry["to"]}
     return commands, unflagged
 
