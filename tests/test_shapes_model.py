@@ -387,3 +387,30 @@ def test_a_gpu_stage_puts_its_device_in_the_recipe_command():
     commands, _ = recipe_commands(history, ShapesConfig())
     assert commands == ["diffpid train-shapes --out RUN --steps 100 --threads 1 --device cuda",
                         "diffpid train-shapes --out RUN --steps 200 --resume --threads 2"]
+
+
+def test_interrupted_stages_are_one_command_to_the_step_reached():
+    """The from-scratch run's history: killed three times, resumed with the same settings."""
+    from diffpid.shapes.model import ShapesConfig
+    from diffpid.shapes.training.recipe import recipe_commands
+    from diffpid.shapes.training.train import TrainSettings
+
+    settings = asdict(TrainSettings())
+    history = [{"from": 0, "to": 20000, "resume": False, "settings": settings, "threads": 1},
+               {"from": 600, "to": 20000, "resume": True, "settings": settings, "threads": 1},
+               {"from": 1400, "to": 20000, "resume": True, "settings": settings, "threads": 1},
+               {"from": 3200, "to": 20000, "resume": True, "settings": settings, "threads": 1}]
+    assert recipe_commands(history, ShapesConfig(), reached=5400)[0] == [
+        "diffpid train-shapes --out RUN --steps 5400 --threads 1"]
+    # a stage on two threads is a second command; the first stage ends where the second resumed
+    two = history + [{"from": 6000, "to": 7000, "resume": True, "settings": settings, "threads": 2}]
+    assert recipe_commands(two, ShapesConfig(), reached=6800)[0] == [
+        "diffpid train-shapes --out RUN --steps 6000 --threads 1",
+        "diffpid train-shapes --out RUN --steps 6800 --resume --threads 2"]
+    # a resume that changes a setting, then one that does not: the second carries the first further
+    lower = {**settings, "lr": 2e-4}
+    three = history[:2] + [{"from": 1000, "to": 2000, "resume": True, "settings": lower, "threads": 1},
+                           {"from": 1500, "to": 2000, "resume": True, "settings": lower, "threads": 1}]
+    assert recipe_commands(three, ShapesConfig())[0] == [
+        "diffpid train-shapes --out RUN --steps 1000 --threads 1",
+        "diffpid train-shapes --out RUN --steps 2000 --resume --lr 0.0002 --threads 1"]

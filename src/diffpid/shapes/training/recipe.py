@@ -4,8 +4,8 @@ An exported model folder's ``training.json`` holds the final settings and archit
 (``settings``, ``config``), the step count, and a ``recipe``: the seed, the lineage
 (``"from scratch"`` or the folder the weights started from), the ``diffpid train-shapes``
 commands that reproduce the run (one per stage: a fresh start, then each resume that
-changed a setting), the history of the training calls, and the diffpid, torch and Python
-versions. :func:`recipe_summary` makes the short form a model's identity shows.
+changed a setting, the thread count or the device; each to the step its stage reached), the
+history of the training calls, and the diffpid, torch and Python versions. :func:`recipe_summary` makes the short form a model's identity shows.
 """
 
 from __future__ import annotations
@@ -47,13 +47,21 @@ def _defaults(cls: type) -> dict:
     return {f.name: (list(f.default) if isinstance(f.default, tuple) else f.default) for f in fields(cls)}
 
 
-def recipe_commands(history: list[dict], config: Any) -> tuple[list[str], dict]:
+def recipe_commands(history: list[dict], config: Any, reached: int | None = None) -> tuple[list[str], dict]:
     """The ``diffpid train-shapes`` commands that reproduce a run, and any setting no flag sets.
+
+    A training call's ``--steps`` is the step it reached, not the one it aimed at: a call
+    that was stopped (or killed) reached the step the next call resumed from, and the last
+    call reached ``reached``. Consecutive calls that resumed with the same settings, threads
+    and device are one command: resuming is bit-exact, so where a run was interrupted does
+    not change its weights, while the thread count and the device do (a step's floats
+    differ with them).
 
     Args:
         history: the trainer's history (one entry per training call: ``from``, ``to``,
             ``resume``, ``settings`` as that call ran them, ``threads``, ``init_from``).
         config: the run's :class:`~diffpid.shapes.model.ShapesConfig`.
+        reached: the step the last call reached (default: the step it aimed at).
     """
     from ..model import ShapesConfig
     from .train import TrainSettings
@@ -61,8 +69,9 @@ def recipe_commands(history: list[dict], config: Any) -> tuple[list[str], dict]:
     commands: list[str] = []
     unflagged: dict = {}
     previous: dict | None = None
-    for entry in history:
+    for i, entry in enumerate(history):
         settings = entry.get("settings", {})
+        to = history[i + 1]["from"] if i + 1 < len(history) else (reached if reached is not None else entry["to"])
         where = (f" --threads {entry['threads']}" if entry.get("threads") else "") + \
             (f" --device {entry['device']}" if entry.get("device") else "")
         if not entry.get("resume") or previous is None:
@@ -70,24 +79,29 @@ def recipe_commands(history: list[dict], config: Any) -> tuple[list[str], dict]:
             arch, odd = _differences(asdict(config), _defaults(ShapesConfig))
             unflagged.update(odd)
             start = [f"--init-from {entry['init_from']}"] if entry.get("init_from") else []
-            commands = [" ".join(["diffpid train-shapes --out RUN", f"--steps {entry['to']}", *arch, *flags, *start])
-                        + where]
+            head, tail = ["diffpid train-shapes --out RUN"], [*arch, *flags, *start]
+            commands = []
         else:
             changed = [_flag(k, settings[k]) for k in RESUME_FLAGS if settings.get(k) != previous.get(k)]
-            if changed or entry["to"] != previous["to"]:
-                commands.append(" ".join(["diffpid train-shapes --out RUN", f"--steps {entry['to']}", "--resume",
-                                          *changed]) + where)
-        previous = {**settings, "to": entry["to"]}
+            if not changed and where == previous["where"]:
+                if to != previous["to"]:  # the same stage, carried on: its command reaches further
+                    head, tail = previous["head"], previous["tail"]
+                    commands[-1] = " ".join([*head, f"--steps {to}", *tail]) + where
+                    previous = {**previous, "to": to}
+                continue
+            head, tail = ["diffpid train-shapes --out RUN"], ["--resume", *changed]
+        commands.append(" ".join([*head, f"--steps {to}", *tail]) + where)
+        previous = {**settings, "to": to, "where": where, "head": head, "tail": tail}
     return commands, unflagged
 
 
-def recipe_record(settings: Any, config: Any, history: list[dict]) -> dict:
-    """The ``recipe`` entry of ``training.json`` (see the module docstring)."""
+def recipe_record(settings: Any, config: Any, history: list[dict], reached: int | None = None) -> dict:
+    """The ``recipe`` entry of ``training.json`` (see the module docstring); ``reached``: the final step."""
     import torch
 
     from ... import __version__
 
-    commands, unflagged = recipe_commands(history, config)
+    commands, unflagged = recipe_commands(history, config, reached)
     record = {"seed": settings.seed, "lineage": f"from {settings.init_from}" if settings.init_from else "from scratch",
               "commands": commands, "diffpid_version": __version__, "torch_version": torch.__version__,
               "python_version": platform.python_version(), "history": history}

@@ -340,7 +340,7 @@ class Trainer:
 
         mean = sum(self.recent) / len(self.recent) if self.recent else float("nan")
         extra = {"steps": self.step, "recent_loss": mean, "settings": asdict(self.settings), "config": asdict(self.config),
-                 "recipe": recipe_record(self.settings, self.config, self.history)}
+                 "recipe": recipe_record(self.settings, self.config, self.history, self.step)}
         return save_components(self.ema_components(), folder, extra)
 
 
