@@ -402,6 +402,10 @@ def test_interrupted_stages_are_one_command_to_the_step_reached():
                {"from": 3200, "to": 20000, "resume": True, "settings": settings, "threads": 1}]
     assert recipe_commands(history, ShapesConfig(), reached=5400)[0] == [
         "diffpid train-shapes --out RUN --steps 5400 --threads 1"]
+    # exporting with --steps 0 --resume on two threads trains nothing and adds no command
+    export = history + [{"from": 5400, "to": 0, "resume": True, "settings": settings, "threads": 2}]
+    assert recipe_commands(export, ShapesConfig(), reached=5400)[0] == [
+        "diffpid train-shapes --out RUN --steps 5400 --threads 1"]
     # a stage on two threads is a second command; the first stage ends where the second resumed
     two = history + [{"from": 6000, "to": 7000, "resume": True, "settings": settings, "threads": 2}]
     assert recipe_commands(two, ShapesConfig(), reached=6800)[0] == [

@@ -74,6 +74,8 @@ def recipe_commands(history: list[dict], config: Any, reached: int | None = None
         to = history[i + 1]["from"] if i + 1 < len(history) else (reached if reached is not None else entry["to"])
         where = (f" --threads {entry['threads']}" if entry.get("threads") else "") + \
             (f" --device {entry['device']}" if entry.get("device") else "")
+        if entry.get("resume") and previous is not None and to == entry["from"]:
+            continue  # trained nothing (an export, or a call stopped before its first checkpoint)
         if not entry.get("resume") or previous is None:
             flags, unflagged = _differences(settings, _defaults(TrainSettings))
             arch, odd = _differences(asdict(config), _defaults(ShapesConfig))
