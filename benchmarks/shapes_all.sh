@@ -5,7 +5,7 @@
 # intervention) and localization / compositional understanding. Each step writes its tables into
 # benchmarks/results/ (see docs/embedded-model.md and docs/benchmarks.md); the resumable bench runs
 # go to $WORK, so a stopped script continues where it was when started again.
-# Usage: bash benchmarks/shapes_all.sh [THREADS]     (about 1 h 10 min on 2 cores; STEP=NAME starts at a step:
+# Usage: bash benchmarks/shapes_all.sh [THREADS]     (STEP=NAME starts at a step:
 #        quality, words, layout, speed, pid, localization)
 set -euo pipefail
 cd "$(dirname "$0")/.."
