@@ -5,7 +5,8 @@ An exported model folder's ``training.json`` holds the final settings and archit
 (``"from scratch"`` or the folder the weights started from), the ``diffpid train-shapes``
 commands that reproduce the run (one per stage: a fresh start, then each resume that
 changed a setting, the thread count or the device; each to the step its stage reached), the
-history of the training calls, and the diffpid, torch and Python versions. :func:`recipe_summary` makes the short form a model's identity shows.
+history of the training calls, and the diffpid, torch and Python versions.
+:func:`recipe_summary` makes the short form a model's identity shows.
 """
 
 from __future__ import annotations
@@ -66,34 +67,30 @@ def recipe_commands(history: list[dict], config: Any, reached: int | None = None
     from ..model import ShapesConfig
     from .train import TrainSettings
 
-    commands: list[str] = []
+    stages: list[dict] = []  # per command: its flags after --steps, threads/device, the step reached, settings
     unflagged: dict = {}
-    previous: dict | None = None
     for i, entry in enumerate(history):
         settings = entry.get("settings", {})
         to = history[i + 1]["from"] if i + 1 < len(history) else (reached if reached is not None else entry["to"])
         where = (f" --threads {entry['threads']}" if entry.get("threads") else "") + \
             (f" --device {entry['device']}" if entry.get("device") else "")
-        if entry.get("resume") and previous is not None and to == entry["from"]:
-            continue  # trained nothing (an export, or a call stopped before its first checkpoint)
-        if not entry.get("resume") or previous is None:
+        if not entry.get("resume") or not stages:
             flags, unflagged = _differences(settings, _defaults(TrainSettings))
             arch, odd = _differences(asdict(config), _defaults(ShapesConfig))
             unflagged.update(odd)
             start = [f"--init-from {entry['init_from']}"] if entry.get("init_from") else []
-            head, tail = ["diffpid train-shapes --out RUN"], [*arch, *flags, *start]
-            commands = []
+            stages = [{"flags": [*arch, *flags, *start], "where": where, "to": to, "settings": settings}]
+            continue
+        if to == entry["from"]:
+            continue  # trained nothing (an export, or a call stopped before its first checkpoint)
+        last = stages[-1]
+        changed = [_flag(k, settings[k]) for k in RESUME_FLAGS if settings.get(k) != last["settings"].get(k)]
+        if not changed and where == last["where"]:
+            last["to"] = to  # the same stage, carried on
         else:
-            changed = [_flag(k, settings[k]) for k in RESUME_FLAGS if settings.get(k) != previous.get(k)]
-            if not changed and where == previous["where"]:
-                if to != previous["to"]:  # the same stage, carried on: its command reaches further
-                    head, tail = previous["head"], previous["tail"]
-                    commands[-1] = " ".join([*head, f"--steps {to}", *tail]) + where
-                    previous = {**previous, "to": to}
-                continue
-            head, tail = ["diffpid train-shapes --out RUN"], ["--resume", *changed]
-        commands.append(" ".join([*head, f"--steps {to}", *tail]) + where)
-        previous = {**settings, "to": to, "where": where, "head": head, "tail": tail}
+            stages.append({"flags": ["--resume", *changed], "where": where, "to": to, "settings": settings})
+    commands = [" ".join(["diffpid train-shapes --out RUN", f"--steps {st['to']}", *st["flags"]]) + st["where"]
+                for st in stages]
     return commands, unflagged
 
 
