@@ -11,7 +11,9 @@ from diffpid.shapes.training import parse as shapes_parse, train as shapes_train
 from diffpid.models.loading import load_model
 from diffpid.shapes.model import ShapesConfig, config_from_dict, default_model_path, load_shapes_model
 from diffpid.shapes.training.recipe import lineage_line, recipe_summary
-from diffpid.shapes.training.train import Trainer, TrainSettings, train
+from diffpid.errors import ParameterError
+from diffpid.shapes.training.recipe import recipe_commands
+from diffpid.shapes.training.train import LEGACY, Trainer, TrainSettings, learning_rate, train
 
 TINY = ShapesConfig(channels=(8, 16), text_hidden=16, text_layers=1, text_heads=2, attention_head_dim=8, norm_groups=4)
 SETTINGS = TrainSettings(batch_size=4, warmup=2, checkpoint_every=2, parse_pretrain=5, seed=3)
@@ -31,7 +33,8 @@ def _captured_train(monkeypatch, argv):
     monkeypatch.setattr(Trainer, "recent", [], raising=False)
     monkeypatch.setattr(Trainer, "step", 0, raising=False)
     assert main(["train-shapes", *argv]) == 0
-    overrides = {k: seen[k] for k in ("lr", "loss_weight_cap", "complete_share") if seen[k] is not None}
+    overrides = {k: seen[k] for k in ("lr", "loss_weight_cap", "complete_share", "decay_from", "decay_steps")
+                 if seen[k] is not None}
     return seen, replace(seen["settings"], **overrides)
 
 
@@ -39,14 +42,17 @@ def test_defaults_are_the_recipe_of_the_shipped_weights(monkeypatch, tmp_path):
     shipped = json.loads((default_model_path() / "training.json").read_text())
     assert asdict(ShapesConfig()) == {**shipped["config"], "channels": (32, 64, 64)}
     # the one change: the parse no longer tells the encoder the lexicon (the shipped model's parse did)
+    # and the lineage ran at a constant learning rate (no cooldown)
     recipe = {k: v for k, v in shipped["settings"].items() if k != "init_from"}
-    assert {k: v for k, v in asdict(TrainSettings()).items() if k not in ("init_from", "parse_lexicon")} == recipe
+    assert {k: v for k, v in asdict(TrainSettings()).items()
+            if k not in ("init_from", "parse_lexicon", "decay_from", "decay_steps")} == recipe
     assert not TrainSettings().parse_lexicon and "parse_lexicon" not in shipped["settings"]
     assert TrainSettings().lr == 5e-4 and TrainSettings().complete_share == 0.7 and TrainSettings().parse_pretrain == 1500
-    # the command's defaults are the same recipe, run from scratch for 20,000 steps and exported into --out/model
+    # the command's defaults are the recipe, run from scratch to the end of its cooldown (train's default steps)
+    # and exported into --out/model
     seen, settings = _captured_train(monkeypatch, ["--out", str(tmp_path / "run")])
     assert settings == TrainSettings() and seen["config"] == ShapesConfig()
-    assert seen["steps"] == 20000 and seen["export"] == str(tmp_path / "run" / "model") and seen["init_from"] is None
+    assert seen["steps"] is None and seen["export"] == str(tmp_path / "run" / "model") and seen["init_from"] is None
     seen, _ = _captured_train(monkeypatch, ["--out", str(tmp_path / "run"), "--no-export", "--no-freeze-text-encoder"])
     assert seen["export"] is None and not seen["settings"].freeze_text_encoder
 
@@ -136,3 +142,53 @@ def test_checkpoints_from_before_the_recipe_defaults_keep_their_settings(tmp_pat
         (0.0, False, 0)
     assert loaded.settings.parse_lexicon  # parse pretrained before the lexicon became optional: it had one
     assert loaded.history == [] and loaded.parse_state is None
+
+
+def test_the_learning_rate_warms_up_stays_then_cools_down_to_zero():
+    s = TrainSettings()
+    assert (s.decay_from, s.decay_steps, s.decay_end) == (6800, 1200, 8000)
+    assert learning_rate(s, 0) == pytest.approx(5e-4 / 250) and learning_rate(s, 249) == 5e-4
+    assert learning_rate(s, 6799) == learning_rate(s, 6800) == 5e-4
+    assert learning_rate(s, 7400) == pytest.approx(2.5e-4) and learning_rate(s, 7999) == pytest.approx(5e-4 / 1200)
+    assert learning_rate(s, 8000) == 0.0
+    constant = TrainSettings(**LEGACY)  # what checkpoints from before the cooldown ran with
+    assert constant.decay_end is None and learning_rate(constant, 30000) == 5e-4
+
+
+def test_a_run_ends_with_its_cooldown(tmp_path):
+    torch.set_num_threads(1)
+    short = replace(SETTINGS, parse_pretrain=0, decay_from=2, decay_steps=2)
+    with pytest.raises(ParameterError, match="--steps 5 goes past the end of the learning-rate cooldown.*--steps 4"):
+        train(tmp_path / "over", 5, config=TINY, settings=short, progress=False)
+    assert not (tmp_path / "over").exists()
+    trainer = train(tmp_path / "run", config=TINY, settings=short, progress=False)  # default: to the cooldown's end
+    assert trainer.step == 4
+    with pytest.raises(ParameterError, match="--decay-steps -1"):
+        train(tmp_path / "neg", 2, config=TINY, settings=short, decay_steps=-1, progress=False)
+
+
+def test_a_cooldown_set_on_resume_trains_the_weights_of_one_command(tmp_path):
+    """A run started at a constant rate and given a cooldown later (as the from-scratch run was, at step 6,400)
+    ends with the weights of a run that had the cooldown from the start, and its recipe is that one command."""
+    torch.set_num_threads(1)
+    planned = replace(SETTINGS, parse_pretrain=0, decay_from=3, decay_steps=3)
+    straight = train(tmp_path / "straight", config=TINY, settings=planned, progress=False)
+    late = train(tmp_path / "late", 2, config=TINY, settings=replace(planned, decay_steps=0), progress=False)
+    late = train(tmp_path / "late", resume=True, decay_from=3, decay_steps=3, progress=False)
+    assert straight.step == late.step == 6 and late.settings == planned
+    for a, b in zip(straight.ema, late.ema):
+        assert torch.equal(a, b)
+    commands, _ = recipe_commands(late.history, TINY, reached=6)
+    assert commands == recipe_commands(straight.history, TINY, reached=6)[0]
+    assert commands == ["diffpid train-shapes --out RUN --steps 6 --batch-size 4 --decay-from 3 --decay-steps 3 "
+                        "--seed 3 --checkpoint-every 2 --parse-pretrain 0 --threads 1"]
+    # a cooldown that would have changed steps already run is a new stage, with its flags
+    early = train(tmp_path / "early", 4, config=TINY, settings=replace(planned, decay_steps=0), progress=False)
+    early = train(tmp_path / "early", resume=True, decay_from=2, decay_steps=3, progress=False)  # step 3 at 2/3
+    assert early.step == 5 and recipe_commands(early.history, TINY, reached=5)[0][1:] == [
+        "diffpid train-shapes --out RUN --steps 5 --resume --decay-from 2 --decay-steps 3 --threads 1"]
+    # a history from before the cooldown existed reads as a constant rate
+    legacy = {k: v for k, v in asdict(TrainSettings()).items() if k not in ("decay_from", "decay_steps")}
+    old = [{"from": 0, "to": 100, "resume": False, "settings": legacy, "threads": 1}]
+    assert recipe_commands(old, ShapesConfig())[0] == [
+        "diffpid train-shapes --out RUN --steps 100 --decay-from 0 --decay-steps 0 --threads 1"]

@@ -120,7 +120,8 @@ def cmd_train_shapes(args: argparse.Namespace) -> int:
     export = None if args.no_export else (args.export or str(Path(args.out) / "model"))
     trainer = train(args.out, args.steps, resume=args.resume, config=config,
                     settings=settings, lr=args.lr, export=export, loss_weight_cap=args.loss_weight_cap,
-                    init_from=args.init_from, complete_share=args.complete_share, device=args.device)
+                    init_from=args.init_from, complete_share=args.complete_share, device=args.device,
+                    decay_from=args.decay_from, decay_steps=args.decay_steps)
     recent = trainer.recent[-100:]
     mean = sum(recent) / len(recent) if recent else float("nan")
     print(f"step {trainer.step}, mean loss of the last {len(recent)} steps {mean:.4f}; checkpoint in {args.out}"
@@ -198,14 +199,21 @@ def build_parser() -> argparse.ArgumentParser:
                                    "checkpointing into --out; after a kill, the same command with --resume continues "
                                    "exactly where it stopped.")
     t.add_argument("--out", default="train-shapes", help="folder for checkpoint.pt and train.log")
-    t.add_argument("--steps", type=int, default=20000,
-                   help="total UNet steps to reach (a resumed run counts from its checkpoint; default 20000)")
+    t.add_argument("--steps", type=int, default=None,
+                   help="total UNet steps to reach (a resumed run counts from its checkpoint; default: the end of "
+                        "the learning-rate cooldown, step 8000 for the recipe)")
     t.add_argument("--batch-size", type=int, default=32, help="scenes per step (a resumed run keeps its own)")
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     t.add_argument("--device", default="cpu", help="where the model trains: cpu (default) or cuda; batches and noise "
                    "are drawn on the CPU either way, so a run can resume on another device")
     t.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt exactly where it stopped")
     t.add_argument("--lr", type=float, default=None, help="learning rate (default 5e-4, or the checkpoint's)")
+    t.add_argument("--decay-from", type=int, default=None, metavar="STEP",
+                   help="the learning rate stays constant until STEP, then falls linearly to zero over "
+                        "--decay-steps (default 6800, or the checkpoint's)")
+    t.add_argument("--decay-steps", type=int, default=None, metavar="N",
+                   help="length of the cooldown; the run ends when it does (default 1200, or the checkpoint's; "
+                        "0: a constant rate)")
     t.add_argument("--loss-weight-cap", type=float, default=None,
                    help="weight each sample's eps MSE by min(1 + 1/snr, cap); 0 = plain MSE (default 50, or the checkpoint's)")
     t.add_argument("--text-encoder", choices=("bert", "t5", "clip"), default=None,

@@ -4,7 +4,9 @@ An exported model folder's ``training.json`` holds the final settings and archit
 (``settings``, ``config``), the step count, and a ``recipe``: the seed, the lineage
 (``"from scratch"`` or the folder the weights started from), the ``diffpid train-shapes``
 commands that reproduce the run (one per stage: a fresh start, then each resume that
-changed a setting, the thread count or the device; each to the step its stage reached), the
+changed a setting, the thread count or the device; each to the step its stage reached; a
+change of the learning-rate schedule that leaves the rates of the steps already run as they
+were, such as a cooldown planned after the run had started, is not a new stage), the
 history of the training calls, and the diffpid, torch and Python versions.
 :func:`recipe_summary` makes the short form a model's identity shows.
 """
@@ -19,8 +21,9 @@ from typing import Any
 FLAGS = {"batch_size": "--batch-size", "lr": "--lr", "loss_weight_cap": "--loss-weight-cap",
          "complete_share": "--complete-share", "parse_pretrain": "--parse-pretrain", "parse_lexicon": "--parse-lexicon",
          "freeze_text_encoder": "--freeze-text-encoder", "seed": "--seed", "checkpoint_every": "--checkpoint-every",
-         "text_encoder": "--text-encoder", "pooled_text": "--pooled-text"}
-RESUME_FLAGS = ("lr", "loss_weight_cap", "complete_share")
+         "text_encoder": "--text-encoder", "pooled_text": "--pooled-text", "decay_from": "--decay-from",
+         "decay_steps": "--decay-steps"}
+RESUME_FLAGS = ("lr", "loss_weight_cap", "complete_share", "decay_from", "decay_steps")
 """Settings a resumed run may change (the others are the checkpoint's)."""
 IGNORED = ("init_from",)
 
@@ -48,6 +51,20 @@ def _defaults(cls: type) -> dict:
     return {f.name: (list(f.default) if isinstance(f.default, tuple) else f.default) for f in fields(cls)}
 
 
+def _same_rates(a: dict, b: dict, lo: int, hi: int) -> bool:
+    """Whether settings ``a`` and ``b`` differ at most in their learning-rate schedule, and give the
+    same rate to every step from ``lo`` to ``hi - 1``."""
+    from .train import TrainSettings, learning_rate
+
+    schedule = ("lr", "warmup", "decay_from", "decay_steps")
+    if any(a.get(k) != b.get(k) for k in set(a) | set(b) if k not in schedule):
+        return False
+    known = {f.name for f in fields(TrainSettings)}
+    sa = TrainSettings(**{k: v for k, v in a.items() if k in known})
+    sb = TrainSettings(**{k: v for k, v in b.items() if k in known})
+    return all(learning_rate(sa, s) == learning_rate(sb, s) for s in range(lo, hi))
+
+
 def recipe_commands(history: list[dict], config: Any, reached: int | None = None) -> tuple[list[str], dict]:
     """The ``diffpid train-shapes`` commands that reproduce a run, and any setting no flag sets.
 
@@ -56,7 +73,12 @@ def recipe_commands(history: list[dict], config: Any, reached: int | None = None
     call reached ``reached``. Consecutive calls that resumed with the same settings, threads
     and device are one command: resuming is bit-exact, so where a run was interrupted does
     not change its weights, while the thread count and the device do (a step's floats
-    differ with them).
+    differ with them). A resume that changed only the learning-rate schedule, in a way that
+    gives the steps its stage had run the same rates (a cooldown set after the run started,
+    beginning at or after the step where it was set), carries the stage on with the new
+    schedule: one command with that schedule from the start trains the same weights.
+    Settings a history entry lacks (written before the setting existed) read as
+    :data:`~diffpid.shapes.training.train.LEGACY`.
 
     Args:
         history: the trainer's history (one entry per training call: ``from``, ``to``,
@@ -65,32 +87,41 @@ def recipe_commands(history: list[dict], config: Any, reached: int | None = None
         reached: the step the last call reached (default: the step it aimed at).
     """
     from ..model import ShapesConfig
-    from .train import TrainSettings
+    from .train import LEGACY, TrainSettings
 
-    stages: list[dict] = []  # per command: its flags after --steps, threads/device, the step reached, settings
+    # per command: the step it starts from and reaches, threads/device, settings (and for a fresh start its
+    # architecture flags); the settings' flags are made at the end, when merged stages have their last schedule
+    stages: list[dict] = []
     unflagged: dict = {}
     for i, entry in enumerate(history):
-        settings = entry.get("settings", {})
+        settings = {**entry.get("settings", {})}
+        for k, v in LEGACY.items():
+            settings.setdefault(k, v)
         to = history[i + 1]["from"] if i + 1 < len(history) else (reached if reached is not None else entry["to"])
         where = (f" --threads {entry['threads']}" if entry.get("threads") else "") + \
             (f" --device {entry['device']}" if entry.get("device") else "")
         if not entry.get("resume") or not stages:
-            flags, unflagged = _differences(settings, _defaults(TrainSettings))
-            arch, odd = _differences(asdict(config), _defaults(ShapesConfig))
-            unflagged.update(odd)
+            arch, unflagged = _differences(asdict(config), _defaults(ShapesConfig))
             start = [f"--init-from {entry['init_from']}"] if entry.get("init_from") else []
-            stages = [{"flags": [*arch, *flags, *start], "where": where, "to": to, "settings": settings}]
+            stages = [{"arch": [*arch, *start], "where": where, "from": 0, "to": to, "settings": settings}]
             continue
         if to == entry["from"]:
             continue  # trained nothing (an export, or a call stopped before its first checkpoint)
         last = stages[-1]
-        changed = [_flag(k, settings[k]) for k in RESUME_FLAGS if settings.get(k) != last["settings"].get(k)]
-        if not changed and where == last["where"]:
-            last["to"] = to  # the same stage, carried on
+        if where == last["where"] and _same_rates(last["settings"], settings, last["from"], entry["from"]):
+            last.update(to=to, settings=settings)  # the same stage, carried on
         else:
-            stages.append({"flags": ["--resume", *changed], "where": where, "to": to, "settings": settings})
-    commands = [" ".join(["diffpid train-shapes --out RUN", f"--steps {st['to']}", *st["flags"]]) + st["where"]
-                for st in stages]
+            stages.append({"where": where, "from": entry["from"], "to": to, "settings": settings})
+    commands = []
+    for k, st in enumerate(stages):
+        if k == 0:
+            flags, odd = _differences(st["settings"], _defaults(TrainSettings))
+            unflagged.update(odd)
+            flags = [*st["arch"], *flags]
+        else:
+            before = stages[k - 1]["settings"]
+            flags = ["--resume", *(_flag(n, st["settings"][n]) for n in RESUME_FLAGS if st["settings"][n] != before[n])]
+        commands.append(" ".join(["diffpid train-shapes --out RUN", f"--steps {st['to']}", *flags]) + st["where"])
     return commands, unflagged
 
 

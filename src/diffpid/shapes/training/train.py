@@ -2,7 +2,8 @@
 
 Standard recipe for a small pixel diffusion model: epsilon-prediction MSE (each sample
 weighted by ``min(1 + 1/snr, 50)``, see :class:`TrainSettings`), AdamW with
-linear warmup then a constant rate, gradient clipping, an EMA of the weights (the EMA is
+linear warmup, a constant rate, then a linear cooldown to zero over the run's last steps
+(:func:`learning_rate`), gradient clipping, an EMA of the weights (the EMA is
 what gets exported), classifier-free dropout through the world's empty captions, and
 noise levels drawn as log-SNR from a truncated logistic (loc 1, scale 2: the range
 where the information estimators integrate) mixed with a uniform share over the whole
@@ -41,6 +42,12 @@ class TrainSettings:
         batch_size: scenes per step.
         lr: peak learning rate of AdamW.
         warmup: steps of linear warmup.
+        decay_from, decay_steps: the rate stays at ``lr`` until step ``decay_from``, then
+            falls linearly to zero over ``decay_steps`` steps (a warmup-stable-decay schedule);
+            the run ends at ``decay_from + decay_steps`` (:attr:`decay_end`). ``decay_steps``
+            0: a constant rate, no end (the lineage model's runs). Because the stable phase
+            does not depend on where the run will end, a run stopped in it can be continued
+            into any later cooldown with the same weights as if that had been its plan.
         weight_decay: AdamW weight decay.
         ema_decay: EMA decay (with the usual ``(1 + step) / (10 + step)`` ramp).
         grad_clip: max gradient norm.
@@ -75,6 +82,8 @@ class TrainSettings:
     batch_size: int = 32
     lr: float = 5e-4
     warmup: int = 250
+    decay_from: int = 6800
+    decay_steps: int = 1200
     weight_decay: float = 0.01
     ema_decay: float = 0.999
     grad_clip: float = 1.0
@@ -91,6 +100,28 @@ class TrainSettings:
     parse_pretrain: int = 1500
     init_from: str = ""
     parse_lexicon: bool = False
+
+    @property
+    def decay_end(self) -> int | None:
+        """The step where the cooldown reaches zero (``None`` for a constant rate)."""
+        return self.decay_from + self.decay_steps if self.decay_steps > 0 else None
+
+
+LEGACY = {"loss_weight_cap": 0.0, "complete_share": 0.0, "freeze_text_encoder": False, "parse_pretrain": 0,
+          "parse_lexicon": True, "decay_from": 0, "decay_steps": 0}
+"""What a checkpoint or history written before a setting existed ran with."""
+
+DEFAULT_STEPS = 20000
+"""Steps of a run with a constant rate when ``--steps`` is not given."""
+
+
+def learning_rate(settings: TrainSettings, step: int) -> float:
+    """The rate of the optimisation step that follows ``step`` completed steps."""
+    rate = settings.lr * min(1.0, (step + 1) / max(1, settings.warmup))
+    end = settings.decay_end
+    if end is not None and step >= settings.decay_from:
+        rate *= max(0.0, (end - step) / settings.decay_steps)
+    return rate
 
 
 def logsnr_table(components: ShapesComponents) -> torch.Tensor:
@@ -250,7 +281,7 @@ class Trainer:
                 e.copy_(p)
 
     def learning_rate(self) -> float:
-        return self.settings.lr * min(1.0, (self.step + 1) / max(1, self.settings.warmup))
+        return learning_rate(self.settings, self.step)
 
     def train_step(self) -> float:
         """One optimisation step on a fresh batch; returns the loss."""
@@ -302,8 +333,7 @@ class Trainer:
             raise ParameterError(f"no checkpoint at {path}; start without --resume or pass the --out of an earlier run")
         state = torch.load(path, map_location="cpu", weights_only=False)
         # checkpoints older than a setting ran without it
-        stored = {"loss_weight_cap": 0.0, "complete_share": 0.0, "freeze_text_encoder": False, "parse_pretrain": 0,
-                  "parse_lexicon": True, **state["settings"]}
+        stored = {**LEGACY, **state["settings"]}
         settings = replace(TrainSettings(**stored), **(settings_override or {}))
         trainer = cls(config_from_dict(state["config"]), settings, device)
         trainer.components.unet.load_state_dict(state["unet"])
@@ -344,22 +374,26 @@ class Trainer:
         return save_components(self.ema_components(), folder, extra)
 
 
-def train(out: str | Path, steps: int, resume: bool = False, config: ShapesConfig = ShapesConfig(),
+def train(out: str | Path, steps: int | None = None, resume: bool = False, config: ShapesConfig = ShapesConfig(),
           settings: TrainSettings = TrainSettings(), lr: float | None = None, export: str | Path | None = None,
           progress: bool = True, loss_weight_cap: float | None = None,
           init_from: str | Path | None = None, complete_share: float | None = None,
-          device: str | torch.device = "cpu") -> Trainer:
+          device: str | torch.device = "cpu", decay_from: int | None = None,
+          decay_steps: int | None = None) -> Trainer:
     """Train (or continue) until ``steps`` total steps, checkpointing into ``out``.
 
     Args:
         out: folder for ``checkpoint.pt`` and ``train.log``.
-        steps: total number of steps to reach (a resumed run counts from its checkpoint).
+        steps: total number of steps to reach (a resumed run counts from its checkpoint);
+            default: the end of the settings' cooldown (:attr:`TrainSettings.decay_end`), or
+            :data:`DEFAULT_STEPS` for a constant rate. A run cannot go past its cooldown's end.
         resume: continue from ``out/checkpoint.pt`` (its architecture and settings win).
         config, settings: for a fresh run.
         lr: override the learning rate (fresh or resumed).
         loss_weight_cap: override the loss weighting (fresh or resumed; see :class:`TrainSettings`).
         complete_share: override the share of complete two-object scenes per batch (fresh or
             resumed; see :class:`TrainSettings`).
+        decay_from, decay_steps: override the cooldown (fresh or resumed; see :class:`TrainSettings`).
         export: folder to write the EMA model to when training stops.
         progress: show a tqdm bar.
         init_from: a fresh run only: start from this shapes model folder's weights (same
@@ -378,8 +412,12 @@ def train(out: str | Path, steps: int, resume: bool = False, config: ShapesConfi
         raise ParameterError(f"--complete-share {complete_share}: use a share from 0 to 1")
     if settings.parse_pretrain < 0:
         raise ParameterError(f"--parse-pretrain {settings.parse_pretrain}: use a number of steps, 0 for none")
+    for name, value in (("--decay-from", decay_from), ("--decay-steps", decay_steps)):
+        if value is not None and value < 0:
+            raise ParameterError(f"{name} {value}: use a number of steps, 0 or more")
     override = {k: v for k, v in (("lr", lr), ("loss_weight_cap", loss_weight_cap),
-                                  ("complete_share", complete_share)) if v is not None}
+                                  ("complete_share", complete_share), ("decay_from", decay_from),
+                                  ("decay_steps", decay_steps)) if v is not None}
     if resume:
         if init_from is not None:
             raise ParameterError("--init-from starts a fresh run; drop it when resuming (the checkpoint has the weights)")
@@ -390,6 +428,12 @@ def train(out: str | Path, steps: int, resume: bool = False, config: ShapesConfi
         trainer = Trainer(config, replace(settings, **override), device)
         if init_from is not None:
             trainer.init_from(init_from)
+    end = trainer.settings.decay_end
+    if steps is None:
+        steps = DEFAULT_STEPS if end is None else end
+    if end is not None and steps > end:
+        raise ParameterError(f"--steps {steps} goes past the end of the learning-rate cooldown (step {end}, where the "
+                             f"rate is zero); use --steps {end} or less, or move the cooldown with --decay-from")
     out.mkdir(parents=True, exist_ok=True)
     trainer.history.append({"from": trainer.step, "to": steps, "resume": resume, "settings": asdict(trainer.settings),
                             "threads": torch.get_num_threads(),
