@@ -3,7 +3,7 @@
 #
 #   benchmarks/gpu_train_shapes.sh OUT [SECONDS] [DEVICE]
 #
-# Runs the default recipe (`diffpid train-shapes`, parse stage then 20,000 UNet steps) into
+# Runs the default recipe (`diffpid train-shapes`, parse stage then 8,000 UNet steps) into
 # OUT/run for at most SECONDS (default 480), then writes OUT/gpu_train_shapes.md with the steps
 # reached and the seconds per step from train.log. Run it again with the same OUT to go on
 # (--resume). DEVICE defaults to cuda; `cpu` tries the script here (with a few seconds).
@@ -32,7 +32,7 @@ last = steps[-1] if steps else {}
 lines = ["# The embedded model's from-scratch training on " + device, "",
          f"`benchmarks/gpu_train_shapes.sh` ran {seconds} s (exit {rc}: 137 = stopped at its time limit).", "",
          f"- parse stage: {'done' if parse else 'not finished'}",
-         f"- UNet steps reached: {last.get('step', 0)} of 20,000",
+         f"- UNet steps reached: {last.get('step', 0)} of 8,000",
          f"- seconds per UNet step (last log line): {last.get('sec_per_step', 'n/a')}",
          f"- training loss (mean of the last 20 steps): {last.get('loss', 'n/a')}"]
 (out / "gpu_train_shapes.md").write_text("\n".join(lines) + "\n")
