@@ -34,8 +34,8 @@ def test_the_unet_backend_declares_text_attention_images_and_generation():
 def test_the_shipped_shapes_model_says_its_training_step():
     m = load_shapes_model(device="cpu")
     ident = m.identity()
-    # its training.json predates recipes: the step and the folder its UNet started from
-    assert ident.revision == "step 10000, from main/src/diffpid/assets/shapes (unet)" and ident.name == "shapes"
+    # its training.json's recipe: the step, the lineage and the seed
+    assert ident.revision == "step 8000, from scratch, seed 0" and ident.name == "shapes"
     assert ident.source is not None and Path(ident.source).resolve() == default_model_path().resolve()
     assert ident.as_dict()["source"] == ident.source
     assert dict(ident.generation) == {"scheduler": "ddpm", "steps": 50, "guidance_scale": 3.0}

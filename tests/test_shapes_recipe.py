@@ -39,17 +39,17 @@ def _captured_train(monkeypatch, argv):
 
 
 def test_defaults_are_the_recipe_of_the_shipped_weights(monkeypatch, tmp_path):
+    """The shipped weights were trained from random initialisation by the default command, to its default end."""
     shipped = json.loads((default_model_path() / "training.json").read_text())
     assert asdict(ShapesConfig()) == {**shipped["config"], "channels": (32, 64, 64)}
-    # the one change: the parse no longer tells the encoder the lexicon (the shipped model's parse did)
-    # and the lineage ran at a constant learning rate (no cooldown)
-    recipe = {k: v for k, v in shipped["settings"].items() if k != "init_from"}
-    assert {k: v for k, v in asdict(TrainSettings()).items()
-            if k not in ("init_from", "parse_lexicon", "decay_from", "decay_steps")} == recipe
-    assert not TrainSettings().parse_lexicon and "parse_lexicon" not in shipped["settings"]
+    assert shipped["settings"] == asdict(TrainSettings()) and shipped["steps"] == TrainSettings().decay_end == 8000
+    recipe = shipped["recipe"]
+    assert recipe["lineage"] == "from scratch" and recipe["seed"] == 0
+    assert recipe["commands"] == ["diffpid train-shapes --out RUN --steps 8000 --threads 1"]
     assert TrainSettings().lr == 5e-4 and TrainSettings().complete_share == 0.7 and TrainSettings().parse_pretrain == 1500
-    # the command's defaults are the recipe, run from scratch to the end of its cooldown (train's default steps)
-    # and exported into --out/model
+    assert not TrainSettings().parse_lexicon
+    # the command's defaults are that recipe, run to the end of its cooldown (train's default steps) and
+    # exported into --out/model
     seen, settings = _captured_train(monkeypatch, ["--out", str(tmp_path / "run")])
     assert settings == TrainSettings() and seen["config"] == ShapesConfig()
     assert seen["steps"] is None and seen["export"] == str(tmp_path / "run" / "model") and seen["init_from"] is None
