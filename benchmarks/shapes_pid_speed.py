@@ -58,7 +58,7 @@ def main() -> None:
             times.append(s)
         rows[name] = {"best_s": round(min(times), 2), "median_s": round(statistics.median(times), 2),
                       "redundancy": round(result.redundancy.value, 4), "synergy": round(result.synergy.value, 4)}
-    report = {"model": str(default_model_path()), "training_steps": training_step(default_model_path()),
+    report = {"model": "the embedded shapes model", "training_steps": training_step(default_model_path()),
               "prompt": args.prompt, "words": args.words, "samples": args.samples, "threads": args.threads,
               "load_s": round(load_s, 2), "runs": rows, "bar_s": 10.0}
     RESULTS.mkdir(parents=True, exist_ok=True)
