@@ -40,13 +40,14 @@ def band_name(lo: float, hi: float) -> str:
     return f"< {hi:g}" if lo == -np.inf else (f">= {lo:g}" if hi == np.inf else f"{lo:g} to {hi:g}")
 
 
-def split(curve, image: int = 0) -> list[float]:
-    """``1/2 int`` of a term's orthogonal integrand over each band of :data:`BANDS` (nats)."""
-    a, m = curve.logsnr, curve.mean[image]
+def split(curve) -> list[float]:
+    """``1/2 int`` of one image's orthogonal integrand over each band of :data:`BANDS` (nats).
+
+    The curve's bin means integrate to the estimate only when every bin has draws: with 64
+    samples the bands add up to within about 5% of the total; the table shows both."""
+    a, m = curve.logsnr, curve.mean
     width = float(np.diff(a).mean())
     return [0.5 * float(np.nansum(np.where((a >= lo) & (a < hi), m, 0.0))) * width for lo, hi in BANDS]
-    # (the curve's bin means integrate to the estimate only when every bin has draws: with 64 samples the bands
-    # add up to within about 5% of the total; the table shows both)
 
 
 def main() -> None:
@@ -68,8 +69,9 @@ def main() -> None:
         for i in range(args.images):
             x = pair_data(model, PairCase(image=None, prompt=caption, word_1=colour, word_2="circle"), args.seed + i)
             result = Plan().mi("word", colour).mi("circle", "circle").mi("caption", caption).run(model, x[0], settings)
-            for name, term in zip(rows, result.engine.terms):
-                rows[name].append([*split(term.curve), float(term.value[0])])
+            for name, rows_of in rows.items():
+                info = result.mi[name]
+                rows_of.append([*split(info.curve), float(info.value)])
         means = {k: np.mean(v, axis=0) for k, v in rows.items()}
         synergy = [c[-1] - max(w[-1], s[-1]) for w, s, c in zip(rows["word"], rows["circle"], rows["caption"])]
         report["colours"][colour] = {k: [round(float(x), 3) for x in v] for k, v in means.items()}
