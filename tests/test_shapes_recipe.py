@@ -33,7 +33,8 @@ def _captured_train(monkeypatch, argv):
     monkeypatch.setattr(Trainer, "recent", [], raising=False)
     monkeypatch.setattr(Trainer, "step", 0, raising=False)
     assert main(["train-shapes", *argv]) == 0
-    overrides = {k: seen[k] for k in ("lr", "loss_weight_cap", "complete_share", "decay_from", "decay_steps")
+    overrides = {k: seen[k] for k in ("lr", "loss_weight_cap", "complete_share", "colorless_share", "decay_from",
+                                      "decay_steps")
                  if seen[k] is not None}
     return seen, replace(seen["settings"], **overrides)
 
@@ -42,7 +43,7 @@ def test_defaults_are_the_recipe_of_the_shipped_weights(monkeypatch, tmp_path):
     """The shipped weights were trained from random initialisation by the default command, to its default end."""
     shipped = json.loads((default_model_path() / "training.json").read_text())
     assert asdict(ShapesConfig()) == {**shipped["config"], "channels": (32, 64, 64)}
-    assert shipped["settings"] == asdict(TrainSettings()) and shipped["steps"] == TrainSettings().decay_end == 8000
+    assert {**LEGACY, **shipped["settings"]} == asdict(TrainSettings()) and shipped["steps"] == TrainSettings().decay_end == 8000
     recipe = shipped["recipe"]
     assert recipe["lineage"] == "from scratch" and recipe["seed"] == 0
     assert recipe["commands"] == ["diffpid train-shapes --out RUN --steps 8000 --threads 1"]
@@ -192,3 +193,20 @@ def test_a_cooldown_set_on_resume_trains_the_weights_of_one_command(tmp_path):
     old = [{"from": 0, "to": 100, "resume": False, "settings": legacy, "threads": 1}]
     assert recipe_commands(old, ShapesConfig())[0] == [
         "diffpid train-shapes --out RUN --steps 100 --decay-from 0 --decay-steps 0 --threads 1"]
+
+
+def test_the_colorless_share_is_a_resumable_setting_of_the_recipe(monkeypatch, tmp_path):
+    torch.set_num_threads(1)
+    _, settings = _captured_train(monkeypatch, ["--out", str(tmp_path / "cli"), "--colorless-share", "0.25"])
+    assert settings.colorless_share == 0.25
+    plain = replace(SETTINGS, parse_pretrain=0)
+    with pytest.raises(ParameterError, match="--complete-share 0.7 and --colorless-share 0.5 add up to 1.2"):
+        train(tmp_path / "over", 2, config=TINY, settings=plain, colorless_share=0.5, progress=False)
+    assert not (tmp_path / "over").exists()
+    with pytest.raises(ParameterError, match="--colorless-share 1.5: use a share from 0 to 1"):
+        train(tmp_path / "over", 2, config=TINY, settings=plain, colorless_share=1.5, progress=False)
+    run = train(tmp_path / "run", 2, config=TINY, settings=plain, progress=False)
+    run = train(tmp_path / "run", 4, resume=True, colorless_share=0.25, progress=False)
+    assert run.settings.colorless_share == 0.25
+    assert recipe_commands(run.history, TINY, reached=4)[0][1] == \
+        "diffpid train-shapes --out RUN --steps 4 --resume --colorless-share 0.25 --threads 1"

@@ -1,3 +1,4 @@
+import collections
 import math
 import random
 
@@ -166,8 +167,35 @@ def test_complete_draws_are_complete_two_object_captions_and_batches_mix_them():
     assert all(len(p.objects) == 2 and p.relation is not None for p in last)
     from diffpid.errors import ParameterError
 
-    with pytest.raises(ParameterError, match="from 0 to 10"):
+    with pytest.raises(ParameterError, match="add up to at most 10"):
         sample_batch(10, torch.Generator().manual_seed(0), complete=11)
+
+
+def test_colorless_draws_leave_every_colour_open_and_keep_the_meanings():
+    """The colourless share draws the captions whose images are mixtures over the colours: the lone fruit among
+    them about 7 times as often as the world's process, in each of the seven colours alike."""
+    plans = [sample_plan(random.Random(i), colorless=True) for i in range(14000)]
+    fruit = collections.Counter()
+    for plan in plans:
+        p = parse_caption(plan.caption)
+        assert plan.caption and all(o.color is None for o in p.objects)
+        assert [o.shape for o in p.objects if o.shape] == [  # the drawn objects are what the caption names
+            plan.objects[i].shape for i, o in enumerate(p.objects) if o.shape]
+        if plan.caption in ("orange", "a orange", "small orange", "big orange", "a small orange", "a big orange"):
+            assert plan.objects[0].shape == "circle"
+            fruit[plan.objects[0].color] += 1
+    # one object with a shape word and no colour: P(shape kept | something kept) = 0.7 / 0.91, the word "orange"
+    # for a circle 1/4 * 1/4; one object 0.4 of draws
+    n = sum(fruit.values())
+    assert abs(n / len(plans) - 0.4 * 0.7 / 0.91 / 16) < 0.004
+    assert len(fruit) == 7 and all(abs(c - n / 7) < 4 * (n / 7) ** 0.5 for c in fruit.values()), fruit
+    # batches: the colourless scenes come just before the complete ones, and the rest are the world's draws
+    base = sample_batch(12, torch.Generator().manual_seed(1), complete=4)
+    mixed = sample_batch(12, torch.Generator().manual_seed(1), complete=4, colorless=5)
+    assert mixed.captions[8:] == base.captions[8:] and mixed.captions[:3] == base.captions[:3]
+    assert all(c and all(o.color is None for o in parse_caption(c).objects) for c in mixed.captions[3:8])
+    with pytest.raises(ValueError, match="complete and leave the colours open"):
+        sample_plan(random.Random(0), complete=True, colorless=True)
 
 
 def test_checker_passes_ground_truth_and_rejects_swaps(scenes):

@@ -102,7 +102,7 @@ def plan_from_query(rng: random.Random, parsed: ParsedCaption, words: tuple[Capt
     return Plan(objects, relation if len(objects) == 2 else None, words)
 
 
-def sample_plan(rng: random.Random, training: bool = True, complete: bool = False) -> Plan:
+def sample_plan(rng: random.Random, training: bool = True, complete: bool = False, colorless: bool = False) -> Plan:
     """Draw one scene and its caption by the process in the module docstring.
 
     Args:
@@ -111,14 +111,22 @@ def sample_plan(rng: random.Random, training: bool = True, complete: bool = Fals
         complete: draw only from the process's complete two-object captions (never the
             empty caption). Mixing such draws into training changes how often each caption
             is seen but neither what any caption means nor the empty caption's marginal.
+        colorless: draw only from the process's partial captions that leave every object's
+            colour open (never the empty caption): the captions whose images are mixtures
+            over the colours, the lone fruit "orange" and a bare "circle" among them. As for
+            ``complete``, this changes how often a caption is seen, not what it means.
     """
+    if complete and colorless:
+        raise ValueError("a caption cannot be complete and leave the colours open")
     n = 2 if complete or rng.random() < TWO_OBJECT_PROB else 1
-    full = complete or rng.random() < FULL_PROB
+    full = complete or (not colorless and rng.random() < FULL_PROB)
     while True:
         keeps = []
         for _ in range(n):
             while True:
                 keep = {k: full or rng.random() < KEEP_PROB for k in ("size", "color", "shape")}
+                if colorless:
+                    keep["color"] = False
                 if any(keep.values()):
                     break
             keeps.append(keep)
@@ -146,6 +154,6 @@ def sample_plan(rng: random.Random, training: bool = True, complete: bool = Fals
         separator_needed = i == 1 and not (words and words[-1].obj == -1)
         article = separator_needed or rng.random() < ARTICLE_PROB
         words.extend(_object_words(rng, obj, keep, i, article))
-    if not complete and rng.random() < EMPTY_PROB:
+    if not (complete or colorless) and rng.random() < EMPTY_PROB:
         words = []
     return Plan(plan.objects, plan.relation, tuple(words))

@@ -88,7 +88,8 @@ def render_plans(plans: Sequence[Plan]) -> tuple[torch.Tensor, torch.Tensor]:
     return images.clamp(-1, 1), cov
 
 
-def sample_batch(n: int, generator: torch.Generator, training: bool = True, complete: int = 0) -> SceneBatch:
+def sample_batch(n: int, generator: torch.Generator, training: bool = True, complete: int = 0,
+                 colorless: int = 0) -> SceneBatch:
     """Draw and render ``n`` training scenes.
 
     Args:
@@ -97,11 +98,16 @@ def sample_batch(n: int, generator: torch.Generator, training: bool = True, comp
         training: skip held-out complete captions.
         complete: how many of the ``n`` scenes (the last ones) are drawn from the complete
             two-object captions only (``sample_plan(..., complete=True)``).
+        colorless: how many of the scenes before those are drawn from the captions that
+            leave every colour open (``sample_plan(..., colorless=True)``).
     """
-    if not 0 <= complete <= n:
-        raise ParameterError(f"complete={complete} scenes of a batch of {n}: use a number from 0 to {n}")
+    if not (0 <= complete and 0 <= colorless and complete + colorless <= n):
+        raise ParameterError(f"complete={complete} and colorless={colorless} scenes of a batch of {n}: "
+                             f"use numbers from 0 that add up to at most {n}")
     seeds = torch.randint(0, 2**62, (n,), generator=generator).tolist()
-    plans = tuple(sample_plan(random.Random(s), training, complete=k >= n - complete) for k, s in enumerate(seeds))
+    first_colorless = n - complete - colorless
+    plans = tuple(sample_plan(random.Random(s), training, complete=k >= n - complete,
+                              colorless=first_colorless <= k < n - complete) for k, s in enumerate(seeds))
     images, cov = render_plans(plans)
     return SceneBatch(images, tuple(p.caption for p in plans), cov, plans)
 

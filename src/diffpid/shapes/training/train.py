@@ -65,6 +65,12 @@ class TrainSettings:
             the quality bar asks for, where binding and relations are learned. Caption
             meanings and the empty caption's marginal are unchanged
             (:func:`~diffpid.shapes.captions.sample_plan` with ``complete=True``).
+        colorless_share: share of each batch drawn from the partial captions that leave
+            every object's colour open (:func:`~diffpid.shapes.captions.sample_plan` with
+            ``colorless=True``): the lone fruit "orange", a bare "circle" or "triangle", whose
+            images are mixtures over the colours. The world's process draws the fruit
+            without a colour word about once in 300 scenes, the token "orange" as a colour
+            about 50 times as often; a UNet that rarely sees the fruit alone draws it orange.
         freeze_text_encoder: the text encoder is not trained with the UNet (as Stable
             Diffusion keeps its CLIP encoder frozen): it stays as it was initialised, parse
             pretrained (``parse_pretrain``) or copied by ``init_from``.
@@ -96,6 +102,7 @@ class TrainSettings:
     checkpoint_every: int = 200
     loss_weight_cap: float = 50.0
     complete_share: float = 0.7
+    colorless_share: float = 0.0
     freeze_text_encoder: bool = True
     parse_pretrain: int = 1500
     init_from: str = ""
@@ -107,7 +114,7 @@ class TrainSettings:
         return self.decay_from + self.decay_steps if self.decay_steps > 0 else None
 
 
-LEGACY = {"loss_weight_cap": 0.0, "complete_share": 0.0, "freeze_text_encoder": False, "parse_pretrain": 0,
+LEGACY = {"loss_weight_cap": 0.0, "complete_share": 0.0, "colorless_share": 0.0, "freeze_text_encoder": False, "parse_pretrain": 0,
           "parse_lexicon": True, "decay_from": 0, "decay_steps": 0}
 """What a checkpoint or history written before a setting existed ran with."""
 
@@ -286,7 +293,8 @@ class Trainer:
     def train_step(self) -> float:
         """One optimisation step on a fresh batch; returns the loss."""
         n = self.settings.batch_size
-        batch = sample_batch(n, self.generator, complete=round(self.settings.complete_share * n))  # on the CPU
+        batch = sample_batch(n, self.generator, complete=round(self.settings.complete_share * n),
+                             colorless=round(self.settings.colorless_share * n))  # on the CPU
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate()
         loss = diffusion_loss(self.components, batch.images, batch.captions, self.settings, self.generator, self.table)
@@ -379,7 +387,7 @@ def train(out: str | Path, steps: int | None = None, resume: bool = False, confi
           progress: bool = True, loss_weight_cap: float | None = None,
           init_from: str | Path | None = None, complete_share: float | None = None,
           device: str | torch.device = "cpu", decay_from: int | None = None,
-          decay_steps: int | None = None) -> Trainer:
+          decay_steps: int | None = None, colorless_share: float | None = None) -> Trainer:
     """Train (or continue) until ``steps`` total steps, checkpointing into ``out``.
 
     Args:
@@ -393,6 +401,8 @@ def train(out: str | Path, steps: int | None = None, resume: bool = False, confi
         loss_weight_cap: override the loss weighting (fresh or resumed; see :class:`TrainSettings`).
         complete_share: override the share of complete two-object scenes per batch (fresh or
             resumed; see :class:`TrainSettings`).
+        colorless_share: override the share of colourless partial captions per batch (fresh
+            or resumed; see :class:`TrainSettings`).
         decay_from, decay_steps: override the cooldown (fresh or resumed; see :class:`TrainSettings`).
         export: folder to write the EMA model to when training stops.
         progress: show a tqdm bar.
@@ -408,8 +418,9 @@ def train(out: str | Path, steps: int | None = None, resume: bool = False, confi
     from tqdm import tqdm
 
     out = Path(out)
-    if complete_share is not None and not 0 <= complete_share <= 1:
-        raise ParameterError(f"--complete-share {complete_share}: use a share from 0 to 1")
+    for name, value in (("--complete-share", complete_share), ("--colorless-share", colorless_share)):
+        if value is not None and not 0 <= value <= 1:
+            raise ParameterError(f"{name} {value}: use a share from 0 to 1")
     if settings.parse_pretrain < 0:
         raise ParameterError(f"--parse-pretrain {settings.parse_pretrain}: use a number of steps, 0 for none")
     for name, value in (("--decay-from", decay_from), ("--decay-steps", decay_steps)):
@@ -417,7 +428,7 @@ def train(out: str | Path, steps: int | None = None, resume: bool = False, confi
             raise ParameterError(f"{name} {value}: use a number of steps, 0 or more")
     override = {k: v for k, v in (("lr", lr), ("loss_weight_cap", loss_weight_cap),
                                   ("complete_share", complete_share), ("decay_from", decay_from),
-                                  ("decay_steps", decay_steps)) if v is not None}
+                                  ("decay_steps", decay_steps), ("colorless_share", colorless_share)) if v is not None}
     if resume:
         if init_from is not None:
             raise ParameterError("--init-from starts a fresh run; drop it when resuming (the checkpoint has the weights)")
@@ -428,6 +439,11 @@ def train(out: str | Path, steps: int | None = None, resume: bool = False, confi
         trainer = Trainer(config, replace(settings, **override), device)
         if init_from is not None:
             trainer.init_from(init_from)
+    shares = trainer.settings.complete_share + trainer.settings.colorless_share
+    if shares > 1:
+        raise ParameterError(f"--complete-share {trainer.settings.complete_share:g} and --colorless-share "
+                             f"{trainer.settings.colorless_share:g} add up to {shares:g}, more than the whole batch; "
+                             "lower one of them")
     end = trainer.settings.decay_end
     if steps is None:
         steps = DEFAULT_STEPS if end is None else end
