@@ -33,8 +33,8 @@ def _captured_train(monkeypatch, argv):
     monkeypatch.setattr(Trainer, "recent", [], raising=False)
     monkeypatch.setattr(Trainer, "step", 0, raising=False)
     assert main(["train-shapes", *argv]) == 0
-    overrides = {k: seen[k] for k in ("lr", "loss_weight_cap", "complete_share", "colorless_share", "decay_from",
-                                      "decay_steps")
+    overrides = {k: seen[k] for k in ("lr", "loss_weight_cap", "complete_share", "colorless_share", "empty_share",
+                                      "decay_from", "decay_steps")
                  if seen[k] is not None}
     return seen, replace(seen["settings"], **overrides)
 
@@ -195,18 +195,20 @@ def test_a_cooldown_set_on_resume_trains_the_weights_of_one_command(tmp_path):
         "diffpid train-shapes --out RUN --steps 100 --decay-from 0 --decay-steps 0 --threads 1"]
 
 
-def test_the_colorless_share_is_a_resumable_setting_of_the_recipe(monkeypatch, tmp_path):
+def test_the_batch_shares_are_resumable_settings_of_the_recipe(monkeypatch, tmp_path):
     torch.set_num_threads(1)
-    _, settings = _captured_train(monkeypatch, ["--out", str(tmp_path / "cli"), "--colorless-share", "0.25"])
-    assert settings.colorless_share == 0.25
+    _, settings = _captured_train(monkeypatch, ["--out", str(tmp_path / "cli"), "--colorless-share", "0.25",
+                                                "--empty-share", "0.1"])
+    assert (settings.colorless_share, settings.empty_share) == (0.25, 0.1)
     plain = replace(SETTINGS, parse_pretrain=0)
-    with pytest.raises(ParameterError, match="--complete-share 0.7 and --colorless-share 0.5 add up to 1.2"):
+    with pytest.raises(ParameterError, match="--complete-share 0.7, --colorless-share 0.5 and --empty-share 0 add up "
+                                             "to 1.2"):
         train(tmp_path / "over", 2, config=TINY, settings=plain, colorless_share=0.5, progress=False)
     assert not (tmp_path / "over").exists()
     with pytest.raises(ParameterError, match="--colorless-share 1.5: use a share from 0 to 1"):
         train(tmp_path / "over", 2, config=TINY, settings=plain, colorless_share=1.5, progress=False)
     run = train(tmp_path / "run", 2, config=TINY, settings=plain, progress=False)
-    run = train(tmp_path / "run", 4, resume=True, colorless_share=0.25, progress=False)
-    assert run.settings.colorless_share == 0.25
+    run = train(tmp_path / "run", 4, resume=True, colorless_share=0.25, empty_share=0.05, progress=False)
+    assert (run.settings.colorless_share, run.settings.empty_share) == (0.25, 0.05)
     assert recipe_commands(run.history, TINY, reached=4)[0][1] == \
-        "diffpid train-shapes --out RUN --steps 4 --resume --colorless-share 0.25 --threads 1"
+        "diffpid train-shapes --out RUN --steps 4 --resume --colorless-share 0.25 --empty-share 0.05 --threads 1"

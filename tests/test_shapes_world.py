@@ -194,8 +194,21 @@ def test_colorless_draws_leave_every_colour_open_and_keep_the_meanings():
     mixed = sample_batch(12, torch.Generator().manual_seed(1), complete=4, colorless=5)
     assert mixed.captions[8:] == base.captions[8:] and mixed.captions[:3] == base.captions[:3]
     assert all(c and all(o.color is None for o in parse_caption(c).objects) for c in mixed.captions[3:8])
-    with pytest.raises(ValueError, match="complete and leave the colours open"):
+    with pytest.raises(ValueError, match="at most one of complete, colourless and empty"):
         sample_plan(random.Random(0), complete=True, colorless=True)
+
+
+def test_empty_draws_have_the_marginal_of_the_worlds_empty_captions():
+    """The empty share's scenes are the world's scenes with the caption blanked: the same scene for the same
+    random stream, and the shares of one object and of red among objects as in the world's draws."""
+    for i in range(50):
+        world, blank = sample_plan(random.Random(i)), sample_plan(random.Random(i), empty=True)
+        assert blank.caption == "" and blank.objects == world.objects and blank.relation == world.relation
+    plans = [sample_plan(random.Random(i), empty=True) for i in range(3000)]
+    assert abs(sum(len(p.objects) == 1 for p in plans) / 3000 - 0.4) < 0.03
+    batch = sample_batch(12, torch.Generator().manual_seed(2), complete=4, colorless=3, empty=2)
+    assert batch.captions[3:5] == ("", "") and batch.captions[8:] == sample_batch(
+        12, torch.Generator().manual_seed(2), complete=4).captions[8:]
 
 
 def test_checker_passes_ground_truth_and_rejects_swaps(scenes):

@@ -121,7 +121,8 @@ def cmd_train_shapes(args: argparse.Namespace) -> int:
     trainer = train(args.out, args.steps, resume=args.resume, config=config,
                     settings=settings, lr=args.lr, export=export, loss_weight_cap=args.loss_weight_cap,
                     init_from=args.init_from, complete_share=args.complete_share, device=args.device,
-                    decay_from=args.decay_from, decay_steps=args.decay_steps, colorless_share=args.colorless_share)
+                    decay_from=args.decay_from, decay_steps=args.decay_steps, colorless_share=args.colorless_share,
+                    empty_share=args.empty_share)
     recent = trainer.recent[-100:]
     mean = sum(recent) / len(recent) if recent else float("nan")
     print(f"step {trainer.step}, mean loss of the last {len(recent)} steps {mean:.4f}; checkpoint in {args.out}"
@@ -228,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of each batch drawn from partial captions that leave every colour open (the lone "
                         "fruit 'orange', a bare 'circle'), on top of the world's process (default 0, or the "
                         "checkpoint's)")
+    t.add_argument("--empty-share", type=float, default=None,
+                   help="share of each batch given the empty caption (the unconditional model), on top of the "
+                        "world's process (default 0, or the checkpoint's)")
     t.add_argument("--parse-pretrain", type=int, default=1500, metavar="STEPS",
                    help="fresh run: first train the text encoder STEPS steps on each token's role, meaning and "
                         "the side its object goes to (about 1,000 reach 99.9%%; default 1500, 0 for none)")

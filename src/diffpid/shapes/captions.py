@@ -102,7 +102,8 @@ def plan_from_query(rng: random.Random, parsed: ParsedCaption, words: tuple[Capt
     return Plan(objects, relation if len(objects) == 2 else None, words)
 
 
-def sample_plan(rng: random.Random, training: bool = True, complete: bool = False, colorless: bool = False) -> Plan:
+def sample_plan(rng: random.Random, training: bool = True, complete: bool = False, colorless: bool = False,
+                empty: bool = False) -> Plan:
     """Draw one scene and its caption by the process in the module docstring.
 
     Args:
@@ -115,9 +116,15 @@ def sample_plan(rng: random.Random, training: bool = True, complete: bool = Fals
             colour open (never the empty caption): the captions whose images are mixtures
             over the colours, the lone fruit "orange" and a bare "circle" among them. As for
             ``complete``, this changes how often a caption is seen, not what it means.
+        empty: the empty caption, with a scene of the world's process: the process blanks
+            its captions independently of the scene, so these scenes have the marginal the
+            empty caption stands for.
     """
-    if complete and colorless:
-        raise ValueError("a caption cannot be complete and leave the colours open")
+    if complete + colorless + empty > 1:
+        raise ValueError("a caption is at most one of complete, colourless and empty")
+    if empty:
+        plan = sample_plan(rng, training)
+        return Plan(plan.objects, plan.relation, ())
     n = 2 if complete or rng.random() < TWO_OBJECT_PROB else 1
     full = complete or (not colorless and rng.random() < FULL_PROB)
     while True:

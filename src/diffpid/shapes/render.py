@@ -89,7 +89,7 @@ def render_plans(plans: Sequence[Plan]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def sample_batch(n: int, generator: torch.Generator, training: bool = True, complete: int = 0,
-                 colorless: int = 0) -> SceneBatch:
+                 colorless: int = 0, empty: int = 0) -> SceneBatch:
     """Draw and render ``n`` training scenes.
 
     Args:
@@ -100,14 +100,18 @@ def sample_batch(n: int, generator: torch.Generator, training: bool = True, comp
             two-object captions only (``sample_plan(..., complete=True)``).
         colorless: how many of the scenes before those are drawn from the captions that
             leave every colour open (``sample_plan(..., colorless=True)``).
+        empty: how many of the scenes before those have the empty caption
+            (``sample_plan(..., empty=True)``).
     """
-    if not (0 <= complete and 0 <= colorless and complete + colorless <= n):
-        raise ParameterError(f"complete={complete} and colorless={colorless} scenes of a batch of {n}: "
-                             f"use numbers from 0 that add up to at most {n}")
+    if not (0 <= complete and 0 <= colorless and 0 <= empty and complete + colorless + empty <= n):
+        raise ParameterError(f"complete={complete}, colorless={colorless} and empty={empty} scenes of a batch of "
+                             f"{n}: use numbers from 0 that add up to at most {n}")
     seeds = torch.randint(0, 2**62, (n,), generator=generator).tolist()
     first_colorless = n - complete - colorless
+    first_empty = first_colorless - empty
     plans = tuple(sample_plan(random.Random(s), training, complete=k >= n - complete,
-                              colorless=first_colorless <= k < n - complete) for k, s in enumerate(seeds))
+                              colorless=first_colorless <= k < n - complete, empty=first_empty <= k < first_colorless)
+                  for k, s in enumerate(seeds))
     images, cov = render_plans(plans)
     return SceneBatch(images, tuple(p.caption for p in plans), cov, plans)
 

@@ -22,8 +22,10 @@ FLAGS = {"batch_size": "--batch-size", "lr": "--lr", "loss_weight_cap": "--loss-
          "complete_share": "--complete-share", "parse_pretrain": "--parse-pretrain", "parse_lexicon": "--parse-lexicon",
          "freeze_text_encoder": "--freeze-text-encoder", "seed": "--seed", "checkpoint_every": "--checkpoint-every",
          "text_encoder": "--text-encoder", "pooled_text": "--pooled-text", "decay_from": "--decay-from",
-         "decay_steps": "--decay-steps", "colorless_share": "--colorless-share"}
-RESUME_FLAGS = ("lr", "loss_weight_cap", "complete_share", "colorless_share", "decay_from", "decay_steps")
+         "decay_steps": "--decay-steps", "colorless_share": "--colorless-share",
+         "empty_share": "--empty-share"}
+RESUME_FLAGS = ("lr", "loss_weight_cap", "complete_share", "colorless_share", "empty_share", "decay_from",
+                "decay_steps")
 """Settings a resumed run may change (the others are the checkpoint's)."""
 IGNORED = ("init_from",)
 

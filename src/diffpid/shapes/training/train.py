@@ -71,6 +71,10 @@ class TrainSettings:
             images are mixtures over the colours. The world's process draws the fruit
             without a colour word about once in 300 scenes, the token "orange" as a colour
             about 50 times as often; a UNet that rarely sees the fruit alone draws it orange.
+        empty_share: share of each batch given the empty caption, with scenes of the world's
+            process (:func:`~diffpid.shapes.captions.sample_plan` with ``empty=True``), on top
+            of the world's own 12% of its draws: the unconditional denoiser every information
+            is measured against.
         freeze_text_encoder: the text encoder is not trained with the UNet (as Stable
             Diffusion keeps its CLIP encoder frozen): it stays as it was initialised, parse
             pretrained (``parse_pretrain``) or copied by ``init_from``.
@@ -103,6 +107,7 @@ class TrainSettings:
     loss_weight_cap: float = 50.0
     complete_share: float = 0.7
     colorless_share: float = 0.0
+    empty_share: float = 0.0
     freeze_text_encoder: bool = True
     parse_pretrain: int = 1500
     init_from: str = ""
@@ -114,7 +119,8 @@ class TrainSettings:
         return self.decay_from + self.decay_steps if self.decay_steps > 0 else None
 
 
-LEGACY = {"loss_weight_cap": 0.0, "complete_share": 0.0, "colorless_share": 0.0, "freeze_text_encoder": False, "parse_pretrain": 0,
+LEGACY = {"loss_weight_cap": 0.0, "complete_share": 0.0, "colorless_share": 0.0, "empty_share": 0.0,
+          "freeze_text_encoder": False, "parse_pretrain": 0,
           "parse_lexicon": True, "decay_from": 0, "decay_steps": 0}
 """What a checkpoint or history written before a setting existed ran with."""
 
@@ -294,7 +300,8 @@ class Trainer:
         """One optimisation step on a fresh batch; returns the loss."""
         n = self.settings.batch_size
         batch = sample_batch(n, self.generator, complete=round(self.settings.complete_share * n),
-                             colorless=round(self.settings.colorless_share * n))  # on the CPU
+                             colorless=round(self.settings.colorless_share * n),
+                             empty=round(self.settings.empty_share * n))  # on the CPU
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate()
         loss = diffusion_loss(self.components, batch.images, batch.captions, self.settings, self.generator, self.table)
@@ -387,7 +394,8 @@ def train(out: str | Path, steps: int | None = None, resume: bool = False, confi
           progress: bool = True, loss_weight_cap: float | None = None,
           init_from: str | Path | None = None, complete_share: float | None = None,
           device: str | torch.device = "cpu", decay_from: int | None = None,
-          decay_steps: int | None = None, colorless_share: float | None = None) -> Trainer:
+          decay_steps: int | None = None, colorless_share: float | None = None,
+          empty_share: float | None = None) -> Trainer:
     """Train (or continue) until ``steps`` total steps, checkpointing into ``out``.
 
     Args:
@@ -401,8 +409,8 @@ def train(out: str | Path, steps: int | None = None, resume: bool = False, confi
         loss_weight_cap: override the loss weighting (fresh or resumed; see :class:`TrainSettings`).
         complete_share: override the share of complete two-object scenes per batch (fresh or
             resumed; see :class:`TrainSettings`).
-        colorless_share: override the share of colourless partial captions per batch (fresh
-            or resumed; see :class:`TrainSettings`).
+        colorless_share, empty_share: override the share of colourless partial captions, or
+            of empty captions, per batch (fresh or resumed; see :class:`TrainSettings`).
         decay_from, decay_steps: override the cooldown (fresh or resumed; see :class:`TrainSettings`).
         export: folder to write the EMA model to when training stops.
         progress: show a tqdm bar.
@@ -418,7 +426,8 @@ def train(out: str | Path, steps: int | None = None, resume: bool = False, confi
     from tqdm import tqdm
 
     out = Path(out)
-    for name, value in (("--complete-share", complete_share), ("--colorless-share", colorless_share)):
+    for name, value in (("--complete-share", complete_share), ("--colorless-share", colorless_share),
+                        ("--empty-share", empty_share)):
         if value is not None and not 0 <= value <= 1:
             raise ParameterError(f"{name} {value}: use a share from 0 to 1")
     if settings.parse_pretrain < 0:
@@ -428,7 +437,8 @@ def train(out: str | Path, steps: int | None = None, resume: bool = False, confi
             raise ParameterError(f"{name} {value}: use a number of steps, 0 or more")
     override = {k: v for k, v in (("lr", lr), ("loss_weight_cap", loss_weight_cap),
                                   ("complete_share", complete_share), ("decay_from", decay_from),
-                                  ("decay_steps", decay_steps), ("colorless_share", colorless_share)) if v is not None}
+                                  ("decay_steps", decay_steps), ("colorless_share", colorless_share),
+                                  ("empty_share", empty_share)) if v is not None}
     if resume:
         if init_from is not None:
             raise ParameterError("--init-from starts a fresh run; drop it when resuming (the checkpoint has the weights)")
@@ -439,10 +449,11 @@ def train(out: str | Path, steps: int | None = None, resume: bool = False, confi
         trainer = Trainer(config, replace(settings, **override), device)
         if init_from is not None:
             trainer.init_from(init_from)
-    shares = trainer.settings.complete_share + trainer.settings.colorless_share
+    st = trainer.settings
+    shares = st.complete_share + st.colorless_share + st.empty_share
     if shares > 1:
-        raise ParameterError(f"--complete-share {trainer.settings.complete_share:g} and --colorless-share "
-                             f"{trainer.settings.colorless_share:g} add up to {shares:g}, more than the whole batch; "
+        raise ParameterError(f"--complete-share {st.complete_share:g}, --colorless-share {st.colorless_share:g} and "
+                             f"--empty-share {st.empty_share:g} add up to {shares:g}, more than the whole batch; "
                              "lower one of them")
     end = trainer.settings.decay_end
     if steps is None:
