@@ -70,7 +70,7 @@ class TrainSettings:
             ``colorless=True``): the lone fruit "orange", a bare "circle" or "triangle", whose
             images are mixtures over the colours. The world's process draws the fruit
             without a colour word about once in 300 scenes, the token "orange" as a colour
-            about 50 times as often; a UNet that rarely sees the fruit alone draws it orange.
+            about 70 times as often; a UNet that rarely sees the fruit alone draws it orange.
         empty_share: share of each batch given the empty caption, with scenes of the world's
             process (:func:`~diffpid.shapes.captions.sample_plan` with ``empty=True``), on top
             of the world's own 12% of its draws: the unconditional denoiser every information
@@ -451,10 +451,11 @@ def train(out: str | Path, steps: int | None = None, resume: bool = False, confi
             trainer.init_from(init_from)
     st = trainer.settings
     shares = st.complete_share + st.colorless_share + st.empty_share
-    if shares > 1:
+    if sum(round(share * st.batch_size) for share in (st.complete_share, st.colorless_share, st.empty_share)) \
+            > st.batch_size:  # each share's scenes are rounded to whole scenes
         raise ParameterError(f"--complete-share {st.complete_share:g}, --colorless-share {st.colorless_share:g} and "
-                             f"--empty-share {st.empty_share:g} add up to {shares:g}, more than the whole batch; "
-                             "lower one of them")
+                             f"--empty-share {st.empty_share:g} add up to {shares:g}, more than the batch of {st.batch_size} "
+                             "scenes once each is rounded to whole scenes; lower one of them")
     end = trainer.settings.decay_end
     if steps is None:
         steps = DEFAULT_STEPS if end is None else end
