@@ -113,6 +113,13 @@ class TrainSettings:
     init_from: str = ""
     parse_lexicon: bool = False
 
+    def batch_shares(self) -> dict[str, int]:
+        """Scenes of each batch share (:func:`~diffpid.shapes.render.sample_batch`'s keyword
+        arguments): each share rounded to whole scenes of the batch."""
+        n = self.batch_size
+        return {"complete": round(self.complete_share * n), "colorless": round(self.colorless_share * n),
+                "empty": round(self.empty_share * n)}
+
     @property
     def decay_end(self) -> int | None:
         """The step where the cooldown reaches zero (``None`` for a constant rate)."""
@@ -299,9 +306,7 @@ class Trainer:
     def train_step(self) -> float:
         """One optimisation step on a fresh batch; returns the loss."""
         n = self.settings.batch_size
-        batch = sample_batch(n, self.generator, complete=round(self.settings.complete_share * n),
-                             colorless=round(self.settings.colorless_share * n),
-                             empty=round(self.settings.empty_share * n))  # on the CPU
+        batch = sample_batch(n, self.generator, **self.settings.batch_shares())  # on the CPU
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate()
         loss = diffusion_loss(self.components, batch.images, batch.captions, self.settings, self.generator, self.table)
@@ -450,9 +455,8 @@ def train(out: str | Path, steps: int | None = None, resume: bool = False, confi
         if init_from is not None:
             trainer.init_from(init_from)
     st = trainer.settings
-    shares = st.complete_share + st.colorless_share + st.empty_share
-    if sum(round(share * st.batch_size) for share in (st.complete_share, st.colorless_share, st.empty_share)) \
-            > st.batch_size:  # each share's scenes are rounded to whole scenes
+    if sum(st.batch_shares().values()) > st.batch_size:
+        shares = st.complete_share + st.colorless_share + st.empty_share
         raise ParameterError(f"--complete-share {st.complete_share:g}, --colorless-share {st.colorless_share:g} and "
                              f"--empty-share {st.empty_share:g} add up to {shares:g}, more than the batch of {st.batch_size} "
                              "scenes once each is rounded to whole scenes; lower one of them")
