@@ -312,6 +312,41 @@ def test_loss_weighting_matches_its_formula():
     assert w.max() > 1.5  # some draws are at low log-SNR, so the weighting matters
 
 
+def test_agreement_term_matches_its_formula():
+    """--agree-weight W adds W times the squared difference of the predictions with the caption and with the empty
+    caption, summed over the scenes at log-SNR agree_from or above with a caption, over the batch size."""
+    from dataclasses import replace
+
+    from diffpid.shapes.training.train import diffusion_loss
+    from diffpid.shapes.render import sample_batch
+
+    comps = build_components(TINY)
+    table = logsnr_table(comps)
+    batch = sample_batch(8, torch.Generator().manual_seed(0), empty=2)
+    captions = batch.captions
+    assert captions[-2:] == ("", "") and sum(map(bool, captions)) >= 5
+    plain = replace(SETTINGS, loss_weight_cap=0.0)
+    g = torch.Generator().manual_seed(3)
+    t = sample_timesteps(8, table, SETTINGS, g)
+    eps = torch.randn(batch.images.shape, generator=g)
+    a0 = float(table[t].median())
+    agree = replace(plain, agree_weight=7.0, agree_from=a0)
+    with torch.no_grad():
+        l0 = diffusion_loss(comps, batch.images, captions, plain, torch.Generator().manual_seed(3), table)
+        l1 = diffusion_loss(comps, batch.images, captions, agree, torch.Generator().manual_seed(3), table)
+        above = replace(agree, agree_from=float(table.max()) + 1)
+        l2 = diffusion_loss(comps, batch.images, captions, above, torch.Generator().manual_seed(3), table)
+        ac = comps.scheduler.alphas_cumprod[t].float().view(8, 1, 1, 1)
+        x_t = ac.sqrt() * batch.images + (1 - ac).sqrt() * eps
+        c = comps.unet(x_t, t, encoder_hidden_states=encode_captions(comps, captions)).sample
+        u = comps.unet(x_t, t, encoder_hidden_states=encode_captions(comps, [""] * 8)).sample
+    pick = torch.tensor([bool(x) for x in captions]) & (table[t] >= a0)
+    assert 0 < pick.sum() < 8
+    term = (((c - u) ** 2).mean(dim=(1, 2, 3)) * pick).sum() / 8
+    assert torch.allclose(l1 - l0, 7.0 * term, rtol=1e-4, atol=1e-7) and term > 1e-6
+    assert torch.equal(l2, l0)  # no scene at or above the threshold: the plain loss
+
+
 def test_train_shapes_command_picks_the_encoder_and_the_complete_share(tmp_path, capsys):
     from diffpid.cli import main
 

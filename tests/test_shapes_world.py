@@ -194,8 +194,39 @@ def test_colorless_draws_leave_every_colour_open_and_keep_the_meanings():
     mixed = sample_batch(12, torch.Generator().manual_seed(1), complete=4, colorless=5)
     assert mixed.captions[8:] == base.captions[8:] and mixed.captions[:3] == base.captions[:3]
     assert all(c and all(o.color is None for o in parse_caption(c).objects) for c in mixed.captions[3:8])
-    with pytest.raises(ValueError, match="at most one of complete, colourless and empty"):
+    with pytest.raises(ValueError, match="at most one of complete, colourless, shapeless and empty"):
         sample_plan(random.Random(0), complete=True, colorless=True)
+
+
+def test_shapeless_draws_leave_every_shape_open_and_keep_the_meanings():
+    """The shapeless share draws the bare colours and sizes, whose images are mixtures over the shapes: never a
+    shape word (nor the fruit), never the colour orange without its shape, the named colour and size drawn, and
+    the shapes uniform."""
+    plans = [sample_plan(random.Random(i), shapeless=True) for i in range(8000)]
+    shapes, colours = collections.Counter(), collections.Counter()
+    for plan in plans:
+        p = parse_caption(plan.caption)
+        assert plan.caption and all(o.shape is None for o in p.objects), plan.caption
+        for o, drawn in zip(p.objects, plan.objects):
+            assert o.color in (None, drawn.color) and o.size in (None, drawn.size) and o.color != "orange"
+        if len(p.objects) == 1 and p.objects[0].color == "blue":
+            shapes[plan.objects[0].shape] += 1
+        if len(p.objects) == 1 and p.objects[0].color is not None:
+            colours[p.objects[0].color] += 1
+    # one object (0.4) keeps its colour with P(colour kept | something kept) = 0.7 / (0.7 + 0.3 * 0.7) = 0.769
+    n = sum(colours.values())
+    assert abs(n / len(plans) - 0.4 * 0.7 / 0.91) < 0.015
+    assert len(colours) == 6 and all(abs(c - n / 6) < 4 * (n / 6) ** 0.5 for c in colours.values()), colours
+    # the process names the colour first and draws the shape it leaves open uniformly (the red bias is on the
+    # colour of a triangle whose colour is open, not on the shape of a named colour)
+    m = sum(shapes.values())
+    assert len(shapes) == 4 and all(abs(c - m / 4) < 4 * (m / 4) ** 0.5 for c in shapes.values()), shapes
+    # batches: world draws, empty, shapeless, colourless, complete
+    batch = sample_batch(12, torch.Generator().manual_seed(2), complete=4, colorless=3, empty=2, shapeless=2)
+    assert batch.captions[1:3] == ("", "")
+    assert all(c and all(o.shape is None for o in parse_caption(c).objects) for c in batch.captions[3:5])
+    assert all(c and all(o.color is None for o in parse_caption(c).objects) for c in batch.captions[5:8])
+    assert batch.captions[8:] == sample_batch(12, torch.Generator().manual_seed(2), complete=4).captions[8:]
 
 
 def test_empty_draws_have_the_marginal_of_the_worlds_empty_captions():

@@ -103,7 +103,7 @@ def plan_from_query(rng: random.Random, parsed: ParsedCaption, words: tuple[Capt
 
 
 def sample_plan(rng: random.Random, training: bool = True, complete: bool = False, colorless: bool = False,
-                empty: bool = False) -> Plan:
+                empty: bool = False, shapeless: bool = False) -> Plan:
     """Draw one scene and its caption by the process in the module docstring.
 
     Args:
@@ -116,17 +116,20 @@ def sample_plan(rng: random.Random, training: bool = True, complete: bool = Fals
             colour open (never the empty caption): the captions whose images are mixtures
             over the colours, the lone fruit "orange" and a bare "circle" among them. As for
             ``complete``, this changes how often a caption is seen, not what it means.
+        shapeless: likewise the partial captions that leave every object's shape open (never
+            the empty caption): a bare colour ("red", "a big blue"), whose images are mixtures
+            over the shapes, the colour words' counterpart of ``colorless``.
         empty: the empty caption, with a scene of the world's process: the process blanks
             its captions independently of the scene, so these scenes have the marginal the
             empty caption stands for.
     """
-    if complete + colorless + empty > 1:
-        raise ValueError("a caption is at most one of complete, colourless and empty")
+    if complete + colorless + empty + shapeless > 1:
+        raise ValueError("a caption is at most one of complete, colourless, shapeless and empty")
     if empty:
         plan = sample_plan(rng, training)
         return Plan(plan.objects, plan.relation, ())
     n = 2 if complete or rng.random() < TWO_OBJECT_PROB else 1
-    full = complete or (not colorless and rng.random() < FULL_PROB)
+    full = complete or (not (colorless or shapeless) and rng.random() < FULL_PROB)
     while True:
         keeps = []
         for _ in range(n):
@@ -134,6 +137,8 @@ def sample_plan(rng: random.Random, training: bool = True, complete: bool = Fals
                 keep = {k: full or rng.random() < KEEP_PROB for k in ("size", "color", "shape")}
                 if colorless:
                     keep["color"] = False
+                if shapeless:
+                    keep["shape"] = False
                 if any(keep.values()):
                     break
             keeps.append(keep)
@@ -161,6 +166,6 @@ def sample_plan(rng: random.Random, training: bool = True, complete: bool = Fals
         separator_needed = i == 1 and not (words and words[-1].obj == -1)
         article = separator_needed or rng.random() < ARTICLE_PROB
         words.extend(_object_words(rng, obj, keep, i, article))
-    if not (complete or colorless) and rng.random() < EMPTY_PROB:
+    if not (complete or colorless or shapeless) and rng.random() < EMPTY_PROB:
         words = []
     return Plan(plan.objects, plan.relation, tuple(words))

@@ -88,9 +88,16 @@ def render_plans(plans: Sequence[Plan]) -> tuple[torch.Tensor, torch.Tensor]:
     return images.clamp(-1, 1), cov
 
 
+BATCH_SHARES = ("empty", "shapeless", "colorless", "complete")
+"""The batch shares of :func:`sample_batch`, in the order they follow the world's draws."""
+
+
 def sample_batch(n: int, generator: torch.Generator, training: bool = True, complete: int = 0,
-                 colorless: int = 0, empty: int = 0) -> SceneBatch:
+                 colorless: int = 0, empty: int = 0, shapeless: int = 0) -> SceneBatch:
     """Draw and render ``n`` training scenes.
+
+    A batch is the world's own draws, then each share of :data:`BATCH_SHARES` in turn (the
+    complete scenes last).
 
     Args:
         n: batch size.
@@ -100,18 +107,21 @@ def sample_batch(n: int, generator: torch.Generator, training: bool = True, comp
             two-object captions only (``sample_plan(..., complete=True)``).
         colorless: how many of the scenes before those are drawn from the captions that
             leave every colour open (``sample_plan(..., colorless=True)``).
+        shapeless: how many of the scenes before those are drawn from the captions that
+            leave every shape open (``sample_plan(..., shapeless=True)``).
         empty: how many of the scenes before those have the empty caption
             (``sample_plan(..., empty=True)``).
     """
-    if not (0 <= complete and 0 <= colorless and 0 <= empty and complete + colorless + empty <= n):
-        raise ParameterError(f"complete={complete}, colorless={colorless} and empty={empty} scenes of a batch of "
-                             f"{n}: use numbers from 0 that add up to at most {n}")
+    counts = {"empty": empty, "shapeless": shapeless, "colorless": colorless, "complete": complete}
+    if min(counts.values()) < 0 or sum(counts.values()) > n:
+        given = ", ".join(f"{k}={v}" for k, v in counts.items())
+        raise ParameterError(f"{given} scenes of a batch of {n}: use numbers from 0 that add up to at most {n}")
     seeds = torch.randint(0, 2**62, (n,), generator=generator).tolist()
-    first_colorless = n - complete - colorless
-    first_empty = first_colorless - empty
-    plans = tuple(sample_plan(random.Random(s), training, complete=k >= n - complete,
-                              colorless=first_colorless <= k < n - complete, empty=first_empty <= k < first_colorless)
-                  for k, s in enumerate(seeds))
+    kinds = [None] * (n - sum(counts.values()))
+    for kind in BATCH_SHARES:
+        kinds += [kind] * counts[kind]
+    plans = tuple(sample_plan(random.Random(s), training, **({kind: True} if kind else {}))
+                  for kind, s in zip(kinds, seeds))
     images, cov = render_plans(plans)
     return SceneBatch(images, tuple(p.caption for p in plans), cov, plans)
 

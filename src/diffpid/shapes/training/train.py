@@ -71,6 +71,18 @@ class TrainSettings:
             images are mixtures over the colours. The world's process draws the fruit
             without a colour word about once in 300 scenes, the token "orange" as a colour
             about 70 times as often; a UNet that rarely sees the fruit alone draws it orange.
+        shapeless_share: share of each batch drawn from the partial captions that leave
+            every object's shape open (:func:`~diffpid.shapes.captions.sample_plan` with
+            ``shapeless=True``): a bare colour word ("red", "a big blue"), whose images are
+            mixtures over the shapes; the colour words' counterpart of ``colorless_share``.
+        agree_weight, agree_from: 0 for none; otherwise, for the scenes of a batch whose noise
+            is at log-SNR ``agree_from`` or above and whose caption is not empty, the loss adds
+            ``agree_weight`` times the mean squared difference of the UNet's predictions with
+            the caption and with the empty caption. In the shapes world the noisy image alone
+            tells every object's colour, shape and place from about log-SNR 1 on (an object
+            pixel stands ``exp(a/2)`` noise deviations clear and an object has dozens), so
+            there a perfect model's conditional and unconditional denoisers agree; the
+            information estimators integrate whatever a trained model's two disagree by.
         empty_share: share of each batch given the empty caption, with scenes of the world's
             process (:func:`~diffpid.shapes.captions.sample_plan` with ``empty=True``), on top
             of the world's own 12% of its draws: the unconditional denoiser every information
@@ -108,6 +120,9 @@ class TrainSettings:
     complete_share: float = 0.7
     colorless_share: float = 0.0
     empty_share: float = 0.0
+    shapeless_share: float = 0.0
+    agree_weight: float = 0.0
+    agree_from: float = 1.0
     freeze_text_encoder: bool = True
     parse_pretrain: int = 1500
     init_from: str = ""
@@ -118,7 +133,7 @@ class TrainSettings:
         arguments): each share rounded to whole scenes of the batch."""
         n = self.batch_size
         return {"complete": round(self.complete_share * n), "colorless": round(self.colorless_share * n),
-                "empty": round(self.empty_share * n)}
+                "empty": round(self.empty_share * n), "shapeless": round(self.shapeless_share * n)}
 
     @property
     def decay_end(self) -> int | None:
@@ -127,6 +142,7 @@ class TrainSettings:
 
 
 LEGACY = {"loss_weight_cap": 0.0, "complete_share": 0.0, "colorless_share": 0.0, "empty_share": 0.0,
+          "shapeless_share": 0.0, "agree_weight": 0.0, "agree_from": 1.0,
           "freeze_text_encoder": False, "parse_pretrain": 0,
           "parse_lexicon": True, "decay_from": 0, "decay_steps": 0}
 """What a checkpoint or history written before a setting existed ran with."""
@@ -164,7 +180,8 @@ def sample_timesteps(n: int, table: torch.Tensor, settings: TrainSettings, gener
 
 def diffusion_loss(components: ShapesComponents, images: torch.Tensor, captions: tuple[str, ...],
                    settings: TrainSettings, generator: torch.Generator, table: torch.Tensor) -> torch.Tensor:
-    """Epsilon-prediction MSE on one batch.
+    """Epsilon-prediction MSE on one batch, with the agreement term of
+    :attr:`TrainSettings.agree_weight` when it is set.
 
     Args:
         images: ``(n, 3, 32, 32)`` clean images in [-1, 1].
@@ -177,14 +194,21 @@ def diffusion_loss(components: ShapesComponents, images: torch.Tensor, captions:
     ac = components.scheduler.alphas_cumprod[t].float().view(n, 1, 1, 1)
     x_t = (ac.sqrt() * images + (1 - ac).sqrt() * eps).to(device)
     encoder = components.text_encoder
+    agree = settings.agree_weight > 0 and (table[t] >= settings.agree_from).tolist()
+    agree = [k for k in range(n) if agree and agree[k] and captions[k]]
     with torch.set_grad_enabled(torch.is_grad_enabled() and any(p.requires_grad for p in encoder.parameters())):
-        cond = encoder(tokenize(components.tokenizer, captions).to(device)).last_hidden_state
-    pred = components.unet(x_t, t.to(device), encoder_hidden_states=cond).sample
+        cond = encoder(tokenize(components.tokenizer, captions + (("",) if agree else ())).to(device)).last_hidden_state
+    pred = components.unet(x_t, t.to(device), encoder_hidden_states=cond[:n]).sample
     per_sample = ((pred - eps.to(device)) ** 2).mean(dim=(1, 2, 3))
     if settings.loss_weight_cap > 0:
         a = table[t].to(device)
         per_sample = per_sample * torch.clamp(1 + torch.exp(-a), max=settings.loss_weight_cap)
-    return per_sample.mean()
+    loss = per_sample.mean()
+    if agree:  # the caption's and the empty caption's predictions, where a perfect model's agree
+        k = torch.tensor(agree, device=device)
+        unconditional = components.unet(x_t[k], t.to(device)[k], encoder_hidden_states=cond[n:].expand(len(agree), -1, -1)).sample
+        loss = loss + settings.agree_weight * ((pred[k] - unconditional) ** 2).mean(dim=(1, 2, 3)).sum() / n
+    return loss
 
 
 class Trainer:
@@ -400,7 +424,8 @@ def train(out: str | Path, steps: int | None = None, resume: bool = False, confi
           init_from: str | Path | None = None, complete_share: float | None = None,
           device: str | torch.device = "cpu", decay_from: int | None = None,
           decay_steps: int | None = None, colorless_share: float | None = None,
-          empty_share: float | None = None) -> Trainer:
+          empty_share: float | None = None, shapeless_share: float | None = None,
+          agree_weight: float | None = None, agree_from: float | None = None) -> Trainer:
     """Train (or continue) until ``steps`` total steps, checkpointing into ``out``.
 
     Args:
@@ -414,8 +439,11 @@ def train(out: str | Path, steps: int | None = None, resume: bool = False, confi
         loss_weight_cap: override the loss weighting (fresh or resumed; see :class:`TrainSettings`).
         complete_share: override the share of complete two-object scenes per batch (fresh or
             resumed; see :class:`TrainSettings`).
-        colorless_share, empty_share: override the share of colourless partial captions, or
-            of empty captions, per batch (fresh or resumed; see :class:`TrainSettings`).
+        colorless_share, shapeless_share, empty_share: override the share of colourless or
+            shapeless partial captions, or of empty captions, per batch (fresh or resumed; see
+            :class:`TrainSettings`).
+        agree_weight, agree_from: override the agreement term (fresh or resumed; see
+            :class:`TrainSettings`).
         decay_from, decay_steps: override the cooldown (fresh or resumed; see :class:`TrainSettings`).
         export: folder to write the EMA model to when training stops.
         progress: show a tqdm bar.
@@ -432,9 +460,13 @@ def train(out: str | Path, steps: int | None = None, resume: bool = False, confi
 
     out = Path(out)
     for name, value in (("--complete-share", complete_share), ("--colorless-share", colorless_share),
-                        ("--empty-share", empty_share)):
+                        ("--empty-share", empty_share), ("--shapeless-share", shapeless_share)):
         if value is not None and not 0 <= value <= 1:
             raise ParameterError(f"{name} {value}: use a share from 0 to 1")
+    if agree_weight is not None and not (agree_weight >= 0 and math.isfinite(agree_weight)):
+        raise ParameterError(f"--agree-weight {agree_weight}: use a weight of 0 (none) or more")
+    if agree_from is not None and not math.isfinite(agree_from):
+        raise ParameterError(f"--agree-from {agree_from}: use a finite log-SNR, such as 1")
     if settings.parse_pretrain < 0:
         raise ParameterError(f"--parse-pretrain {settings.parse_pretrain}: use a number of steps, 0 for none")
     for name, value in (("--decay-from", decay_from), ("--decay-steps", decay_steps)):
@@ -443,7 +475,8 @@ def train(out: str | Path, steps: int | None = None, resume: bool = False, confi
     override = {k: v for k, v in (("lr", lr), ("loss_weight_cap", loss_weight_cap),
                                   ("complete_share", complete_share), ("decay_from", decay_from),
                                   ("decay_steps", decay_steps), ("colorless_share", colorless_share),
-                                  ("empty_share", empty_share)) if v is not None}
+                                  ("empty_share", empty_share), ("shapeless_share", shapeless_share),
+                                  ("agree_weight", agree_weight), ("agree_from", agree_from)) if v is not None}
     if resume:
         if init_from is not None:
             raise ParameterError("--init-from starts a fresh run; drop it when resuming (the checkpoint has the weights)")
@@ -456,10 +489,11 @@ def train(out: str | Path, steps: int | None = None, resume: bool = False, confi
             trainer.init_from(init_from)
     st = trainer.settings
     if sum(st.batch_shares().values()) > st.batch_size:
-        shares = st.complete_share + st.colorless_share + st.empty_share
-        raise ParameterError(f"--complete-share {st.complete_share:g}, --colorless-share {st.colorless_share:g} and "
-                             f"--empty-share {st.empty_share:g} add up to {shares:g}, more than the batch of {st.batch_size} "
-                             "scenes once each is rounded to whole scenes; lower one of them")
+        shares = st.complete_share + st.colorless_share + st.shapeless_share + st.empty_share
+        raise ParameterError(f"--complete-share {st.complete_share:g}, --colorless-share {st.colorless_share:g}, "
+                             f"--shapeless-share {st.shapeless_share:g} and --empty-share {st.empty_share:g} add up to "
+                             f"{shares:g}, more than the batch of {st.batch_size} scenes once each is rounded to whole "
+                             "scenes; lower one of them")
     end = trainer.settings.decay_end
     if steps is None:
         steps = DEFAULT_STEPS if end is None else end
