@@ -26,7 +26,7 @@ import torch
 from shapes_quality import model_parser, open_model
 
 from diffpid.shapes.model import encode_captions
-from diffpid.shapes.training.train import logsnr_table
+from diffpid.shapes.training.loss import logsnr_table
 from diffpid.shapes.render import scene_for_caption
 from diffpid.shapes.sets import swap_sets
 

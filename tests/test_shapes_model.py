@@ -7,7 +7,9 @@ import torch
 from diffpid.errors import ConditionError, ModelLoadError, ParameterError
 from diffpid.shapes.model import (
     ShapesConfig, build_components, encode_captions, generate_images, load_components, save_components, tokenize)
-from diffpid.shapes.training.train import Trainer, TrainSettings, logsnr_table, sample_timesteps, train
+from diffpid.shapes.training.loss import logsnr_table, sample_timesteps
+from diffpid.shapes.training.settings import TrainSettings
+from diffpid.shapes.training.train import Trainer, train
 
 TINY = ShapesConfig(channels=(8, 16), text_hidden=16, text_layers=1, text_heads=2, attention_head_dim=8, norm_groups=4,
                     text_encoder="t5")
@@ -287,7 +289,7 @@ def test_generic_loader_reads_the_folder_and_matches_the_unet(tmp_path):
 def test_loss_weighting_matches_its_formula():
     from dataclasses import replace
 
-    from diffpid.shapes.training.train import diffusion_loss
+    from diffpid.shapes.training.loss import diffusion_loss
     from diffpid.shapes.render import sample_batch
 
     comps = build_components(TINY)
@@ -317,7 +319,7 @@ def test_agreement_term_matches_its_formula():
     caption, summed over the scenes at log-SNR agree_from or above with a caption, over the batch size."""
     from dataclasses import replace
 
-    from diffpid.shapes.training.train import diffusion_loss
+    from diffpid.shapes.training.loss import diffusion_loss
     from diffpid.shapes.render import sample_batch
 
     comps = build_components(TINY)
@@ -414,7 +416,7 @@ def test_train_shapes_device_errors_are_one_line_and_write_nothing(tmp_path, cap
 def test_a_gpu_stage_puts_its_device_in_the_recipe_command():
     from diffpid.shapes.model import ShapesConfig
     from diffpid.shapes.training.recipe import recipe_commands
-    from diffpid.shapes.training.train import TrainSettings
+    from diffpid.shapes.training.settings import TrainSettings
 
     settings = asdict(TrainSettings())
     history = [{"from": 0, "to": 100, "resume": False, "settings": settings, "threads": 1, "device": "cuda"},
@@ -428,7 +430,7 @@ def test_interrupted_stages_are_one_command_to_the_step_reached():
     """The from-scratch run's history: killed three times, resumed with the same settings."""
     from diffpid.shapes.model import ShapesConfig
     from diffpid.shapes.training.recipe import recipe_commands
-    from diffpid.shapes.training.train import TrainSettings
+    from diffpid.shapes.training.settings import TrainSettings
 
     settings = asdict(TrainSettings())
     history = [{"from": 0, "to": 20000, "resume": False, "settings": settings, "threads": 1},

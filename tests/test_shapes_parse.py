@@ -7,7 +7,8 @@ import torch
 from diffpid.shapes.model import ShapesConfig, build_components, load_components, tokenize
 from diffpid.shapes.training.parse import (
     FRUIT, HEADS, IGNORE, MEANINGS, ROLES, SIDES, parse_batch, pretrain_text_encoder, token_targets)
-from diffpid.shapes.training.train import Trainer, TrainSettings, train
+from diffpid.shapes.training.settings import TrainSettings
+from diffpid.shapes.training.train import Trainer, train
 from diffpid.shapes.world import parse_caption
 from diffpid.shapes.captions import plan_from_query
 from diffpid.shapes.render import caption_words

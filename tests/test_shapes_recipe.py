@@ -13,7 +13,8 @@ from diffpid.shapes.model import ShapesConfig, config_from_dict, default_model_p
 from diffpid.shapes.training.recipe import lineage_line, recipe_summary
 from diffpid.errors import ParameterError
 from diffpid.shapes.training.recipe import recipe_commands
-from diffpid.shapes.training.train import LEGACY, Trainer, TrainSettings, learning_rate, train
+from diffpid.shapes.training.settings import LEGACY, TrainSettings, learning_rate
+from diffpid.shapes.training.train import Trainer, train
 
 TINY = ShapesConfig(channels=(8, 16), text_hidden=16, text_layers=1, text_heads=2, attention_head_dim=8, norm_groups=4)
 SETTINGS = TrainSettings(batch_size=4, warmup=2, checkpoint_every=2, parse_pretrain=5, seed=3)

@@ -108,7 +108,8 @@ def cmd_train_shapes(args: argparse.Namespace) -> int:
 
     from ..settings import check_device_available
     from ..shapes.model import ShapesConfig
-    from ..shapes.training.train import TrainSettings, train
+    from ..shapes.training.settings import TrainSettings
+    from ..shapes.training.train import train
 
     check_device_available(args.device)
     torch.set_num_threads(args.threads)
