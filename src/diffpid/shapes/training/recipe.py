@@ -57,7 +57,7 @@ def _defaults(cls: type) -> dict:
 def _same_rates(a: dict, b: dict, lo: int, hi: int) -> bool:
     """Whether settings ``a`` and ``b`` differ at most in their learning-rate schedule, and give the
     same rate to every step from ``lo`` to ``hi - 1``."""
-    from .train import TrainSettings, learning_rate
+    from .settings import TrainSettings, learning_rate
 
     schedule = ("lr", "warmup", "decay_from", "decay_steps")
     if any(a.get(k) != b.get(k) for k in set(a) | set(b) if k not in schedule):
@@ -81,7 +81,7 @@ def recipe_commands(history: list[dict], config: Any, reached: int | None = None
     beginning at or after the step where it was set), carries the stage on with the new
     schedule: one command with that schedule from the start trains the same weights.
     Settings a history entry lacks (written before the setting existed) read as
-    :data:`~diffpid.shapes.training.train.LEGACY`.
+    :data:`~diffpid.shapes.training.settings.LEGACY`.
 
     Args:
         history: the trainer's history (one entry per training call: ``from``, ``to``,
@@ -90,7 +90,7 @@ def recipe_commands(history: list[dict], config: Any, reached: int | None = None
         reached: the step the last call reached (default: the step it aimed at).
     """
     from ..model import ShapesConfig
-    from .train import LEGACY, TrainSettings
+    from .settings import LEGACY, TrainSettings
 
     # per command: the step it starts from and reaches, threads/device, settings (and for a fresh start its
     # architecture flags); the settings' flags are made at the end, when merged stages have their last schedule
