@@ -55,10 +55,11 @@ def diffusion_loss(components: ShapesComponents, images: torch.Tensor, captions:
     ac = components.scheduler.alphas_cumprod[t].float().view(n, 1, 1, 1)
     x_t = (ac.sqrt() * images + (1 - ac).sqrt() * eps).to(device)
     encoder = components.text_encoder
-    agree = settings.agree_weight > 0 and (table[t] >= settings.agree_from).tolist()
-    agree = [k for k in range(n) if agree and agree[k] and captions[k]]
+    agree = [k for k, (a, caption) in enumerate(zip(table[t].tolist(), captions))
+             if caption and a >= settings.agree_from] if settings.agree_weight > 0 else []
     with torch.set_grad_enabled(torch.is_grad_enabled() and any(p.requires_grad for p in encoder.parameters())):
-        cond = encoder(tokenize(components.tokenizer, captions + (("",) if agree else ())).to(device)).last_hidden_state
+        ids = tokenize(components.tokenizer, tuple(captions) + (("",) if agree else ()))
+        cond = encoder(ids.to(device)).last_hidden_state
     pred = components.unet(x_t, t.to(device), encoder_hidden_states=cond[:n]).sample
     per_sample = ((pred - eps.to(device)) ** 2).mean(dim=(1, 2, 3))
     if settings.loss_weight_cap > 0:
@@ -67,6 +68,7 @@ def diffusion_loss(components: ShapesComponents, images: torch.Tensor, captions:
     loss = per_sample.mean()
     if agree:  # the caption's and the empty caption's predictions, where a perfect model's agree
         k = torch.tensor(agree, device=device)
-        unconditional = components.unet(x_t[k], t.to(device)[k], encoder_hidden_states=cond[n:].expand(len(agree), -1, -1)).sample
+        empty = cond[n:].expand(len(agree), -1, -1)
+        unconditional = components.unet(x_t[k], t.to(device)[k], encoder_hidden_states=empty).sample
         loss = loss + settings.agree_weight * ((pred[k] - unconditional) ** 2).mean(dim=(1, 2, 3)).sum() / n
     return loss
