@@ -55,7 +55,8 @@ def diffusion_loss(components: ShapesComponents, images: torch.Tensor, captions:
     ac = components.scheduler.alphas_cumprod[t].float().view(n, 1, 1, 1)
     x_t = (ac.sqrt() * images + (1 - ac).sqrt() * eps).to(device)
     encoder = components.text_encoder
-    agree = [k for k, (a, caption) in enumerate(zip(table[t].tolist(), captions))
+    logsnr = table[t]
+    agree = [k for k, (a, caption) in enumerate(zip(logsnr.tolist(), captions))
              if caption and a >= settings.agree_from] if settings.agree_weight > 0 else []
     with torch.set_grad_enabled(torch.is_grad_enabled() and any(p.requires_grad for p in encoder.parameters())):
         ids = tokenize(components.tokenizer, tuple(captions) + (("",) if agree else ()))
@@ -63,8 +64,7 @@ def diffusion_loss(components: ShapesComponents, images: torch.Tensor, captions:
     pred = components.unet(x_t, t.to(device), encoder_hidden_states=cond[:n]).sample
     per_sample = ((pred - eps.to(device)) ** 2).mean(dim=(1, 2, 3))
     if settings.loss_weight_cap > 0:
-        a = table[t].to(device)
-        per_sample = per_sample * torch.clamp(1 + torch.exp(-a), max=settings.loss_weight_cap)
+        per_sample = per_sample * torch.clamp(1 + torch.exp(-logsnr.to(device)), max=settings.loss_weight_cap)
     loss = per_sample.mean()
     if agree:  # the caption's and the empty caption's predictions, where a perfect model's agree
         k = torch.tensor(agree, device=device)

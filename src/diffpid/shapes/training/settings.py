@@ -76,7 +76,8 @@ class TrainSettings:
             model; default off: each word is its own meaning class and the UNet learns the
             synonym and the homonym from the images (see :mod:`diffpid.shapes.training.parse`).
         init_from: provenance only: the model folder whose weights started this run and the
-            parts taken from it (empty for a run from random weights; see :func:`train`).
+            parts taken from it (empty for a run from random weights; see
+            :func:`~diffpid.shapes.training.train.train`).
     """
 
     batch_size: int = 32
@@ -109,9 +110,9 @@ class TrainSettings:
     def batch_shares(self) -> dict[str, int]:
         """Scenes of each batch share (:func:`~diffpid.shapes.render.sample_batch`'s keyword
         arguments): each share rounded to whole scenes of the batch."""
-        n = self.batch_size
-        return {"complete": round(self.complete_share * n), "colorless": round(self.colorless_share * n),
-                "empty": round(self.empty_share * n), "shapeless": round(self.shapeless_share * n)}
+        from ..render import BATCH_SHARES
+
+        return {kind: round(getattr(self, f"{kind}_share") * self.batch_size) for kind in BATCH_SHARES}
 
     @property
     def decay_end(self) -> int | None:

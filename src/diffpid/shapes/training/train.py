@@ -315,11 +315,11 @@ def train(out: str | Path, steps: int | None = None, resume: bool = False, confi
             trainer.init_from(init_from)
     st = trainer.settings
     if sum(st.batch_shares().values()) > st.batch_size:
-        shares = st.complete_share + st.colorless_share + st.shapeless_share + st.empty_share
-        raise ParameterError(f"--complete-share {st.complete_share:g}, --colorless-share {st.colorless_share:g}, "
-                             f"--shapeless-share {st.shapeless_share:g} and --empty-share {st.empty_share:g} add up to "
-                             f"{shares:g}, more than the batch of {st.batch_size} scenes once each is rounded to whole "
-                             "scenes; lower one of them")
+        kinds = ("complete", "colorless", "shapeless", "empty")
+        values = [getattr(st, f"{kind}_share") for kind in kinds]
+        flags = [f"--{kind}-share {value:g}" for kind, value in zip(kinds, values)]
+        raise ParameterError(f"{', '.join(flags[:-1])} and {flags[-1]} add up to {sum(values):g}, more than the batch "
+                             f"of {st.batch_size} scenes once each is rounded to whole scenes; lower one of them")
     end = trainer.settings.decay_end
     if steps is None:
         steps = DEFAULT_STEPS if end is None else end
