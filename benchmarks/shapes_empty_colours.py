@@ -53,7 +53,8 @@ def table(model: dict, world: dict) -> list[str]:
 
 
 def main() -> None:
-    ap = model_parser(__doc__.splitlines()[0], "shapes_empty_colours", "training folder: count the EMA of its checkpoint.pt")
+    ap = model_parser(__doc__.splitlines()[0], "shapes_empty_colours",
+                      "training folder: count the EMA of its checkpoint.pt")
     ap.add_argument("--n", type=int, default=256, help="images the model draws for the empty caption")
     ap.add_argument("--world", type=int, default=2000, help="world scenes counted for the comparison")
     args = ap.parse_args()
