@@ -28,7 +28,7 @@ import torch
 
 from ...errors import ParameterError
 from ..model import ShapesComponents, ShapesConfig, build_components, config_from_dict, save_components
-from ..render import sample_batch
+from ..render import BATCH_SHARES, sample_batch
 from .loss import diffusion_loss, logsnr_table
 from .settings import DEFAULT_STEPS, LEGACY, TrainSettings, learning_rate
 
@@ -315,7 +315,7 @@ def train(out: str | Path, steps: int | None = None, resume: bool = False, confi
             trainer.init_from(init_from)
     st = trainer.settings
     if sum(st.batch_shares().values()) > st.batch_size:
-        kinds = ("complete", "colorless", "shapeless", "empty")
+        kinds = BATCH_SHARES[::-1]  # the order of the flags in --help
         values = [getattr(st, f"{kind}_share") for kind in kinds]
         flags = [f"--{kind}-share {value:g}" for kind, value in zip(kinds, values)]
         raise ParameterError(f"{', '.join(flags[:-1])} and {flags[-1]} add up to {sum(values):g}, more than the batch "
