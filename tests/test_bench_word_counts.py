@@ -9,7 +9,8 @@ from shapes_word_counts import table, tally, world_images  # noqa: E402
 
 
 def test_the_world_draws_one_object_for_a_bare_word_and_the_checker_reads_it():
-    for word, shape, colour in (("red", None, "red"), ("circle", "circle", None), ("orange", "circle", None)):
+    for word, shape, colour in (("red", None, "red"), ("circle", "circle", None), ("orange", "circle", None),
+                                ("a blue", None, "blue"), ("a orange", "circle", None)):
         counts = tally(world_images(word, 12, seed=5))
         assert counts["objects"] == {"1": 12}
         if shape:

@@ -35,7 +35,8 @@ def _captured_train(monkeypatch, argv):
     monkeypatch.setattr(Trainer, "step", 0, raising=False)
     assert main(["train-shapes", *argv]) == 0
     overrides = {k: seen[k] for k in ("lr", "loss_weight_cap", "complete_share", "colorless_share", "empty_share",
-                                      "shapeless_share", "agree_weight", "agree_from", "decay_from", "decay_steps")
+                                      "shapeless_share", "bare_share", "agree_weight", "agree_from", "decay_from",
+                                      "decay_steps")
                  if seen[k] is not None}
     return seen, replace(seen["settings"], **overrides)
 
@@ -200,16 +201,18 @@ def test_the_batch_shares_are_resumable_settings_of_the_recipe(monkeypatch, tmp_
     torch.set_num_threads(1)
     _, settings = _captured_train(monkeypatch, ["--out", str(tmp_path / "cli"), "--colorless-share", "0.25",
                                                 "--empty-share", "0.1", "--shapeless-share", "0.2", "--agree-weight",
-                                                "10", "--agree-from", "2"])
+                                                "10", "--agree-from", "2", "--bare-share", "0.15"])
     assert (settings.colorless_share, settings.empty_share, settings.shapeless_share) == (0.25, 0.1, 0.2)
+    assert settings.bare_share == 0.15
     assert (settings.agree_weight, settings.agree_from) == (10, 2)
     plain = replace(SETTINGS, parse_pretrain=0)
-    with pytest.raises(ParameterError, match="--complete-share 0.7, --colorless-share 0.5, --shapeless-share 0 and "
-                                             "--empty-share 0 add up to 1.2"):
+    with pytest.raises(ParameterError, match="--complete-share 0.7, --colorless-share 0.5, --shapeless-share 0, "
+                                             "--bare-share 0 and --empty-share 0 add up to 1.2"):
         train(tmp_path / "over", 2, config=TINY, settings=plain, colorless_share=0.5, progress=False)
     assert not (tmp_path / "over").exists()
     for flag, value, message in (("colorless_share", 1.5, "--colorless-share 1.5: use a share from 0 to 1"),
                                  ("shapeless_share", -0.1, "--shapeless-share -0.1: use a share from 0 to 1"),
+                                 ("bare_share", 2.0, "--bare-share 2.0: use a share from 0 to 1"),
                                  ("agree_weight", -1.0, "--agree-weight -1.0: use a weight of 0"),
                                  ("agree_from", float("nan"), "--agree-from nan: use a finite log-SNR")):
         with pytest.raises(ParameterError, match=message):
@@ -221,8 +224,9 @@ def test_the_batch_shares_are_resumable_settings_of_the_recipe(monkeypatch, tmp_
     assert recipe_commands(run.history, TINY, reached=4)[0][1] == \
         "diffpid train-shapes --out RUN --steps 4 --resume --colorless-share 0.25 --empty-share 0.05 --threads 1"
     run = train(tmp_path / "run", 6, resume=True, complete_share=0.25, shapeless_share=0.25, agree_weight=3.0,
-                progress=False)
+                bare_share=0.125, progress=False)
     assert (run.settings.shapeless_share, run.settings.agree_weight, run.settings.agree_from) == (0.25, 3.0, 1.0)
+    assert run.settings.bare_share == 0.125
     assert recipe_commands(run.history, TINY, reached=6)[0][2] == (
         "diffpid train-shapes --out RUN --steps 6 --resume --complete-share 0.25 --shapeless-share 0.25 "
-        "--agree-weight 3 --threads 1")  # what this stage changed
+        "--bare-share 0.125 --agree-weight 3 --threads 1")  # what this stage changed

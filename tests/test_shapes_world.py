@@ -194,7 +194,7 @@ def test_colorless_draws_leave_every_colour_open_and_keep_the_meanings():
     mixed = sample_batch(12, torch.Generator().manual_seed(1), complete=4, colorless=5)
     assert mixed.captions[8:] == base.captions[8:] and mixed.captions[:3] == base.captions[:3]
     assert all(c and all(o.color is None for o in parse_caption(c).objects) for c in mixed.captions[3:8])
-    with pytest.raises(ValueError, match="at most one of complete, colourless, shapeless and empty"):
+    with pytest.raises(ValueError, match="at most one of complete, colourless, shapeless, bare and empty"):
         sample_plan(random.Random(0), complete=True, colorless=True)
 
 
@@ -227,6 +227,38 @@ def test_shapeless_draws_leave_every_shape_open_and_keep_the_meanings():
     assert all(c and all(o.shape is None for o in parse_caption(c).objects) for c in batch.captions[3:5])
     assert all(c and all(o.color is None for o in parse_caption(c).objects) for c in batch.captions[5:8])
     assert batch.captions[8:] == sample_batch(12, torch.Generator().manual_seed(2), complete=4).captions[8:]
+
+
+def test_bare_draws_are_the_worlds_one_word_captions_without_an_article():
+    """The bare share draws what the world's process draws when it keeps one word of one object and drops the
+    article: one object, the word's meaning kept (a lone "orange" is the fruit: a circle), each attribute a third
+    of the time, and with a bare share in a batch the world's draws and the other shares are unchanged."""
+    plans = [sample_plan(random.Random(i), bare=True) for i in range(6000)]
+    roles = collections.Counter()
+    fruit_colours = collections.Counter()
+    for plan in plans:
+        assert len(plan.objects) == 1 and len(plan.words) == 1 and plan.relation is None, plan.caption
+        word = plan.words[0]
+        roles[word.role] += 1
+        p = parse_caption(plan.caption).objects[0]
+        drawn = plan.objects[0]
+        assert p.color in (None, drawn.color) and p.size in (None, drawn.size) and p.shape in (None, drawn.shape)
+        if plan.caption == "orange":
+            assert p.shape == "circle" and p.color is None
+            fruit_colours[drawn.color] += 1
+    assert set(roles) == {"size", "color", "shape"}
+    assert all(abs(c / 6000 - 1 / 3) < 0.025 for c in roles.values()), roles  # 4 sd of a binomial share
+    assert len(fruit_colours) == 7  # the fruit comes in every colour
+    # the world's own one-word captions without an article are these, about 1 scene in 220
+    world = [sample_plan(random.Random(i)) for i in range(44000)]
+    bare = [p for p in world if len(p.words) == 1]
+    assert all(len(p.objects) == 1 and p.words[0].role != "article" for p in bare)
+    assert 150 <= len(bare) <= 250  # 44000 / 220 = 200, sd 14
+    base = sample_batch(12, torch.Generator().manual_seed(3), complete=4, colorless=2)
+    mixed = sample_batch(12, torch.Generator().manual_seed(3), complete=4, colorless=2, bare=3)
+    assert mixed.captions[3:6] == tuple(sample_plan(random.Random(s), bare=True).caption for s in torch.randint(
+        0, 2**62, (12,), generator=torch.Generator().manual_seed(3)).tolist()[3:6])
+    assert mixed.captions[6:] == base.captions[6:] and mixed.captions[:3] == base.captions[:3]
 
 
 def test_empty_draws_have_the_marginal_of_the_worlds_empty_captions():

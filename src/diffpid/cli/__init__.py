@@ -123,7 +123,7 @@ def cmd_train_shapes(args: argparse.Namespace) -> int:
                     settings=settings, lr=args.lr, export=export, loss_weight_cap=args.loss_weight_cap,
                     init_from=args.init_from, complete_share=args.complete_share, device=args.device,
                     decay_from=args.decay_from, decay_steps=args.decay_steps, colorless_share=args.colorless_share,
-                    empty_share=args.empty_share, shapeless_share=args.shapeless_share,
+                    empty_share=args.empty_share, shapeless_share=args.shapeless_share, bare_share=args.bare_share,
                     agree_weight=args.agree_weight, agree_from=args.agree_from)
     recent = trainer.recent[-100:]
     mean = sum(recent) / len(recent) if recent else float("nan")
@@ -234,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--shapeless-share", type=float, default=None,
                    help="share of each batch drawn from partial captions that leave every shape open (a bare "
                         "colour: 'red', 'a big blue'), on top of the world's process (default 0, or the checkpoint's)")
+    t.add_argument("--bare-share", type=float, default=None,
+                   help="share of each batch drawn from one-word captions without an article ('red', 'circle', "
+                        "the fruit 'orange': the form a PID study gives a word alone), on top of the world's "
+                        "process (default 0, or the checkpoint's)")
     t.add_argument("--agree-weight", type=float, default=None, metavar="W",
                    help="weight of a loss term that makes the UNet's predictions with the caption and with the "
                         "empty caption agree at noise levels from --agree-from on, where a perfect model's do "

@@ -103,7 +103,7 @@ def plan_from_query(rng: random.Random, parsed: ParsedCaption, words: tuple[Capt
 
 
 def sample_plan(rng: random.Random, training: bool = True, complete: bool = False, colorless: bool = False,
-                empty: bool = False, shapeless: bool = False) -> Plan:
+                empty: bool = False, shapeless: bool = False, bare: bool = False) -> Plan:
     """Draw one scene and its caption by the process in the module docstring.
 
     Args:
@@ -119,17 +119,22 @@ def sample_plan(rng: random.Random, training: bool = True, complete: bool = Fals
         shapeless: likewise the partial captions that leave every object's shape open (never
             the empty caption): a bare colour ("red", "a big blue"), whose images are mixtures
             over the shapes, the colour words' counterpart of ``colorless``.
+        bare: only the process's one-word captions without an article (never the empty
+            caption): a bare "red", "circle", "big" or the fruit "orange", each a single object.
+            They are the prompts DiffusionPID gives a word alone, and the world draws them
+            rarely (about 1 scene in 220, "red" 1 in 4,000; the article is dropped a tenth of the time). As for
+            ``complete``, this changes how often a caption is seen, not what it means.
         empty: the empty caption, with a scene of the world's process: the process blanks
             its captions independently of the scene, so these scenes have the marginal the
             empty caption stands for.
     """
-    if complete + colorless + empty + shapeless > 1:
-        raise ValueError("a caption is at most one of complete, colourless, shapeless and empty")
+    if complete + colorless + empty + shapeless + bare > 1:
+        raise ValueError("a caption is at most one of complete, colourless, shapeless, bare and empty")
     if empty:
         plan = sample_plan(rng, training)
         return Plan(plan.objects, plan.relation, ())
-    n = 2 if complete or rng.random() < TWO_OBJECT_PROB else 1
-    full = complete or (not (colorless or shapeless) and rng.random() < FULL_PROB)
+    n = 2 if complete or (not bare and rng.random() < TWO_OBJECT_PROB) else 1
+    full = complete or (not (colorless or shapeless or bare) and rng.random() < FULL_PROB)
     while True:
         keeps = []
         for _ in range(n):
@@ -139,7 +144,7 @@ def sample_plan(rng: random.Random, training: bool = True, complete: bool = Fals
                     keep["color"] = False
                 if shapeless:
                     keep["shape"] = False
-                if any(keep.values()):
+                if any(keep.values()) and not (bare and sum(keep.values()) != 1):
                     break
             keeps.append(keep)
         keep_relation = n == 2 and (full or rng.random() < KEEP_PROB)
@@ -164,8 +169,8 @@ def sample_plan(rng: random.Random, training: bool = True, complete: bool = Fals
             elif rng.random() < 0.5:
                 words.append(CaptionWord("of", "of", -1))
         separator_needed = i == 1 and not (words and words[-1].obj == -1)
-        article = separator_needed or rng.random() < ARTICLE_PROB
+        article = separator_needed or (not bare and rng.random() < ARTICLE_PROB)
         words.extend(_object_words(rng, obj, keep, i, article))
-    if not (complete or colorless or shapeless) and rng.random() < EMPTY_PROB:
+    if not (complete or colorless or shapeless or bare) and rng.random() < EMPTY_PROB:
         words = []
     return Plan(plan.objects, plan.relation, tuple(words))

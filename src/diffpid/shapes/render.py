@@ -88,12 +88,12 @@ def render_plans(plans: Sequence[Plan]) -> tuple[torch.Tensor, torch.Tensor]:
     return images.clamp(-1, 1), cov
 
 
-BATCH_SHARES = ("empty", "shapeless", "colorless", "complete")
+BATCH_SHARES = ("empty", "bare", "shapeless", "colorless", "complete")
 """The batch shares of :func:`sample_batch`, in the order they follow the world's draws."""
 
 
 def sample_batch(n: int, generator: torch.Generator, training: bool = True, complete: int = 0,
-                 colorless: int = 0, empty: int = 0, shapeless: int = 0) -> SceneBatch:
+                 colorless: int = 0, empty: int = 0, shapeless: int = 0, bare: int = 0) -> SceneBatch:
     """Draw and render ``n`` training scenes.
 
     A batch is the world's own draws, then each share of :data:`BATCH_SHARES` in turn (the
@@ -111,8 +111,10 @@ def sample_batch(n: int, generator: torch.Generator, training: bool = True, comp
             leave every shape open (``sample_plan(..., shapeless=True)``).
         empty: how many of the scenes before those have the empty caption
             (``sample_plan(..., empty=True)``).
+        bare: how many of the scenes before those are drawn from the one-word captions
+            without an article (``sample_plan(..., bare=True)``).
     """
-    counts = {"empty": empty, "shapeless": shapeless, "colorless": colorless, "complete": complete}
+    counts = {"bare": bare, "empty": empty, "shapeless": shapeless, "colorless": colorless, "complete": complete}
     if min(counts.values()) < 0 or sum(counts.values()) > n:
         given = ", ".join(f"{k}={v}" for k, v in counts.items())
         raise ParameterError(f"{given} scenes of a batch of {n}: use numbers from 0 that add up to at most {n}")

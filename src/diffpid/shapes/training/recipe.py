@@ -23,9 +23,11 @@ FLAGS = {"batch_size": "--batch-size", "lr": "--lr", "loss_weight_cap": "--loss-
          "freeze_text_encoder": "--freeze-text-encoder", "seed": "--seed", "checkpoint_every": "--checkpoint-every",
          "text_encoder": "--text-encoder", "pooled_text": "--pooled-text", "decay_from": "--decay-from",
          "decay_steps": "--decay-steps", "colorless_share": "--colorless-share",
-         "empty_share": "--empty-share", "shapeless_share": "--shapeless-share", "agree_weight": "--agree-weight",
+         "empty_share": "--empty-share", "shapeless_share": "--shapeless-share",
+         "bare_share": "--bare-share", "agree_weight": "--agree-weight",
          "agree_from": "--agree-from"}
 RESUME_FLAGS = ("lr", "loss_weight_cap", "complete_share", "colorless_share", "empty_share", "shapeless_share",
+                "bare_share",
                 "agree_weight", "agree_from", "decay_from", "decay_steps")
 """Settings a resumed run may change (the others are the checkpoint's)."""
 IGNORED = ("init_from",)

@@ -53,6 +53,13 @@ class TrainSettings:
             every object's shape open (:func:`~diffpid.shapes.captions.sample_plan` with
             ``shapeless=True``): a bare colour word ("red", "a big blue"), whose images are
             mixtures over the shapes; the colour words' counterpart of ``colorless_share``.
+        bare_share: share of each batch drawn from the one-word captions without an article
+            (:func:`~diffpid.shapes.captions.sample_plan` with ``bare=True``): "red",
+            "circle", the fruit "orange", one object each. DiffusionPID's studies give a word
+            alone as a prompt in exactly this form, and the world's process draws it about
+            once in 220 scenes, a bare "red" once in 4,000 (the article is dropped a tenth of the time): a UNet that
+            rarely sees a word without its article draws a bare "red" as one object no more
+            often than the empty caption (docs/embedded-model.md, "The bare words").
         agree_weight, agree_from: 0 for none; otherwise, for the scenes of a batch whose noise
             is at log-SNR ``agree_from`` or above and whose caption is not empty, the loss adds
             ``agree_weight`` times the mean squared difference of the UNet's predictions with
@@ -100,6 +107,7 @@ class TrainSettings:
     colorless_share: float = 0.0
     empty_share: float = 0.0
     shapeless_share: float = 0.0
+    bare_share: float = 0.0
     agree_weight: float = 0.0
     agree_from: float = 1.0
     freeze_text_encoder: bool = True
@@ -121,7 +129,7 @@ class TrainSettings:
 
 
 LEGACY = {"loss_weight_cap": 0.0, "complete_share": 0.0, "colorless_share": 0.0, "empty_share": 0.0,
-          "shapeless_share": 0.0, "agree_weight": 0.0, "agree_from": 1.0,
+          "shapeless_share": 0.0, "bare_share": 0.0, "agree_weight": 0.0, "agree_from": 1.0,
           "freeze_text_encoder": False, "parse_pretrain": 0,
           "parse_lexicon": True, "decay_from": 0, "decay_steps": 0}
 """What a checkpoint or history written before a setting existed ran with."""

@@ -251,7 +251,7 @@ def train(out: str | Path, steps: int | None = None, resume: bool = False, confi
           device: str | torch.device = "cpu", decay_from: int | None = None,
           decay_steps: int | None = None, colorless_share: float | None = None,
           empty_share: float | None = None, shapeless_share: float | None = None,
-          agree_weight: float | None = None, agree_from: float | None = None) -> Trainer:
+          bare_share: float | None = None, agree_weight: float | None = None, agree_from: float | None = None) -> Trainer:
     """Train (or continue) until ``steps`` total steps, checkpointing into ``out``.
 
     Args:
@@ -265,9 +265,9 @@ def train(out: str | Path, steps: int | None = None, resume: bool = False, confi
         loss_weight_cap: override the loss weighting (fresh or resumed; see :class:`TrainSettings`).
         complete_share: override the share of complete two-object scenes per batch (fresh or
             resumed; see :class:`TrainSettings`).
-        colorless_share, shapeless_share, empty_share: override the share of colourless or
-            shapeless partial captions, or of empty captions, per batch (fresh or resumed; see
-            :class:`TrainSettings`).
+        colorless_share, shapeless_share, bare_share, empty_share: override the share of
+            colourless or shapeless partial captions, of one-word captions without an article,
+            or of empty captions, per batch (fresh or resumed; see :class:`TrainSettings`).
         agree_weight, agree_from: override the agreement term (fresh or resumed; see
             :class:`TrainSettings`).
         decay_from, decay_steps: override the cooldown (fresh or resumed; see :class:`TrainSettings`).
@@ -286,7 +286,8 @@ def train(out: str | Path, steps: int | None = None, resume: bool = False, confi
 
     out = Path(out)
     for name, value in (("--complete-share", complete_share), ("--colorless-share", colorless_share),
-                        ("--empty-share", empty_share), ("--shapeless-share", shapeless_share)):
+                        ("--empty-share", empty_share), ("--shapeless-share", shapeless_share),
+                        ("--bare-share", bare_share)):
         if value is not None and not 0 <= value <= 1:
             raise ParameterError(f"{name} {value}: use a share from 0 to 1")
     if agree_weight is not None and not (agree_weight >= 0 and math.isfinite(agree_weight)):
@@ -302,6 +303,7 @@ def train(out: str | Path, steps: int | None = None, resume: bool = False, confi
                                   ("complete_share", complete_share), ("decay_from", decay_from),
                                   ("decay_steps", decay_steps), ("colorless_share", colorless_share),
                                   ("empty_share", empty_share), ("shapeless_share", shapeless_share),
+                                  ("bare_share", bare_share),
                                   ("agree_weight", agree_weight), ("agree_from", agree_from)) if v is not None}
     if resume:
         if init_from is not None:
