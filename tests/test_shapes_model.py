@@ -148,6 +148,12 @@ def test_init_from_copies_a_text_encoder_of_the_same_architecture(tmp_path):
     save_components(source, tmp_path / "src")
     trainer = train(tmp_path / "run", 0, config=TINY, settings=SETTINGS, progress=False, init_from=tmp_path / "src")
     assert trainer.settings.init_from.endswith("(unet, text_encoder)")
+    # the recorded command names the folder alone, so it can be run as it is (older histories: the same)
+    from diffpid.shapes.training.recipe import recipe_commands
+
+    assert f" --init-from {tmp_path / 'src'} --batch-size 4 " in recipe_commands(trainer.history, TINY, reached=2)[0][0]
+    old = [{**trainer.history[0], "init_from": f"{tmp_path / 'src'} (unet, text_encoder)"}]
+    assert recipe_commands(old, TINY, reached=2) == recipe_commands(trainer.history, TINY, reached=2)
     for a, b in zip(source.text_encoder.parameters(), trainer.components.text_encoder.parameters()):
         assert torch.equal(a, b)
     for a, b in zip(source.unet.parameters(), trainer.components.unet.parameters()):

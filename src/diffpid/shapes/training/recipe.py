@@ -107,7 +107,7 @@ def recipe_commands(history: list[dict], config: Any, reached: int | None = None
             (f" --device {entry['device']}" if entry.get("device") else "")
         if not entry.get("resume") or not stages:
             arch, unflagged = _differences(asdict(config), _defaults(ShapesConfig))
-            start = [f"--init-from {entry['init_from']}"] if entry.get("init_from") else []
+            start = [f"--init-from {_folder(entry['init_from'])}"] if entry.get("init_from") else []
             stages = [{"arch": [*arch, *start], "where": where, "from": 0, "to": to, "settings": settings}]
             continue
         if to == entry["from"]:
@@ -128,6 +128,15 @@ def recipe_commands(history: list[dict], config: Any, reached: int | None = None
             flags = ["--resume", *(_flag(n, st["settings"][n]) for n in RESUME_FLAGS if st["settings"][n] != before[n])]
         commands.append(" ".join(["diffpid train-shapes --out RUN", f"--steps {st['to']}", *flags]) + st["where"])
     return commands, unflagged
+
+
+def _folder(init_from: str) -> str:
+    """The folder of a history's ``init_from``: histories written before 2026-12-07 recorded the
+    provenance of :attr:`TrainSettings.init_from`, ``"FOLDER (unet, text_encoder)"``."""
+    for parts in (" (unet, text_encoder)", " (unet)"):
+        if init_from.endswith(parts):
+            return init_from[: -len(parts)]
+    return init_from
 
 
 def recipe_record(settings: Any, config: Any, history: list[dict], reached: int | None = None) -> dict:

@@ -332,7 +332,7 @@ def train(out: str | Path, steps: int | None = None, resume: bool = False, confi
     trainer.history.append({"from": trainer.step, "to": steps, "resume": resume, "settings": asdict(trainer.settings),
                             "threads": torch.get_num_threads(),
                             **({"device": str(trainer.device)} if trainer.device.type != "cpu" else {}),
-                            **({"init_from": trainer.settings.init_from} if init_from is not None else {})})
+                            **({"init_from": str(init_from)} if init_from is not None else {})})
     log = open(out / "train.log", "a")
     if not resume and settings.parse_pretrain > 0:
         trainer.parse_state = {"step": 0}  # checkpointed at once: a run killed in its first steps resumes
