@@ -86,6 +86,8 @@ def test_exported_recipe_reproduces_the_settings_and_names_the_model(monkeypatch
     assert load_shapes_model(model).identity().revision == "step 3, from scratch, seed 3"
     assert load_model(model, device="cpu").identity().revision == "step 3, from scratch, seed 3"
     assert lineage_line(record).startswith("trained from random initialisation with `diffpid train-shapes --out RUN")
+    assert lineage_line(record).endswith("` and settings no flag sets (channels [8, 16], text_hidden 16, text_layers 1, "
+                                         "text_heads 2, attention_head_dim 8, norm_groups 4, warmup 2), 3 steps")
     assert str(tmp_path) not in json.dumps(recipe)  # no path of this machine
 
 

@@ -174,7 +174,9 @@ def lineage_line(record: dict) -> str:
     if isinstance(recipe, dict) and recipe.get("commands"):
         how = "trained from random initialisation" if recipe.get("lineage") == "from scratch" else \
             f"trained {recipe.get('lineage')}"
-        return f"{how} with `{' && '.join(recipe['commands'])}`, {steps} steps"
+        odd = recipe.get("settings_without_flags") or {}
+        extra = f" and settings no flag sets ({', '.join(f'{k} {v}' for k, v in odd.items())})" if odd else ""
+        return f"{how} with `{' && '.join(recipe['commands'])}`{extra}, {steps} steps"
     init = (record.get("settings") or {}).get("init_from")
     if init:
         return f"{steps} steps from the UNet of {init} (a lineage; see docs/embedded-model.md)"
