@@ -144,7 +144,8 @@ def sample_plan(rng: random.Random, training: bool = True, complete: bool = Fals
                     keep["color"] = False
                 if shapeless:
                     keep["shape"] = False
-                if any(keep.values()) and not (bare and sum(keep.values()) != 1):
+                kept = sum(keep.values())
+                if kept == 1 or (kept > 1 and not bare):  # a bare caption keeps exactly one word
                     break
             keeps.append(keep)
         keep_relation = n == 2 and (full or rng.random() < KEEP_PROB)

@@ -285,11 +285,11 @@ def train(out: str | Path, steps: int | None = None, resume: bool = False, confi
     from tqdm import tqdm
 
     out = Path(out)
-    for name, value in (("--complete-share", complete_share), ("--colorless-share", colorless_share),
-                        ("--empty-share", empty_share), ("--shapeless-share", shapeless_share),
-                        ("--bare-share", bare_share)):
+    shares = {"complete": complete_share, "colorless": colorless_share, "empty": empty_share,
+              "shapeless": shapeless_share, "bare": bare_share}
+    for kind, value in shares.items():
         if value is not None and not 0 <= value <= 1:
-            raise ParameterError(f"{name} {value}: use a share from 0 to 1")
+            raise ParameterError(f"--{kind}-share {value}: use a share from 0 to 1")
     if agree_weight is not None and not (agree_weight >= 0 and math.isfinite(agree_weight)):
         raise ParameterError(f"--agree-weight {agree_weight}: use a weight of 0 (none) or more")
     if agree_from is not None and not math.isfinite(agree_from):
@@ -300,10 +300,8 @@ def train(out: str | Path, steps: int | None = None, resume: bool = False, confi
         if value is not None and value < 0:
             raise ParameterError(f"{name} {value}: use a number of steps, 0 or more")
     override = {k: v for k, v in (("lr", lr), ("loss_weight_cap", loss_weight_cap),
-                                  ("complete_share", complete_share), ("decay_from", decay_from),
-                                  ("decay_steps", decay_steps), ("colorless_share", colorless_share),
-                                  ("empty_share", empty_share), ("shapeless_share", shapeless_share),
-                                  ("bare_share", bare_share),
+                                  ("decay_from", decay_from), ("decay_steps", decay_steps),
+                                  *((f"{kind}_share", v) for kind, v in shares.items()),
                                   ("agree_weight", agree_weight), ("agree_from", agree_from)) if v is not None}
     if resume:
         if init_from is not None:
